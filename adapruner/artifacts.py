@@ -1,0 +1,83 @@
+"""Pruned-model artifacts: safetensors weights, config, tokenizer and a manifest of per-layer widths.
+
+Where every layer has the same widths, ``config.json`` holds them and stock
+``AutoModelForCausalLM.from_pretrained(path)`` loads the folder. Otherwise ``config.json`` keeps the
+dense widths and :func:`load_pruned` shrinks each layer to the manifest's widths before loading.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from adapruner.adapters import get_adapter
+from adapruner.models.loading import MANIFEST_NAME
+
+FORMAT_VERSION = 1
+
+
+def save_pruned(
+    model: Any, tokenizer: Any, out: str | Path, *, job: dict[str, Any] | None = None, extra: dict[str, Any] | None = None
+) -> Path:
+    """Write ``model`` and ``tokenizer`` to ``out`` with the manifest ``adapruner.json``.
+
+    ``job`` is the resolved job config (JSON-ready); ``extra`` is merged into the manifest.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    adapter = get_adapter(model)
+    uniform = adapter.sync_config()
+    model.save_pretrained(out)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+    manifest = {
+        "format": FORMAT_VERSION,
+        "model_type": model.config.model_type,
+        "uniform": uniform,
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "widths": adapter.widths(),
+        "job": job,
+        **(extra or {}),
+    }
+    (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+    return out
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    file = Path(path) / MANIFEST_NAME
+    if not file.is_file():
+        raise FileNotFoundError(f"{path} is not an adapruner artifact (no {MANIFEST_NAME})")
+    manifest = json.loads(file.read_text())
+    if manifest.get("format") != FORMAT_VERSION:
+        raise ValueError(f"{file}: format {manifest.get('format')!r}, this adapruner reads {FORMAT_VERSION}")
+    return manifest
+
+
+def load_pruned(
+    path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> tuple[Any, Any]:
+    """Load a pruned artifact: ``(model, tokenizer)`` with the saved per-layer widths and weights."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    manifest = read_manifest(path)
+    config = AutoConfig.from_pretrained(path)
+    dtype = dtype or getattr(torch, manifest["dtype"])
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    get_adapter(model).set_widths(manifest["widths"])
+    state: dict[str, torch.Tensor] = {}
+    for file in sorted(path.glob("*.safetensors")):
+        state.update(load_file(file))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or [])
+    if isinstance(getattr(model, "_tied_weights_keys", None), dict):
+        tied = set(model._tied_weights_keys)
+    if unexpected or (set(missing) - tied):
+        raise ValueError(f"{path}: weights do not match the manifest (missing {missing}, unexpected {unexpected})")
+    model.tie_weights()
+    tokenizer = AutoTokenizer.from_pretrained(path) if (path / "tokenizer_config.json").is_file() else None
+    return model.to(device).eval(), tokenizer

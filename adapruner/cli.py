@@ -1,0 +1,255 @@
+"""``adapruner`` command line: parsing and printing only; the work is in :mod:`adapruner.pipeline`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from pydantic import ValidationError
+
+from adapruner.catalog import BUILTIN_CORPORA, METRICS
+from adapruner.config import DataSource, ModelSpec, PruneJob
+
+# Config field path (as pydantic reports it) -> the option that sets it.
+OPTION_OF = {
+    "model": "--model",
+    "calibration.sources": "--calib",
+    "calibration.samples": "--samples",
+    "calibration.seq_len": "--seq-len",
+    "importance.mix": "--mix/--metric",
+    "importance.aggregation": "--aggregation",
+    "importance.normalization": "--normalization",
+    "prune.ratio": "--ratio",
+    "prune.targets": "--targets",
+    "prune.allocation": "--allocation",
+    "prune.attn_share": "--attn-share",
+    "prune.protect_first": "--protect",
+    "prune.protect_last": "--protect",
+    "prune.channel_multiple": "--channel-multiple",
+    "evaluate.texts": "--eval-text",
+    "evaluate.seq_len": "--eval-seq-len",
+    "evaluate.max_tokens": "--eval-tokens",
+}
+
+
+class CliError(Exception):
+    """A bad argument: printed as one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise CliError(message)
+
+
+def _option(loc: Sequence[Any]) -> str:
+    path = ".".join(str(part) for part in loc if not isinstance(part, int))
+    for prefix in sorted(OPTION_OF, key=len, reverse=True):
+        if path == prefix or path.startswith(prefix + "."):
+            return OPTION_OF[prefix]
+    return path
+
+
+def _one_line(error: ValidationError) -> str:
+    first = error.errors()[0]
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{_option(first['loc'])}: {message}" if first["loc"] else message
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """``taylor=0.7,wanda=0.3`` -> ``{"taylor": 0.7, "wanda": 0.3}``."""
+    mix = {}
+    for part in text.split(","):
+        name, eq, weight = part.partition("=")
+        try:
+            mix[name.strip()] = float(weight) if eq else 1.0
+        except ValueError:
+            raise CliError(f"--mix: weight {weight!r} of {name!r} is not a number (use NAME=W,...)") from None
+    return mix
+
+
+def parse_source(spec: str) -> DataSource:
+    try:
+        return DataSource.parse(spec)
+    except (ValueError, ValidationError) as error:
+        detail = _one_line(error) if isinstance(error, ValidationError) else str(error)
+        raise CliError(f"data source {spec!r}: {detail}") from None
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="adapruner", description="Structured pruning of causal LMs.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    prune = sub.add_parser("prune", help="prune a model with one metric or a fixed metric mix")
+    prune.add_argument("--model", default="smollm2-135m", help="hub id, folder, .gguf file or alias")
+    prune.add_argument("--ratio", type=float, required=True, help="share of non-embedding params to remove")
+    which = prune.add_mutually_exclusive_group()
+    which.add_argument("--metric", help=f"one of: {', '.join(METRICS.names())}")
+    which.add_argument("--mix", help="weighted metrics, e.g. taylor=0.7,wanda=0.3")
+    prune.add_argument("--aggregation", default="sum", help="sum, mean, max or prod")
+    prune.add_argument("--normalization", default="mean", help="none, mean, max, l2, zscore or rank")
+    prune.add_argument(
+        "--calib",
+        action="append",
+        help=f"calibration source (repeatable): {', '.join(BUILTIN_CORPORA.names())}, FILE.txt/.jsonl, "
+        "file:PATH[:split], hf:NAME[:CONFIG[:SPLIT[:FIELD]]]",
+    )
+    prune.add_argument("--samples", type=int, default=32)
+    prune.add_argument("--seq-len", type=int, default=256)
+    prune.add_argument("--seed", type=int, default=0)
+    prune.add_argument("--targets", default="heads,channels", help="heads, channels or both")
+    prune.add_argument("--allocation", default="uniform", help="uniform or protected")
+    prune.add_argument("--protect", default="4,2", help="FIRST,LAST blocks kept whole with --allocation protected")
+    prune.add_argument("--attn-share", type=float, help="share of the removed params taken from attention")
+    prune.add_argument("--channel-multiple", type=int, default=8)
+    prune.add_argument("--eval-text", action="append", help="held-out text to report PPL on (repeatable)")
+    prune.add_argument("--eval-seq-len", type=int, default=512)
+    prune.add_argument("--eval-tokens", type=int, default=32_768, help="max tokens of each eval text")
+    prune.add_argument("--no-speed", action="store_true", help="skip the throughput measurement")
+    prune.add_argument("--device", default="auto")
+    prune.add_argument("--dtype", default="float32")
+    prune.add_argument("--out", required=True, help="folder for the pruned model and report.json")
+    prune.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    evaluate = sub.add_parser("eval", help="perplexity of a model or pruned artifact on a text")
+    evaluate.add_argument("model", help="hub id, folder, .gguf file, alias or pruned artifact")
+    text = evaluate.add_mutually_exclusive_group(required=True)
+    text.add_argument("--text-file", help="a .txt/.jsonl file (the whole file)")
+    text.add_argument("--dataset", help="a data source, e.g. jargon, hf:NAME:CONFIG:SPLIT:FIELD")
+    evaluate.add_argument("--seq-len", type=int, default=512)
+    evaluate.add_argument("--stride", type=int)
+    evaluate.add_argument("--max-tokens", type=int, default=100_000)
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--json", action="store_true")
+    return parser
+
+
+def job_from_args(args: argparse.Namespace) -> PruneJob:
+    mix = parse_mix(args.mix) if args.mix else {args.metric or "taylor": 1.0}
+    first, _, last = args.protect.partition(",")
+    try:
+        protect = (int(first), int(last or 0))
+    except ValueError:
+        raise CliError(f"--protect: {args.protect!r} is not FIRST,LAST (two whole numbers)") from None
+    calibration: dict[str, Any] = {"samples": args.samples, "seq_len": args.seq_len, "seed": args.seed}
+    if args.calib:
+        calibration["sources"] = tuple(parse_source(s) for s in args.calib)
+    evaluate: dict[str, Any] = {
+        "seq_len": args.eval_seq_len,
+        "max_tokens": args.eval_tokens,
+        "speed": not args.no_speed,
+    }
+    if args.eval_text:
+        evaluate["texts"] = tuple(parse_source(s) for s in args.eval_text)
+    # Validated as one nested payload so that errors carry the full field path (prune.ratio, ...).
+    return PruneJob.model_validate(
+        {
+            "model": {"source": args.model, "device": args.device, "dtype": args.dtype},
+            "calibration": calibration,
+            "importance": {
+                "mix": mix,
+                "aggregation": args.aggregation,
+                "normalization": args.normalization,
+                "seed": args.seed,
+            },
+            "prune": {
+                "ratio": args.ratio,
+                "targets": tuple(t.strip() for t in args.targets.split(",")),
+                "allocation": args.allocation,
+                "protect_first": protect[0],
+                "protect_last": protect[1],
+                "attn_share": args.attn_share,
+                "channel_multiple": args.channel_multiple,
+            },
+            "evaluate": evaluate,
+        }
+    )
+
+
+def _progress_bar():
+    from tqdm import tqdm
+
+    bars: dict[str, Any] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit="sample", file=sys.stderr, leave=False)
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    return progress
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from adapruner.pipeline import format_table, run_prune, summary_rows
+
+    job = job_from_args(args)
+    outcome = run_prune(job, out=args.out, progress=_progress_bar())
+    report = outcome.report
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    mix = ", ".join(f"{k}={v:g}" for k, v in job.importance.mix.items())
+    print(f"model {job.model.source}: removed {report['ratio_achieved']:.1%} of non-embedding params "
+          f"(target {job.prune.ratio:.0%}) with {mix}")
+    print(format_table(summary_rows(report), ("", "dense", "pruned")))
+    speed = f", measured {report['measured_speedup']:.2f}x" if "measured_speedup" in report else ""
+    print(f"ideal speed-up from FLOPs {report['ideal_speedup']:.2f}x{speed}")
+    print(f"saved to {Path(args.out).resolve()} (report.json)")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from adapruner.calibration import token_stream
+    from adapruner.evaluate import count_parameters, perplexity
+    from adapruner.models import load_model
+
+    source = parse_source(f"file:{args.text_file}" if args.text_file else args.dataset)
+    loaded = load_model(ModelSpec(source=args.model, device=args.device))
+    tokens = token_stream(loaded.tokenizer, source, "evaluation", max_tokens=args.max_tokens)
+    result = perplexity(loaded.model, tokens, seq_len=args.seq_len, stride=args.stride)
+    out = {
+        "model": args.model,
+        "text": source.label(),
+        "perplexity": result.ppl,
+        "params": count_parameters(loaded.model, non_embedding=False),
+        "non_embedding_params": count_parameters(loaded.model, non_embedding=True),
+        "tokens": result.tokens,
+    }
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"{out['model']} on {out['text']}: perplexity {out['perplexity']:.3f} over {out['tokens']:,} tokens; "
+              f"params {out['params']:,} ({out['non_embedding_params']:,} non-embedding)")
+    return 0
+
+
+COMMANDS = {"prune": cmd_prune, "eval": cmd_eval}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from adapruner.models.loading import ModelLoadError
+    from adapruner.prune.plan import PlanError
+
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except CliError as error:
+        print(f"adapruner: error: {error}", file=sys.stderr)
+        return 2
+    except ValidationError as error:
+        print(f"adapruner: error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    except (ModelLoadError, PlanError, FileNotFoundError) as error:
+        print(f"adapruner: error: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

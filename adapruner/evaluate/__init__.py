@@ -1,0 +1,16 @@
+"""Evaluation: perplexity, parameter counts, FLOPs, speed and memory."""
+
+from adapruner.evaluate.perplexity import Perplexity, perplexity
+from adapruner.evaluate.size import count_parameters, forward_flops, ideal_speedup
+from adapruner.evaluate.speed import Speed, measure_speed, weights_bytes
+
+__all__ = [
+    "Perplexity",
+    "Speed",
+    "count_parameters",
+    "forward_flops",
+    "ideal_speedup",
+    "measure_speed",
+    "perplexity",
+    "weights_bytes",
+]

@@ -1,0 +1,69 @@
+"""Sliding-window perplexity (the Hugging Face method)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Perplexity:
+    ppl: float
+    nll: float  # mean negative log-likelihood per predicted token
+    tokens: int  # predicted tokens
+    windows: int
+
+
+def windows(n_tokens: int, *, seq_len: int, stride: int) -> list[tuple[int, int, int]]:
+    """``(begin, end, n_new)`` windows: each covers ``tokens[begin:end]`` and scores its last ``n_new``
+    targets, the ones no earlier window scored (the first window scores all but its first token)."""
+    spans, scored_until = [], 0
+    for begin in range(0, n_tokens - 1, stride):
+        end = min(begin + seq_len, n_tokens)
+        new = end - max(scored_until, begin + 1)
+        if new > 0:
+            spans.append((begin, end, new))
+            scored_until = end
+        if end == n_tokens:
+            break
+    return spans
+
+
+def perplexity(
+    model, tokens: torch.Tensor, *, seq_len: int, stride: int | None = None, batch_size: int = 4, device=None
+) -> Perplexity:
+    """Perplexity of ``tokens`` (``[n]``) under ``model`` with windows of ``seq_len`` every ``stride``.
+
+    ``stride`` defaults to, and is capped at, ``seq_len - 1``: consecutive windows then share at least
+    one token, so every token after the first is predicted exactly once, with up to ``seq_len - 1``
+    tokens of context.
+    """
+    tokens = tokens.reshape(-1)
+    if tokens.numel() < 2:
+        raise ValueError(f"seq_len: the text has {tokens.numel()} tokens; need at least 2")
+    if seq_len < 2:
+        raise ValueError(f"seq_len must be at least 2, got {seq_len}")
+    stride = min(stride or seq_len, seq_len - 1)
+    device = device or next(model.parameters()).device
+    spans = windows(tokens.numel(), seq_len=seq_len, stride=stride)
+    total, count = 0.0, 0
+    model.eval()
+    with torch.inference_mode():
+        # Windows of equal length are batched; the last, shorter one runs alone.
+        for start in range(0, len(spans), batch_size):
+            chunk = spans[start : start + batch_size]
+            groups: dict[int, list[tuple[int, int, int]]] = {}
+            for span in chunk:
+                groups.setdefault(span[1] - span[0], []).append(span)
+            for length, same in groups.items():
+                ids = torch.stack([tokens[b:e] for b, e, _ in same]).to(device)
+                logits = model(ids, use_cache=False).logits[:, :-1].float()
+                nll = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")  # [b, length - 1]
+                for row, (_, _, new) in enumerate(same):
+                    total += nll[row, length - 1 - new :].double().sum().item()
+                    count += new
+    mean = total / count
+    return Perplexity(ppl=math.exp(mean), nll=mean, tokens=count, windows=len(spans))

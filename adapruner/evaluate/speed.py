@@ -1,0 +1,90 @@
+"""Forward throughput and memory of a model, as users feel it."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Speed:
+    tokens_per_s: float
+    latency_s: float  # median seconds per forward of [batch, seq_len]
+    batch: int
+    seq_len: int
+    peak_memory_bytes: int | None
+    memory_kind: str  # "cuda_max_allocated" or "cpu_peak_rss_delta"
+
+
+def _rss_peak_bytes() -> int | None:
+    """The process's peak resident set (VmHWM) in bytes, where /proc exposes it."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_rss_peak() -> bool:
+    """Reset VmHWM to the current RSS (Linux: write 5 to /proc/self/clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def weights_bytes(model: nn.Module) -> int:
+    """Bytes of parameters and buffers, tied tensors once."""
+    seen, total = set(), 0
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def measure_speed(
+    model: nn.Module, *, batch: int, seq_len: int, warmup: int = 2, repeats: int = 5, device=None
+) -> Speed:
+    """Throughput of forward passes over seeded random token ids ``[batch, seq_len]``.
+
+    Memory: on CUDA the peak allocated during the timed passes; on CPU the growth of the process's
+    peak resident memory over its level before them (activations and workspace, not the weights).
+    """
+    device = torch.device(device) if device else next(model.parameters()).device
+    vocab = model.get_input_embeddings().num_embeddings
+    ids = torch.randint(0, vocab, (batch, seq_len), generator=torch.Generator().manual_seed(0)).to(device)
+    cuda = device.type == "cuda"
+    model.eval()
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(ids, use_cache=False)
+        if cuda:
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        reset = not cuda and _reset_rss_peak()
+        before = _rss_peak_bytes() if reset else None
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(ids, use_cache=False)
+            if cuda:
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - start)
+    if cuda:
+        peak, kind = torch.cuda.max_memory_allocated(device), "cuda_max_allocated"
+    else:
+        after = _rss_peak_bytes() if reset else None
+        peak = None if before is None or after is None else max(after - before, 0)
+        kind = "cpu_peak_rss_delta"
+    latency = statistics.median(times)
+    return Speed(batch * seq_len / latency, latency, batch, seq_len, peak, kind)

@@ -1,0 +1,132 @@
+"""Importance as a callable over a group of coupled units, and the weighted mix of metrics.
+
+A metric turns one :class:`~adapruner.adapters.base.UnitGroup` into one score per unit (higher = keep).
+Most metrics are element-wise: they score every weight of every coupled slice, sum each unit's part of
+each slice, and aggregate the slices (sum, mean, max or prod). Scores are normalised per group before
+they are mixed, so that metrics with different scales can be weighted against each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+import torch
+
+from adapruner.adapters.base import CoupledSlice, ModelAdapter, UnitGroup, slice_weight
+from adapruner.catalog import METRICS
+from adapruner.stats import Statistics
+
+EPS = 1e-12
+
+
+def aggregate(per_slice: torch.Tensor, how: str) -> torch.Tensor:
+    """Combine per-slice scores ``[n_slices, n_units]`` into ``[n_units]``."""
+    if how == "sum":
+        return per_slice.sum(0)
+    if how == "mean":
+        return per_slice.mean(0)
+    if how == "max":
+        return per_slice.max(0).values
+    if how == "prod":
+        return per_slice.prod(0)
+    raise ValueError(f"unknown aggregation {how!r}; valid: sum, mean, max, prod")
+
+
+def normalize(scores: torch.Tensor, how: str) -> torch.Tensor:
+    """Make ``scores`` (``[n_units]``, one group) comparable across metrics and layers.
+
+    ``mean``/``max``/``l2`` divide by that statistic (scale-free, keeps ratios); ``zscore`` centres and
+    scales; ``rank`` maps to evenly spaced values in (0, 1]; ``none`` keeps raw scores.
+    """
+    scores = scores.double()
+    if how == "none":
+        return scores
+    if how == "mean":
+        return scores / scores.abs().mean().clamp_min(EPS)
+    if how == "max":
+        return scores / scores.abs().max().clamp_min(EPS)
+    if how == "l2":
+        return scores / scores.norm().clamp_min(EPS)
+    if how == "zscore":
+        if scores.numel() < 2:
+            return torch.zeros_like(scores)
+        return (scores - scores.mean()) / scores.std().clamp_min(EPS)
+    if how == "rank":
+        ranks = torch.empty_like(scores)
+        ranks[scores.argsort(stable=True)] = torch.arange(1, scores.numel() + 1, dtype=scores.dtype)
+        return ranks / scores.numel()
+    raise ValueError(f"unknown normalization {how!r}; valid: none, mean, max, l2, zscore, rank")
+
+
+class Importance:
+    """Base class of every metric; registered by name in ``adapruner.catalog.METRICS``.
+
+    ``needs`` names the statistics the metric reads (``act``, ``grad``, ``fisher``).
+    """
+
+    needs: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, *, seed: int = 0) -> None:
+        self.seed = seed
+
+    def __call__(
+        self, adapter: ModelAdapter, group: UnitGroup, stats: Statistics, *, aggregation: str = "sum"
+    ) -> torch.Tensor:
+        """Scores ``[group.n_units]`` (float64, on CPU)."""
+        per_slice = [
+            self.slice_scores(adapter.linear(s.module).weight.detach(), s, group.n_units, stats)
+            for s in group.slices
+        ]
+        scored = [p.double().cpu() for p in per_slice if p is not None]
+        return aggregate(torch.stack(scored), aggregation)
+
+    def slice_scores(
+        self, weight: torch.Tensor, slice_: CoupledSlice, n_units: int, stats: Statistics
+    ) -> torch.Tensor | None:
+        """``[n_units]`` scores from one coupled slice, or ``None`` when the metric ignores it."""
+        element = self.element(weight, slice_, stats)
+        if element is None:
+            return None
+        return slice_weight(element, slice_, n_units).sum((1, 2))
+
+    def element(self, weight: torch.Tensor, slice_: CoupledSlice, stats: Statistics) -> torch.Tensor | None:
+        """Weight-shaped element scores (``[out, in]``), or ``None`` to ignore this slice."""
+        raise NotImplementedError
+
+
+def build_metric(name: str, *, seed: int = 0) -> Importance:
+    return METRICS.get(name)(seed=seed)
+
+
+def metric_needs(names: Mapping[str, float] | list[str]) -> set[str]:
+    """The statistics that the named metrics read."""
+    return set().union(*(METRICS.get(name).needs for name in names))
+
+
+def score_groups(
+    adapter: ModelAdapter,
+    groups: list[UnitGroup],
+    stats: Statistics,
+    *,
+    mix: Mapping[str, float],
+    aggregation: str = "sum",
+    normalization: str = "mean",
+    seed: int = 0,
+) -> dict[tuple[int, str], torch.Tensor]:
+    """The weighted metric mix for every group: ``{(layer, kind): scores [n_units]}``.
+
+    ``score = sum_m w_m * normalize(metric_m(group))`` with the weights summing to one.
+    """
+    total = sum(mix.values())
+    metrics = {name: (build_metric(name, seed=seed), weight / total) for name, weight in mix.items() if weight > 0}
+    scores = {}
+    for group in groups:
+        combined = torch.zeros(group.n_units, dtype=torch.float64)
+        for metric, weight in metrics.values():
+            raw = metric(adapter, group, stats, aggregation=aggregation)
+            if not torch.isfinite(raw).all():
+                raise FloatingPointError(f"metric {type(metric).__name__} gave non-finite scores in layer {group.layer}")
+            combined += weight * normalize(raw, normalization)
+        scores[group.key] = combined
+    return scores

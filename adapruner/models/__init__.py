@@ -1,0 +1,23 @@
+"""Model loading: hub ids, local folders, GGUF files and built-in aliases."""
+
+from adapruner.models.loading import (
+    ALIASES,
+    MANIFEST_NAME,
+    LoadedModel,
+    ModelLoadError,
+    check_model_type,
+    load_model,
+    pick_device,
+    resolve_source,
+)
+
+__all__ = [
+    "ALIASES",
+    "MANIFEST_NAME",
+    "LoadedModel",
+    "ModelLoadError",
+    "check_model_type",
+    "load_model",
+    "pick_device",
+    "resolve_source",
+]

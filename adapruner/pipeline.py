@@ -1,0 +1,206 @@
+"""The one function that runs a pruning job, and the evaluation that reports on it."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from adapruner.adapters import get_adapter
+from adapruner.artifacts import save_pruned
+from adapruner.calibration import sample_windows, stack, token_stream
+from adapruner.config import EvalConfig, PruneJob
+from adapruner.evaluate import count_parameters, forward_flops, ideal_speedup, measure_speed, perplexity
+from adapruner.importance import metric_needs, score_groups
+from adapruner.models import LoadedModel, load_model
+from adapruner.prune import apply_plan, layer_shapes, plan_widths
+from adapruner.stats import collect_statistics
+
+Progress = Callable[[str, int, int], None]
+"""``progress(stage, done, total)``: called as a stage advances."""
+
+REPORT_VERSION = 1
+
+
+@dataclass
+class PruneOutcome:
+    model: Any
+    tokenizer: Any
+    report: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str):
+    start = time.perf_counter()
+    yield
+    timings[name] = round(time.perf_counter() - start, 3)
+
+
+def eval_texts(tokenizer: Any, config: EvalConfig) -> dict[str, torch.Tensor]:
+    """Held-out token streams, ``{label: [n_tokens]}``, capped at ``config.max_tokens`` each."""
+    return {
+        text.label(): token_stream(tokenizer, text, "evaluation", max_tokens=config.max_tokens)
+        for text in config.texts
+    }
+
+
+def evaluate_model(model: Any, texts: dict[str, torch.Tensor], config: EvalConfig) -> dict[str, Any]:
+    """Perplexity on each text, parameter counts, FLOPs and (optionally) measured speed."""
+    result: dict[str, Any] = {
+        "perplexity": {
+            label: perplexity(
+                model, tokens, seq_len=config.seq_len, stride=config.stride, batch_size=config.batch_size
+            ).ppl
+            for label, tokens in texts.items()
+        },
+        "params": count_parameters(model, non_embedding=False),
+        "non_embedding_params": count_parameters(model, non_embedding=True),
+        "flops_per_token": forward_flops(model, seq_len=config.speed_seq_len),
+    }
+    if config.speed:
+        speed = measure_speed(model, batch=config.speed_batch, seq_len=config.speed_seq_len)
+        result["speed"] = {
+            "tokens_per_s": speed.tokens_per_s,
+            "latency_s": speed.latency_s,
+            "batch": speed.batch,
+            "seq_len": speed.seq_len,
+            "peak_memory_bytes": speed.peak_memory_bytes,
+            "memory_kind": speed.memory_kind,
+        }
+    return result
+
+
+def prune_copy(
+    loaded: LoadedModel, job: PruneJob, *, progress: Progress | None = None, timings: dict[str, float] | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """Prune a copy of ``loaded.model`` as ``job`` says; the loaded model is left dense.
+
+    Returns the pruned model and the facts of the run (plan, calibration sample ids).
+    """
+    timings = {} if timings is None else timings
+    model = copy.deepcopy(loaded.model)
+    adapter = get_adapter(model)
+    with _timed(timings, "calibration_s"):
+        samples = sample_windows(loaded.tokenizer, job.calibration)
+    mix = job.importance.mix
+    with _timed(timings, "statistics_s"):
+        stats = collect_statistics(
+            adapter,
+            stack(samples),
+            needs=metric_needs(mix),
+            progress=(lambda done, total: progress("statistics", done, total)) if progress else None,
+        )
+    with _timed(timings, "scoring_s"):
+        groups = [g for g in adapter.groups() if g.kind in job.prune.targets]
+        scores = score_groups(
+            adapter,
+            groups,
+            stats,
+            mix=mix,
+            aggregation=job.importance.aggregation,
+            normalization=job.importance.normalization,
+            seed=job.importance.seed,
+        )
+    del stats
+    with _timed(timings, "pruning_s"):
+        before = count_parameters(model, non_embedding=True)
+        plan = plan_widths(layer_shapes(adapter), params_before=before, config=job.prune)
+        apply_plan(adapter, scores, plan)
+    facts = {
+        "calibration_samples": [s.id for s in samples],
+        "planned_ratio": plan.ratio_achieved,
+        "widths": adapter.widths(),
+    }
+    return model, facts
+
+
+def run_prune(
+    job: PruneJob,
+    *,
+    out: str | Path | None = None,
+    loaded: LoadedModel | None = None,
+    dense_eval: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> PruneOutcome:
+    """Load, calibrate, score, prune, evaluate against the dense model and save (when ``out`` is given).
+
+    ``loaded`` and ``dense_eval`` let a caller that runs many jobs on one model load and measure the
+    dense model once.
+    """
+    timings: dict[str, float] = {}
+    if loaded is None:
+        with _timed(timings, "load_s"):
+            loaded = load_model(job.model)
+    with _timed(timings, "eval_text_s"):
+        texts = eval_texts(loaded.tokenizer, job.evaluate)
+    if dense_eval is None:
+        with _timed(timings, "eval_dense_s"):
+            dense_eval = evaluate_model(loaded.model, texts, job.evaluate)
+    model, facts = prune_copy(loaded, job, progress=progress, timings=timings)
+    with _timed(timings, "eval_pruned_s"):
+        pruned_eval = evaluate_model(model, texts, job.evaluate)
+    report = build_report(job, dense=dense_eval, pruned=pruned_eval, facts=facts, timings=timings)
+    report["device"] = str(next(model.parameters()).device)
+    if out is not None:
+        save_pruned(model, loaded.tokenizer, out, job=job.model_dump(mode="json"), extra={"report": "report.json"})
+        write_report(report, Path(out) / "report.json")
+    return PruneOutcome(model, loaded.tokenizer, report, timings)
+
+
+def build_report(
+    job: PruneJob, *, dense: dict[str, Any], pruned: dict[str, Any], facts: dict[str, Any], timings: dict[str, float]
+) -> dict[str, Any]:
+    before, after = dense["non_embedding_params"], pruned["non_embedding_params"]
+    report: dict[str, Any] = {
+        "version": REPORT_VERSION,
+        "model": job.model.source,
+        "params_before": before,
+        "params_after": after,
+        "ratio_target": job.prune.ratio,
+        "ratio_achieved": 1 - after / before,
+        "total_params_before": dense["params"],
+        "total_params_after": pruned["params"],
+        "ideal_speedup": ideal_speedup(dense["flops_per_token"], pruned["flops_per_token"]),
+        "dense": dense,
+        "pruned": pruned,
+        "config": job.model_dump(mode="json"),
+        "timings": timings,
+        **facts,
+    }
+    if "speed" in dense and "speed" in pruned:
+        report["measured_speedup"] = pruned["speed"]["tokens_per_s"] / dense["speed"]["tokens_per_s"]
+    return report
+
+
+def write_report(report: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """``(quantity, dense, pruned)`` rows for a readable table."""
+    dense, pruned = report["dense"], report["pruned"]
+    rows = [
+        ("non-embedding params", f"{report['params_before']:,}", f"{report['params_after']:,}"),
+        ("total params", f"{dense['params']:,}", f"{pruned['params']:,}"),
+    ]
+    rows += [(f"PPL {label}", f"{dense['perplexity'][label]:.2f}", f"{pruned['perplexity'][label]:.2f}") for label in dense["perplexity"]]
+    if "speed" in dense and "speed" in pruned:
+        rows.append(("tokens/s", f"{dense['speed']['tokens_per_s']:.0f}", f"{pruned['speed']['tokens_per_s']:.0f}"))
+    rows.append(("GFLOPs/token", f"{dense['flops_per_token'] / 1e9:.3f}", f"{pruned['flops_per_token'] / 1e9:.3f}"))
+    return rows
+
+
+def format_table(rows: Sequence[tuple[str, ...]], header: Sequence[str]) -> str:
+    table = [tuple(header), *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))) for row in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

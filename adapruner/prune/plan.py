@@ -1,0 +1,123 @@
+"""How many units each layer keeps so that a global parameter target is met.
+
+Pure arithmetic over layer shapes (no torch): the plan decides *how many* KV groups and MLP channels
+each layer keeps; the importance scores then decide *which*.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from adapruner.config import PruneConfig
+
+
+class PlanError(ValueError):
+    """The target cannot be met with these settings; the message names the field to change."""
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """Current widths of one decoder layer and the parameters one unit of each kind costs."""
+
+    heads: int
+    head_params: int
+    channels: int
+    channel_params: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Units kept per layer: ``keep[i] = {"heads": kv_groups, "channels": n}``."""
+
+    keep: tuple[dict[str, int], ...]
+    params_before: int
+    params_removed: int
+    target_removed: int
+
+    @property
+    def ratio_achieved(self) -> float:
+        return self.params_removed / self.params_before
+
+
+def spread(total: int, slots: int) -> list[int]:
+    """``total`` split over ``slots`` as evenly as possible; the extra ones evenly spaced."""
+    base, extra = divmod(total, slots)
+    counts = [base] * slots
+    for i in range(extra):
+        counts[(2 * i + 1) * slots // (2 * extra)] += 1
+    return counts
+
+
+def _take(total: int, capacity: Sequence[int]) -> list[int]:
+    """Spread ``total`` removals over layers with per-layer ``capacity``, refilling where capped."""
+    taken = [0] * len(capacity)
+    remaining = total
+    while remaining > 0:
+        open_slots = [i for i, cap in enumerate(capacity) if taken[i] < cap]
+        if not open_slots:
+            break
+        for i, extra in zip(open_slots, spread(remaining, len(open_slots)), strict=True):
+            step = min(extra, capacity[i] - taken[i])
+            taken[i] += step
+            remaining -= step
+    return taken
+
+
+def pruned_layers(n_layers: int, config: PruneConfig) -> list[int]:
+    if config.allocation == "uniform":
+        return list(range(n_layers))
+    layers = list(range(config.protect_first, n_layers - config.protect_last))
+    if not layers:
+        raise PlanError(
+            f"prune.protect_first + prune.protect_last = {config.protect_first + config.protect_last} "
+            f"protects all {n_layers} layers; lower them"
+        )
+    return layers
+
+
+def plan_widths(shapes: Sequence[LayerShape], *, params_before: int, config: PruneConfig) -> Plan:
+    """Plan the kept widths that remove ``config.ratio`` of ``params_before`` (non-embedding params).
+
+    Attention is pruned in whole KV groups (at least ``min_kv_groups`` stay), channels in multiples of
+    ``channel_multiple``; channels absorb the rounding of the coarse attention units.
+    """
+    target = round(config.ratio * params_before)
+    layers = pruned_layers(len(shapes), config)
+    heads_on, channels_on = "heads" in config.targets, "channels" in config.targets
+    head_cap = [max(shapes[i].heads - config.min_kv_groups, 0) if heads_on else 0 for i in layers]
+    chunk = [config.channel_multiple * shapes[i].channel_params for i in layers]
+    chunk_cap = [
+        max((shapes[i].channels - config.channel_multiple) // config.channel_multiple, 0) if channels_on else 0
+        for i in layers
+    ]
+    attn_total = sum(shapes[i].heads * shapes[i].head_params for i in layers)
+    mlp_total = sum(shapes[i].channels * shapes[i].channel_params for i in layers)
+    if not channels_on:
+        share = 1.0
+    elif not heads_on:
+        share = 0.0
+    elif config.attn_share is None:
+        share = attn_total / (attn_total + mlp_total)
+    else:
+        share = config.attn_share
+
+    head_unit = max(shapes[i].head_params for i in layers)
+    heads_removed = _take(round(share * target / head_unit), head_cap) if heads_on else [0] * len(layers)
+    removed = sum(n * shapes[i].head_params for n, i in zip(heads_removed, layers, strict=True))
+    chunks_removed = [0] * len(layers)
+    if channels_on:
+        chunk_unit = max(chunk)
+        chunks_removed = _take(max(round((target - removed) / chunk_unit), 0), chunk_cap)
+        removed += sum(n * c for n, c in zip(chunks_removed, chunk, strict=True))
+
+    if target and abs(removed - target) > 0.01 * target:
+        raise PlanError(
+            f"prune.ratio {config.ratio} cannot be met: at most {removed / params_before:.3f} of the "
+            f"parameters can be removed with prune.targets={list(config.targets)}, "
+            f"allocation={config.allocation!r}; lower prune.ratio or prune more kinds of units"
+        )
+    keep = [{"heads": s.heads, "channels": s.channels} for s in shapes]
+    for i, heads, chunks in zip(layers, heads_removed, chunks_removed, strict=True):
+        keep[i] = {"heads": shapes[i].heads - heads, "channels": shapes[i].channels - chunks * config.channel_multiple}
+    return Plan(tuple(keep), params_before, removed, target)

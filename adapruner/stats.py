@@ -1,0 +1,130 @@
+"""Calibration statistics that importance metrics read: input activation moments and gradients.
+
+One pass over the calibration batch collects, for every Linear that belongs to a unit group:
+  - ``act_sq[name]``: ``[in_features]`` sum over tokens of x^2 of the module's input;
+  - ``act_sum[name]``: ``[in_features]`` sum over tokens of x;
+  - ``grad[name]``: weight-shaped sum over samples of dL_s/dW (L_s: mean next-token loss of sample s);
+  - ``fisher[name]``: weight-shaped sum over samples of (dL_s/dW)^2 (the diagonal empirical Fisher).
+Gradients are collected only when a metric needs them; the Fisher needs one backward pass per sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from adapruner.adapters.base import ModelAdapter
+
+NEEDS = ("act", "grad", "fisher")
+
+
+@dataclass
+class Statistics:
+    n_tokens: int = 0
+    n_samples: int = 0
+    act_sq: dict[str, torch.Tensor] = field(default_factory=dict)
+    act_sum: dict[str, torch.Tensor] = field(default_factory=dict)
+    grad: dict[str, torch.Tensor] = field(default_factory=dict)
+    fisher: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def act_norm(self, name: str) -> torch.Tensor:
+        """``[in_features]`` L2 norm of each input channel over all calibration tokens."""
+        return self.act_sq[name].sqrt()
+
+    def act_var(self, name: str) -> torch.Tensor:
+        """``[in_features]`` variance of each input channel over the calibration tokens."""
+        mean = self.act_sum[name] / self.n_tokens
+        return (self.act_sq[name] / self.n_tokens - mean.square()).clamp_min(0.0)
+
+
+def unit_modules(adapter: ModelAdapter) -> list[str]:
+    """Names of every Linear that appears in a unit group, in layer order."""
+    names = [s.module for group in adapter.groups() for s in group.slices]
+    return list(dict.fromkeys(names))
+
+
+def collect_statistics(
+    adapter: ModelAdapter,
+    batch: torch.Tensor,
+    *,
+    needs: Iterable[str],
+    batch_size: int = 4,
+    progress: Callable[[int, int], None] | None = None,
+) -> Statistics:
+    """Run the calibration ``batch`` (``[n_samples, seq_len]`` token ids) through the model once.
+
+    ``needs`` is a subset of ``("act", "grad", "fisher")``. The model is left unchanged (no gradients
+    kept on it, ``requires_grad`` restored).
+    """
+    needs = set(needs)
+    if unknown := needs - set(NEEDS):
+        raise ValueError(f"unknown statistics {sorted(unknown)}; valid: {', '.join(NEEDS)}")
+    model = adapter.model
+    device = next(model.parameters()).device
+    names = unit_modules(adapter)
+    modules: dict[str, nn.Linear] = {name: adapter.linear(name) for name in names}
+    stats = Statistics()
+    handles = []
+    if "act" in needs:
+
+        def hook(name: str):
+            def record(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+                x = inputs[0].detach().float().reshape(-1, inputs[0].shape[-1])
+                if name not in stats.act_sq:
+                    stats.act_sq[name] = torch.zeros(x.shape[1], device=x.device)
+                    stats.act_sum[name] = torch.zeros(x.shape[1], device=x.device)
+                stats.act_sq[name] += x.square().sum(0)
+                stats.act_sum[name] += x.sum(0)
+
+            return record
+
+        handles = [module.register_forward_pre_hook(hook(name)) for name, module in modules.items()]
+
+    use_grad = bool(needs & {"grad", "fisher"})
+    per_sample = "fisher" in needs
+    step = 1 if per_sample else batch_size
+    saved_flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    was_training = model.training
+    model.eval()
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        if use_grad:
+            for module in modules.values():
+                module.weight.requires_grad_(True)
+        for start in range(0, batch.shape[0], step):
+            ids = batch[start : start + step].to(device)
+            with torch.set_grad_enabled(use_grad):
+                out = model(ids, labels=ids if use_grad else None, use_cache=False)
+            if use_grad:
+                # HF's loss is the mean over the chunk's tokens; scale to a sum of per-sample means.
+                (out.loss * ids.shape[0]).backward()
+                for name, module in modules.items():
+                    g = module.weight.grad.float()
+                    module.weight.grad = None
+                    if "grad" in needs:
+                        _accumulate(stats.grad, name, g)
+                    if per_sample:
+                        _accumulate(stats.fisher, name, g.square())
+            stats.n_samples += ids.shape[0]
+            stats.n_tokens += ids.numel()
+            if progress:
+                progress(stats.n_samples, batch.shape[0])
+    finally:
+        for handle in handles:
+            handle.remove()
+        for name, p in model.named_parameters():
+            p.requires_grad_(saved_flags[name])
+            p.grad = None
+        model.train(was_training)
+    return stats
+
+
+def _accumulate(store: dict[str, torch.Tensor], name: str, value: torch.Tensor) -> None:
+    if name in store:
+        store[name] += value
+    else:
+        store[name] = value.clone()

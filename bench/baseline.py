@@ -1,0 +1,112 @@
+"""Baseline benchmark: every fixed metric on SmolLM2-135M at one ratio, same calibration budget.
+
+Calibration text: the train partition of the built-in ``pydoc`` corpus. Reported on the test
+partitions of ``jargon`` and ``gnu-standards`` (domains calibration did not see) and on pydoc's own
+test partition (same domain, different text). Writes its table into BENCHMARKS.md between markers.
+
+    .venv/bin/python bench/baseline.py [--ratio 0.2] [--samples 32] [--seq-len 256] [--eval-tokens 32768]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from adapruner.catalog import METRICS
+from adapruner.config import CalibrationConfig, DataSource, EvalConfig, ImportanceConfig, PruneConfig, PruneJob
+from adapruner.models import load_model
+from adapruner.pipeline import eval_texts, evaluate_model, prune_copy
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_section(name: str, body: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
+    """Replace the section between ``<!-- name:start -->`` and ``<!-- name:end -->`` (or append it)."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = path.read_text() if path.exists() else "# Benchmarks\n\nEvery table names the command that made it.\n"
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    if start in text and end in text:
+        head, _, rest = text.partition(start)
+        _, _, tail = rest.partition(end)
+        text = head + block + tail
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ratio", type=float, default=0.2)
+    parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--eval-tokens", type=int, default=32_768)
+    parser.add_argument("--metrics", default=",".join(METRICS.names()))
+    args = parser.parse_args(argv)
+
+    texts_cfg = tuple(DataSource(kind="builtin", name=n) for n in ("jargon", "gnu-standards", "pydoc"))
+    evaluate = EvalConfig(texts=texts_cfg, max_tokens=args.eval_tokens, seq_len=512, speed=True)
+    loaded = load_model("smollm2-135m")
+    texts = eval_texts(loaded.tokenizer, evaluate)
+    dense = evaluate_model(loaded.model, texts, evaluate)
+    rows = []
+    for metric in args.metrics.split(","):
+        job = PruneJob(
+            calibration=CalibrationConfig(samples=args.samples, seq_len=args.seq_len),
+            importance=ImportanceConfig(mix={metric: 1.0}),
+            prune=PruneConfig(ratio=args.ratio),
+            evaluate=evaluate,
+        )
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        model, _ = prune_copy(loaded, job, timings=timings)
+        prune_s = time.perf_counter() - start
+        result = evaluate_model(model, texts, evaluate)
+        rows.append((metric, result, prune_s))
+        print(f"{metric}: {result['perplexity']} in {prune_s:.1f}s", file=sys.stderr)
+        del model
+
+    labels = list(texts)
+    header = ["metric", *(f"PPL {label.removeprefix('builtin:')}" for label in labels), "non-emb params", "tokens/s", "x dense", "score+prune s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+    def row(name: str, result: dict, seconds: str) -> str:
+        ppl = [f"{result['perplexity'][label]:.2f}" for label in labels]
+        tps = result["speed"]["tokens_per_s"]
+        speedup = tps / dense["speed"]["tokens_per_s"]
+        return f"| {name} | " + " | ".join([*ppl, f"{result['non_embedding_params']:,}", f"{tps:.0f}", f"{speedup:.2f}", seconds]) + " |"
+
+    lines.append(row("dense", dense, "-"))
+    lines += [row(name, result, f"{seconds:.1f}") for name, result, seconds in rows]
+    pruned_flops = rows[0][1]["flops_per_token"] if rows else dense["flops_per_token"]
+    command = "python bench/baseline.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    body = "\n".join(
+        [
+            f"## Baseline: every fixed metric, SmolLM2-135M at {args.ratio:.0%}",
+            "",
+            f"Command: `{command.strip()}` ({time.strftime('%Y-%m-%d')}, {platform.machine()} CPU, "
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads).",
+            "",
+            f"Calibration: {args.samples} samples x {args.seq_len} tokens from the pydoc train partition, "
+            f"uniform allocation over heads (KV groups) and channels. PPL: sliding windows of 512 tokens over "
+            f"at most {args.eval_tokens:,} tokens of each corpus's test partition (jargon and gnu-standards were "
+            "not used for calibration; pydoc test is same-domain, unseen text). Speed: forward throughput, "
+            f"batch {evaluate.speed_batch} x {evaluate.speed_seq_len} tokens.",
+            "",
+            *lines,
+            "",
+            f"Ideal speed-up from the FLOPs removed at this ratio: {dense['flops_per_token'] / pruned_flops:.2f}x "
+            "(the 49K-vocabulary output layer is not pruned).",
+        ]
+    )
+    write_section("baseline", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()

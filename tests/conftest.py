@@ -1,0 +1,93 @@
+"""Shared fixtures: tiny random LLaMA models, a tiny tokenizer, and the real SmolLM2 (once per session)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+
+def tiny_llama_config(*, gqa: bool = True, layers: int = 3, **overrides) -> LlamaConfig:
+    """A 3-layer LLaMA: 4 query heads over 2 KV groups (GQA) or 4 over 4 (MHA), head_dim 8."""
+    values = dict(
+        vocab_size=96,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2 if gqa else 4,
+        head_dim=8,
+        max_position_embeddings=128,
+        tie_word_embeddings=False,
+    )
+    values.update(overrides)
+    return LlamaConfig(**values)
+
+
+def tiny_llama(*, gqa: bool = True, seed: int = 0, **overrides) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(tiny_llama_config(gqa=gqa, **overrides)).eval()
+    # Random init keeps norms at 1; perturb them so that tests see per-channel differences.
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("norm.weight"):
+                param.add_(0.3 * torch.randn_like(param))
+    return model
+
+
+@pytest.fixture(params=[True, False], ids=["gqa", "mha"])
+def tiny_model(request) -> LlamaForCausalLM:
+    return tiny_llama(gqa=request.param)
+
+
+@pytest.fixture
+def tiny_batch() -> torch.Tensor:
+    generator = torch.Generator().manual_seed(1)
+    return torch.randint(0, 96, (2, 16), generator=generator)
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real SmolLM2-135M (about 18 s to dequantise): loaded once per test session."""
+    from adapruner.models import load_model
+
+    return load_model("smollm2-135m")
+
+
+def make_tiny_tokenizer():
+    """A character-level tokenizer over printable ASCII (about 100 ids), built offline."""
+    import string
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "</s>": 1}
+    for char in string.printable:
+        vocab.setdefault(char, len(vocab))
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
+    tokenizer.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", eos_token="</s>", pad_token="</s>")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    return make_tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
+    """A tiny random LLaMA saved with its tokenizer, as a user's local model folder."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tiny_llama(vocab_size=len(tiny_tokenizer), layers=4).save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (marker gpu)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import pytest
+
+from adapruner.config import PruneConfig
+from adapruner.prune import LayerShape, PlanError, plan_widths, spread
+
+# SmolLM2-135M: 30 layers, 3 KV groups of (3 query heads x 64) over hidden 576, 1536 SwiGLU channels.
+SMOL = [LayerShape(heads=3, head_params=294_912, channels=1536, channel_params=1728)] * 30
+SMOL_PARAMS = 30 * (3 * 294_912 + 1536 * 1728 + 2 * 576) + 576
+
+
+def removed(plan, shapes=SMOL):
+    return sum(
+        (s.heads - k["heads"]) * s.head_params + (s.channels - k["channels"]) * s.channel_params
+        for s, k in zip(shapes, plan.keep, strict=True)
+    )
+
+
+@pytest.mark.parametrize("ratio", [0.05, 0.1, 0.2, 0.35, 0.5])
+@pytest.mark.parametrize("targets", [("heads", "channels"), ("channels",)])
+def test_ratio_is_met_within_one_percent(ratio, targets):
+    plan = plan_widths(SMOL, params_before=SMOL_PARAMS, config=PruneConfig(ratio=ratio, targets=targets))
+    assert plan.params_removed == removed(plan)
+    assert abs(plan.ratio_achieved - ratio) <= 0.01 * ratio
+    assert all(k["heads"] >= 1 and k["channels"] >= 8 for k in plan.keep)
+    assert all(k["channels"] % 8 == 0 for k in plan.keep)
+    if targets == ("channels",):
+        assert all(k["heads"] == 3 for k in plan.keep)
+
+
+def test_ratio_zero_keeps_everything():
+    plan = plan_widths(SMOL, params_before=SMOL_PARAMS, config=PruneConfig(ratio=0.0))
+    assert plan.params_removed == 0
+    assert all(k == {"heads": 3, "channels": 1536} for k in plan.keep)
+
+
+def test_uniform_allocation_is_even_across_layers():
+    plan = plan_widths(SMOL, params_before=SMOL_PARAMS, config=PruneConfig(ratio=0.2, targets=("channels",)))
+    widths = {k["channels"] for k in plan.keep}
+    assert max(widths) - min(widths) <= 8
+
+
+def test_protected_layers_stay_whole():
+    config = PruneConfig(ratio=0.2, allocation="protected", protect_first=4, protect_last=2)
+    plan = plan_widths(SMOL, params_before=SMOL_PARAMS, config=config)
+    for i in [0, 1, 2, 3, 28, 29]:
+        assert plan.keep[i] == {"heads": 3, "channels": 1536}
+    assert all(plan.keep[i]["channels"] < 1536 for i in range(4, 28))
+    assert abs(plan.ratio_achieved - 0.2) <= 0.002
+
+
+def test_attention_share_moves_the_budget():
+    none = plan_widths(SMOL, params_before=SMOL_PARAMS, config=PruneConfig(ratio=0.2, attn_share=0.0))
+    half = plan_widths(SMOL, params_before=SMOL_PARAMS, config=PruneConfig(ratio=0.2, attn_share=0.5))
+    assert all(k["heads"] == 3 for k in none.keep)
+    heads_removed = sum(3 - k["heads"] for k in half.keep) * 294_912
+    assert abs(heads_removed - 0.5 * half.target_removed) <= 294_912
+    assert abs(half.ratio_achieved - 0.2) <= 0.002
+
+
+def test_unreachable_target_names_the_field():
+    with pytest.raises(PlanError, match="prune.ratio"):
+        plan_widths(SMOL, params_before=SMOL_PARAMS, config=PruneConfig(ratio=0.5, targets=("heads",)))
+    with pytest.raises(PlanError, match="protect_first"):
+        plan_widths(SMOL, params_before=SMOL_PARAMS, config=PruneConfig(ratio=0.2, allocation="protected", protect_first=20, protect_last=10))
+
+
+def test_spread():
+    assert spread(7, 3) == [2, 3, 2] or sorted(spread(7, 3)) == [2, 2, 3]
+    assert sum(spread(13, 30)) == 13 and max(spread(13, 30)) == 1
+    assert spread(0, 4) == [0, 0, 0, 0]

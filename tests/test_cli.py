@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from adapruner.artifacts import load_pruned
+from adapruner.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "adapruner.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["prune", "--ratio", "1.5", "--out", "x"], "--ratio: "),
+        (["prune", "--ratio", "0.2", "--metric", "magic", "--out", "x"], "unknown metric 'magic'; valid: random, l1"),
+        (["prune", "--ratio", "0.2", "--mix", "taylor=abc", "--out", "x"], "--mix: weight 'abc'"),
+        (["prune", "--ratio", "0.2"], "--out"),
+        (["prune", "--ratio", "0.2", "--calib", "builtin:wiki", "--out", "x"], "unknown builtin corpus 'wiki'; valid: pydoc"),
+        (["prune", "--ratio", "0.2", "--allocation", "greedy", "--out", "x"], "--allocation: "),
+        (["prune", "--ratio", "0.2", "--targets", "blocks", "--out", "x"], "--targets: "),
+        (["prune", "--ratio", "0.2", "--model", "./nowhere", "--out", "x"], "neither a folder"),
+        (["eval", "smollm2-135m"], "--text-file --dataset"),
+        (["squash"], "invalid choice: 'squash'"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_2(args, needle, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("adapruner: error: "), err
+    assert needle in err
+
+
+def test_help_lists_the_metrics():
+    result = run_cli("prune", "--help")
+    assert result.returncode == 0
+    assert "taylor_vector" in result.stdout and "flap" in result.stdout
+
+
+def test_prune_then_eval_end_to_end(tmp_path, tiny_model_dir):
+    calib = tmp_path / "calib.txt"
+    held_out = tmp_path / "held_out.txt"
+    calib.write_text("\n\n".join(f"calibration paragraph {i} about pruning models." * 5 for i in range(60)))
+    held_out.write_text("\n\n".join(f"a different text number {i} to report on." * 5 for i in range(40)))
+    out = tmp_path / "pruned"
+    result = run_cli(
+        "prune", "--model", str(tiny_model_dir), "--ratio", "0.25", "--mix", "taylor=0.5,wanda=0.5",
+        "--calib", str(calib), "--samples", "4", "--seq-len", "32", "--channel-multiple", "1",
+        "--eval-text", str(held_out), "--eval-seq-len", "64", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "PPL file:" in result.stdout and "non-embedding params" in result.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["params_after"] < report["params_before"]
+    assert abs(report["ratio_achieved"] - 0.25) <= 0.01 * 0.25
+    assert report["config"]["importance"]["mix"] == {"taylor": 0.5, "wanda": 0.5}
+    assert len(report["calibration_samples"]) == 4
+    assert report["ideal_speedup"] > 1
+
+    model, _ = load_pruned(out)
+    assert sum(p.numel() for p in model.parameters()) == report["total_params_after"]
+    evaluated = run_cli("eval", str(out), "--text-file", str(held_out), "--seq-len", "64", "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    line = json.loads(evaluated.stdout)
+    assert line["params"] == report["total_params_after"]
+    assert line["perplexity"] == pytest.approx(report["pruned"]["perplexity"][f"file:{held_out}"], rel=1e-4)
+    assert torch.isfinite(torch.tensor(line["perplexity"]))

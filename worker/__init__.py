@@ -1,0 +1,1 @@
+"""Job workers over Redis Streams; see the issue tracker for its state."""
