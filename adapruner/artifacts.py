@@ -15,13 +15,19 @@ import torch
 from safetensors.torch import load_file
 
 from adapruner.adapters import get_adapter
+from adapruner.errors import UserError
 from adapruner.models.loading import MANIFEST_NAME
 
 FORMAT_VERSION = 1
 
 
 def save_pruned(
-    model: Any, tokenizer: Any, out: str | Path, *, job: dict[str, Any] | None = None, extra: dict[str, Any] | None = None
+    model: Any,
+    tokenizer: Any,
+    out: str | Path,
+    *,
+    job: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``model`` and ``tokenizer`` to ``out`` with the manifest ``adapruner.json``.
 
@@ -53,7 +59,7 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{path} is not an adapruner artifact (no {MANIFEST_NAME})")
     manifest = json.loads(file.read_text())
     if manifest.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{file}: format {manifest.get('format')!r}, this adapruner reads {FORMAT_VERSION}")
+        raise UserError(f"{file}: format {manifest.get('format')!r}, this adapruner reads {FORMAT_VERSION}")
     return manifest
 
 
@@ -77,7 +83,7 @@ def load_pruned(
     if isinstance(getattr(model, "_tied_weights_keys", None), dict):
         tied = set(model._tied_weights_keys)
     if unexpected or (set(missing) - tied):
-        raise ValueError(f"{path}: weights do not match the manifest (missing {missing}, unexpected {unexpected})")
+        raise UserError(f"{path}: weights do not match the manifest (missing {missing}, unexpected {unexpected})")
     model.tie_weights()
     tokenizer = AutoTokenizer.from_pretrained(path) if (path / "tokenizer_config.json").is_file() else None
     return model.to(device).eval(), tokenizer

@@ -11,9 +11,7 @@ METRICS = Registry("metric")
 METRICS.add("random", "adapruner.importance.magnitude:RandomImportance", "seeded random scores (a floor)")
 METRICS.add("l1", "adapruner.importance.magnitude:L1Importance", "sum of |W| over the unit's weights")
 METRICS.add("l2", "adapruner.importance.magnitude:L2Importance", "sum of W^2 over the unit's weights")
-METRICS.add(
-    "taylor", "adapruner.importance.taylor:TaylorImportance", "first-order Taylor |W*dL/dW|, element-wise"
-)
+METRICS.add("taylor", "adapruner.importance.taylor:TaylorImportance", "first-order Taylor |W*dL/dW|, element-wise")
 METRICS.add(
     "taylor2",
     "adapruner.importance.taylor:SecondOrderTaylorImportance",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,7 +13,8 @@ from typing import Any, NoReturn
 from pydantic import ValidationError
 
 from adapruner.catalog import BUILTIN_CORPORA, METRICS
-from adapruner.config import DataSource, ModelSpec, PruneJob
+from adapruner.config import DataSource, ModelSpec, PruneJob, SearchJob
+from adapruner.errors import UserError
 
 # Config field path (as pydantic reports it) -> the option that sets it.
 OPTION_OF = {
@@ -33,6 +35,17 @@ OPTION_OF = {
     "evaluate.texts": "--eval-text",
     "evaluate.seq_len": "--eval-seq-len",
     "evaluate.max_tokens": "--eval-tokens",
+    "ratio": "--ratio",
+    "space.sources": "--calib",
+    "space.metrics": "--metrics",
+    "space.samples": "--samples",
+    "space.pool_size": "--pool-size",
+    "search.trials": "--trials",
+    "search.n_init": "--n-init",
+    "search.validation": "--val-text",
+    "search.time_budget_s": "--time-budget",
+    "search.patience": "--patience",
+    "search.validation_tokens": "--val-tokens",
 }
 
 
@@ -107,12 +120,32 @@ def build_parser() -> Parser:
     prune.add_argument("--channel-multiple", type=int, default=8)
     prune.add_argument("--eval-text", action="append", help="held-out text to report PPL on (repeatable)")
     prune.add_argument("--eval-seq-len", type=int, default=512)
-    prune.add_argument("--eval-tokens", type=int, default=32_768, help="max tokens of each eval text")
+    prune.add_argument("--eval-tokens", type=int, default=16_384, help="max tokens of each eval text")
     prune.add_argument("--no-speed", action="store_true", help="skip the throughput measurement")
     prune.add_argument("--device", default="auto")
     prune.add_argument("--dtype", default="float32")
     prune.add_argument("--out", required=True, help="folder for the pruned model and report.json")
     prune.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    search = sub.add_parser("search", help="Bayesian search over calibration data x metric mix x allocation")
+    search.add_argument("--model", default="smollm2-135m", help="hub id, folder, .gguf file or alias")
+    search.add_argument("--ratio", type=float, required=True, help="share of non-embedding params to remove")
+    search.add_argument("--trials", type=int, default=30)
+    search.add_argument("--n-init", type=int, default=8, help="quasi-random trials before the GP")
+    search.add_argument("--calib", action="append", help="candidate calibration source (repeatable)")
+    search.add_argument("--val-text", action="append", help="validation text the search optimises (repeatable)")
+    search.add_argument("--eval-text", action="append", help="held-out text the final report uses (repeatable)")
+    search.add_argument("--metrics", help=f"metrics to mix, from: {', '.join(METRICS.names())}")
+    search.add_argument("--samples", help="LOW,HIGH calibration samples per trial")
+    search.add_argument("--pool-size", type=int, default=32, help="candidate samples per source")
+    search.add_argument("--val-tokens", type=int, default=8192, help="validation tokens per domain")
+    search.add_argument("--time-budget", type=float, help="seconds of trials before stopping")
+    search.add_argument("--patience", type=int, help="stop after this many trials without improvement")
+    search.add_argument("--no-early-reject", action="store_true")
+    search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--device", default="auto")
+    search.add_argument("--out", required=True, help="folder for the model, report.json and the search state")
+    search.add_argument("--json", action="store_true", help="print the report as JSON")
 
     evaluate = sub.add_parser("eval", help="perplexity of a model or pruned artifact on a text")
     evaluate.add_argument("model", help="hub id, folder, .gguf file, alias or pruned artifact")
@@ -169,6 +202,40 @@ def job_from_args(args: argparse.Namespace) -> PruneJob:
     )
 
 
+def search_job_from_args(args: argparse.Namespace) -> SearchJob:
+    space: dict[str, Any] = {"pool_size": args.pool_size}
+    if args.calib:
+        space["sources"] = tuple(parse_source(s) for s in args.calib)
+    if args.metrics:
+        space["metrics"] = tuple(m.strip() for m in args.metrics.split(","))
+    if args.samples:
+        low, _, high = args.samples.partition(",")
+        try:
+            space["samples"] = {"low": float(low), "high": float(high or low)}
+        except ValueError:
+            raise CliError(f"--samples: {args.samples!r} is not LOW,HIGH (two numbers)") from None
+    search: dict[str, Any] = {
+        "trials": args.trials,
+        "n_init": args.n_init,
+        "seed": args.seed,
+        "validation_tokens": args.val_tokens,
+        "time_budget_s": args.time_budget,
+        "patience": args.patience,
+        "early_reject": not args.no_early_reject,
+    }
+    if args.val_text:
+        search["validation"] = tuple(parse_source(s) for s in args.val_text)
+    payload: dict[str, Any] = {
+        "model": {"source": args.model, "device": args.device},
+        "ratio": args.ratio,
+        "space": space,
+        "search": search,
+    }
+    if args.eval_text:
+        payload["evaluate"] = {"texts": tuple(parse_source(s) for s in args.eval_text)}
+    return SearchJob.model_validate(payload)
+
+
 def _progress_bar():
     from tqdm import tqdm
 
@@ -196,8 +263,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     mix = ", ".join(f"{k}={v:g}" for k, v in job.importance.mix.items())
-    print(f"model {job.model.source}: removed {report['ratio_achieved']:.1%} of non-embedding params "
-          f"(target {job.prune.ratio:.0%}) with {mix}")
+    print(
+        f"model {job.model.source}: removed {report['ratio_achieved']:.1%} of non-embedding params "
+        f"(target {job.prune.ratio:.0%}) with {mix}"
+    )
     print(format_table(summary_rows(report), ("", "dense", "pruned")))
     speed = f", measured {report['measured_speedup']:.2f}x" if "measured_speedup" in report else ""
     print(f"ideal speed-up from FLOPs {report['ideal_speedup']:.2f}x{speed}")
@@ -225,17 +294,69 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out))
     else:
-        print(f"{out['model']} on {out['text']}: perplexity {out['perplexity']:.3f} over {out['tokens']:,} tokens; "
-              f"params {out['params']:,} ({out['non_embedding_params']:,} non-embedding)")
+        print(
+            f"{out['model']} on {out['text']}: perplexity {out['perplexity']:.3f} over {out['tokens']:,} tokens; "
+            f"params {out['params']:,} ({out['non_embedding_params']:,} non-embedding)"
+        )
     return 0
 
 
-COMMANDS = {"prune": cmd_prune, "eval": cmd_eval}
+def cmd_search(args: argparse.Namespace) -> int:
+    from adapruner.pipeline import format_table, summary_rows
+    from adapruner.search.run import run_search
+
+    job = search_job_from_args(args)
+
+    def on_trial(record: dict[str, Any]) -> None:
+        if record["status"] == "failed":
+            line = f"failed: {record['error']}"
+        else:
+            early = " (stopped early)" if record["stopped_early"] else ""
+            line = f"val PPL {record['validation_ppl']:8.2f}{early}"
+        best = record["best_value"]
+        best_text = f"best {math.exp(best):8.2f}" if best is not None else ""
+        print(
+            f"trial {record['finished']:>3}/{record['total']}  {line}  {best_text}  {record['seconds']:.1f}s",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    outcome = run_search(job, out=args.out, progress=_progress_bar(), on_trial=on_trial)
+    report = outcome.report
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    best = report["best"]
+    recipe = best["recipe"]
+    print(
+        f"model {job.model.source}: best of {len(report['trials'])} trials is #{best['index']} "
+        f"(validation PPL {best['validation_ppl']:.2f}, confirmed {best['confirmed_validation_ppl']:.2f})"
+    )
+    print("  metric mix: " + ", ".join(f"{k}={v:.2f}" for k, v in recipe["mix"].items()))
+    print(
+        "  calibration: "
+        + ", ".join(f"{k}={v:.2f}" for k, v in recipe["source_weights"].items())
+        + f"; {recipe['samples']} samples (subset {recipe['subset_seed']})"
+    )
+    print(
+        f"  allocation: attn_share={recipe['attn_share']:.2f}, depth_slope={recipe['depth_slope']:.2f}, "
+        f"protect={recipe['protect_first']},{recipe['protect_last']}; "
+        f"{recipe['aggregation']} aggregation, {recipe['normalization']} normalisation"
+    )
+    print(format_table(summary_rows(report), ("", "dense", "pruned")))
+    cost = report["trial_cost"]
+    print(
+        f"mean trial {cost['mean_trial_vs_pass']:.2f}x one validation pass; "
+        f"{cost['stopped_early']} trials stopped early"
+    )
+    print(f"saved to {Path(args.out).resolve()} (report.json, search_state.json)")
+    return 0
+
+
+COMMANDS = {"prune": cmd_prune, "search": cmd_search, "eval": cmd_eval}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from adapruner.models.loading import ModelLoadError
-    from adapruner.prune.plan import PlanError
 
     try:
         args = build_parser().parse_args(argv)
@@ -246,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as error:
         print(f"adapruner: error: {_one_line(error)}", file=sys.stderr)
         return 2
-    except (ModelLoadError, PlanError, FileNotFoundError) as error:
+    except (UserError, FileNotFoundError) as error:
         print(f"adapruner: error: {str(error).splitlines()[0]}", file=sys.stderr)
         return 2
 

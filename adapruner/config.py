@@ -100,6 +100,11 @@ class DataSource(StrictModel):
         return base + (f":{self.split}" if self.split else "")
 
 
+def text_key(source: DataSource, role: Literal["calibration", "evaluation"]) -> tuple:
+    """What identifies the text a source reads in a role: two equal keys read the same text."""
+    return source.kind, source.name, source.config, source.resolved_split(role)
+
+
 def _default_calibration_sources() -> tuple[DataSource, ...]:
     return (DataSource(kind="builtin", name="pydoc"),)
 
@@ -154,7 +159,9 @@ class PruneConfig(StrictModel):
     pruned). ``allocation='protected'`` keeps the first ``protect_first`` and last ``protect_last``
     blocks whole and takes the budget from the others (LLM-Pruner keeps the first and last blocks).
     ``attn_share`` is the share of the removed parameters taken from attention (KV groups); ``None``
-    takes the same ratio from attention and MLP as far as whole KV groups allow.
+    takes the same ratio from attention and MLP as far as whole KV groups allow. ``depth_slope`` tilts
+    the per-layer share of the budget linearly with depth: 0 is uniform, positive prunes later layers
+    more, negative earlier ones (layer weight ``1 + slope * (2 * position - 1)``, position in [0, 1]).
     """
 
     ratio: float = Field(default=0.2, ge=0.0, lt=1.0)
@@ -165,6 +172,7 @@ class PruneConfig(StrictModel):
     attn_share: float | None = Field(default=None, ge=0.0, le=1.0)
     channel_multiple: int = Field(default=8, ge=1)
     min_kv_groups: int = Field(default=1, ge=1)
+    depth_slope: float = Field(default=0.0, ge=-1.0, le=1.0)
 
     @field_validator("targets")
     @classmethod
@@ -179,8 +187,10 @@ class EvalConfig(StrictModel):
 
     texts: tuple[DataSource, ...] = Field(default_factory=_default_eval_sources)
     seq_len: int = Field(default=512, ge=8)
-    stride: int | None = Field(default=None, ge=1, description="window step; None = seq_len - 1 (windows share one token)")
-    max_tokens: int = Field(default=32_768, ge=16)
+    stride: int | None = Field(
+        default=None, ge=1, description="window step; None = seq_len - 1 (windows share one token)"
+    )
+    max_tokens: int = Field(default=16_384, ge=16)
     batch_size: int = Field(default=4, ge=1)
     speed: bool = True
     speed_batch: int = Field(default=4, ge=1)
@@ -198,15 +208,149 @@ class PruneJob(StrictModel):
 
     @model_validator(mode="after")
     def _no_shared_text(self) -> PruneJob:
-        def key(source: DataSource, role: Literal["calibration", "evaluation"]) -> tuple:
-            return source.kind, source.name, source.config, source.resolved_split(role)
-
-        calib = {key(s, "calibration") for s in self.calibration.sources}
+        calib = {text_key(s, "calibration") for s in self.calibration.sources}
         for text in self.evaluate.texts:
-            if key(text, "evaluation") in calib:
+            if text_key(text, "evaluation") in calib:
                 raise ValueError(
                     f"evaluate.texts: {text.label()} is also a calibration source; report on held-out text"
                 )
         return self
 
 
+class Range(StrictModel):
+    """A searched interval; ``low == high`` fixes the dimension."""
+
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.low > self.high:
+            raise ValueError(f"low {self.low} > high {self.high}")
+        return self
+
+    @property
+    def fixed(self) -> bool:
+        return self.low == self.high
+
+
+def _fixed(value: float) -> Range:
+    return Range(low=value, high=value)
+
+
+def _default_search_sources() -> tuple[DataSource, ...]:
+    return tuple(DataSource(kind="builtin", name=n) for n in ("pydoc", "jargon", "gnu-standards"))
+
+
+def _default_validation_sources() -> tuple[DataSource, ...]:
+    return tuple(DataSource(kind="builtin", name=n, split="validation") for n in ("jargon", "gnu-standards"))
+
+
+def _default_test_sources() -> tuple[DataSource, ...]:
+    return tuple(DataSource(kind="builtin", name=n, split="test") for n in ("jargon", "gnu-standards"))
+
+
+class SearchSpace(StrictModel):
+    """The joint space searched per trial. Every dimension can be fixed (one choice, or a Range with
+    ``low == high``) or restricted.
+
+    Calibration: a weight per source in ``sources`` (normalised to a mix; fixed when one source),
+    how many samples (``samples``) and which of the candidate pool (``subset_seeds`` seeded subsets).
+    Metric: a weight per metric in ``metrics`` (normalised to a simplex), ``aggregations``,
+    ``normalizations``. Allocation: ``attn_share``, ``depth_slope``, ``protect_first``/``protect_last``.
+    """
+
+    sources: tuple[DataSource, ...] = Field(default_factory=_default_search_sources, min_length=1)
+    samples: Range = Field(default_factory=lambda: Range(low=8, high=32))
+    seq_len: int = Field(default=256, ge=8)
+    pool_size: int = Field(default=32, ge=1, description="candidate calibration samples per source")
+    subset_seeds: int = Field(default=8, ge=1, description="number of seeded subsets of the pool to choose from")
+    metrics: tuple[str, ...] = ("taylor", "taylor_vector", "wanda", "flap", "l2")
+    aggregations: tuple[Literal["sum", "mean", "max", "prod"], ...] = ("sum",)
+    normalizations: tuple[Literal["none", "mean", "max", "l2", "zscore", "rank"], ...] = ("mean", "rank")
+    attn_share: Range = Field(default_factory=lambda: Range(low=0.0, high=0.3))
+    depth_slope: Range = Field(default_factory=lambda: Range(low=-0.5, high=0.5))
+    protect_first: Range = Field(default_factory=lambda: _fixed(0))
+    protect_last: Range = Field(default_factory=lambda: _fixed(0))
+
+    @field_validator("metrics")
+    @classmethod
+    def _check_metrics(cls, metrics: tuple[str, ...]) -> tuple[str, ...]:
+        if not metrics:
+            raise ValueError("name at least one metric")
+        for name in metrics:
+            METRICS.check(name)
+        return tuple(dict.fromkeys(metrics))
+
+    @field_validator("aggregations", "normalizations")
+    @classmethod
+    def _non_empty(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        if not values:
+            raise ValueError("name at least one choice")
+        return tuple(dict.fromkeys(values))
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> SearchSpace:
+        if self.samples.low < 1 or self.samples.high > self.pool_size * len(self.sources):
+            raise ValueError(
+                f"samples: {self.samples.low:g}..{self.samples.high:g} must lie in 1..pool_size x sources "
+                f"= {self.pool_size * len(self.sources)}"
+            )
+        for name in ("attn_share",):
+            r = getattr(self, name)
+            if r.low < 0 or r.high > 1:
+                raise ValueError(f"{name}: must lie in 0..1")
+        if self.depth_slope.low < -1 or self.depth_slope.high > 1:
+            raise ValueError("depth_slope: must lie in -1..1")
+        if self.protect_first.low < 0 or self.protect_last.low < 0:
+            raise ValueError("protect_first/protect_last: must be >= 0")
+        return self
+
+
+class SearchConfig(StrictModel):
+    """Budget and objective of a search.
+
+    The objective is the log perplexity (mean NLL per token) of the pruned model on ``validation``
+    text, read in ``chunk_tokens`` chunks interleaved across domains; a trial whose running estimate is
+    clearly worse than the incumbent (``reject_z`` standard errors) stops after ``min_fraction`` of the
+    chunks. ``validation`` must never be the text the final report uses (``evaluate.texts``).
+    """
+
+    trials: int = Field(default=30, ge=1, le=10_000)
+    n_init: int = Field(default=8, ge=1)
+    time_budget_s: float | None = Field(default=None, gt=0)
+    patience: int | None = Field(default=None, ge=1, description="stop after this many trials without improvement")
+    seed: int = 0
+    validation: tuple[DataSource, ...] = Field(default_factory=_default_validation_sources, min_length=1)
+    validation_tokens: int = Field(default=8192, ge=64, description="tokens per validation domain")
+    chunk_tokens: int = Field(default=1024, ge=32)
+    eval_seq_len: int = Field(default=512, ge=8)
+    early_reject: bool = True
+    reject_z: float = Field(default=2.0, gt=0)
+    min_fraction: float = Field(default=0.25, gt=0, le=1)
+    top_k: int = Field(default=3, ge=1, description="best trials re-evaluated on more validation text")
+    acq_restarts: int = Field(default=8, ge=1)
+    raw_samples: int = Field(default=256, ge=4)
+
+
+class SearchJob(StrictModel):
+    """Everything one ``adapruner search`` run needs; the worker stores it as the job row's spec."""
+
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    ratio: float = Field(default=0.2, gt=0.0, lt=1.0)
+    targets: tuple[Literal["heads", "channels"], ...] = ("heads", "channels")
+    space: SearchSpace = Field(default_factory=SearchSpace)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    evaluate: EvalConfig = Field(default_factory=lambda: EvalConfig(texts=_default_test_sources()))
+
+    @model_validator(mode="after")
+    def _held_out(self) -> SearchJob:
+        chosen_on = {text_key(s, "evaluation") for s in self.search.validation}
+        chosen_on |= {text_key(s, "calibration") for s in self.space.sources}
+        for text in self.evaluate.texts:
+            if text_key(text, "evaluation") in chosen_on:
+                raise ValueError(
+                    f"evaluate.texts: {text.label()} is also used to choose (calibration or validation); "
+                    "report on held-out text, e.g. the test split"
+                )
+        return self

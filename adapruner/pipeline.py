@@ -47,8 +47,7 @@ def _timed(timings: dict[str, float], name: str):
 def eval_texts(tokenizer: Any, config: EvalConfig) -> dict[str, torch.Tensor]:
     """Held-out token streams, ``{label: [n_tokens]}``, capped at ``config.max_tokens`` each."""
     return {
-        text.label(): token_stream(tokenizer, text, "evaluation", max_tokens=config.max_tokens)
-        for text in config.texts
+        text.label(): token_stream(tokenizer, text, "evaluation", max_tokens=config.max_tokens) for text in config.texts
     }
 
 
@@ -147,7 +146,15 @@ def run_prune(
     model, facts = prune_copy(loaded, job, progress=progress, timings=timings)
     with _timed(timings, "eval_pruned_s"):
         pruned_eval = evaluate_model(model, texts, job.evaluate)
-    report = build_report(job, dense=dense_eval, pruned=pruned_eval, facts=facts, timings=timings)
+    report = build_report(
+        source=job.model.source,
+        ratio_target=job.prune.ratio,
+        config=job.model_dump(mode="json"),
+        dense=dense_eval,
+        pruned=pruned_eval,
+        facts=facts,
+        timings=timings,
+    )
     report["device"] = str(next(model.parameters()).device)
     if out is not None:
         save_pruned(model, loaded.tokenizer, out, job=job.model_dump(mode="json"), extra={"report": "report.json"})
@@ -156,22 +163,29 @@ def run_prune(
 
 
 def build_report(
-    job: PruneJob, *, dense: dict[str, Any], pruned: dict[str, Any], facts: dict[str, Any], timings: dict[str, float]
+    *,
+    source: str,
+    ratio_target: float,
+    config: dict[str, Any],
+    dense: dict[str, Any],
+    pruned: dict[str, Any],
+    facts: dict[str, Any],
+    timings: dict[str, float],
 ) -> dict[str, Any]:
     before, after = dense["non_embedding_params"], pruned["non_embedding_params"]
     report: dict[str, Any] = {
         "version": REPORT_VERSION,
-        "model": job.model.source,
+        "model": source,
         "params_before": before,
         "params_after": after,
-        "ratio_target": job.prune.ratio,
+        "ratio_target": ratio_target,
         "ratio_achieved": 1 - after / before,
         "total_params_before": dense["params"],
         "total_params_after": pruned["params"],
         "ideal_speedup": ideal_speedup(dense["flops_per_token"], pruned["flops_per_token"]),
         "dense": dense,
         "pruned": pruned,
-        "config": job.model_dump(mode="json"),
+        "config": config,
         "timings": timings,
         **facts,
     }
@@ -191,7 +205,10 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("non-embedding params", f"{report['params_before']:,}", f"{report['params_after']:,}"),
         ("total params", f"{dense['params']:,}", f"{pruned['params']:,}"),
     ]
-    rows += [(f"PPL {label}", f"{dense['perplexity'][label]:.2f}", f"{pruned['perplexity'][label]:.2f}") for label in dense["perplexity"]]
+    rows += [
+        (f"PPL {label}", f"{dense['perplexity'][label]:.2f}", f"{pruned['perplexity'][label]:.2f}")
+        for label in dense["perplexity"]
+    ]
     if "speed" in dense and "speed" in pruned:
         rows.append(("tokens/s", f"{dense['speed']['tokens_per_s']:.0f}", f"{pruned['speed']['tokens_per_s']:.0f}"))
     rows.append(("GFLOPs/token", f"{dense['flops_per_token'] / 1e9:.3f}", f"{pruned['flops_per_token'] / 1e9:.3f}"))
@@ -201,6 +218,11 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
 def format_table(rows: Sequence[tuple[str, ...]], header: Sequence[str]) -> str:
     table = [tuple(header), *rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))) for row in table]
+    lines = [
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in table
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

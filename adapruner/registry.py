@@ -10,8 +10,10 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
+from adapruner.errors import UserError
 
-class UnknownNameError(ValueError):
+
+class UnknownNameError(UserError):
     """A name that is not in a registry; the message lists the valid ones."""
 
 

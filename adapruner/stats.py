@@ -62,6 +62,8 @@ def collect_statistics(
     needs = set(needs)
     if unknown := needs - set(NEEDS):
         raise ValueError(f"unknown statistics {sorted(unknown)}; valid: {', '.join(NEEDS)}")
+    if not needs:  # data-free metrics: nothing to run
+        return Statistics()
     model = adapter.model
     device = next(model.parameters()).device
     names = unit_modules(adapter)

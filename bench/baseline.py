@@ -4,7 +4,7 @@ Calibration text: the train partition of the built-in ``pydoc`` corpus. Reported
 partitions of ``jargon`` and ``gnu-standards`` (domains calibration did not see) and on pydoc's own
 test partition (same domain, different text). Writes its table into BENCHMARKS.md between markers.
 
-    .venv/bin/python bench/baseline.py [--ratio 0.2] [--samples 32] [--seq-len 256] [--eval-tokens 32768]
+    .venv/bin/python bench/baseline.py [--ratio 0.2] [--samples 32] [--seq-len 256] [--eval-tokens 16384]
 """
 
 from __future__ import annotations
@@ -45,8 +45,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ratio", type=float, default=0.2)
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--eval-tokens", type=int, default=32_768)
+    parser.add_argument("--eval-tokens", type=int, default=16_384)
     parser.add_argument("--metrics", default=",".join(METRICS.names()))
+    parser.add_argument("--targets", default="heads,channels", help="unit kinds to prune")
+    parser.add_argument("--section", default="baseline", help="BENCHMARKS.md section to (re)write")
     args = parser.parse_args(argv)
 
     texts_cfg = tuple(DataSource(kind="builtin", name=n) for n in ("jargon", "gnu-standards", "pydoc"))
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         job = PruneJob(
             calibration=CalibrationConfig(samples=args.samples, seq_len=args.seq_len),
             importance=ImportanceConfig(mix={metric: 1.0}),
-            prune=PruneConfig(ratio=args.ratio),
+            prune=PruneConfig(ratio=args.ratio, targets=tuple(args.targets.split(","))),
             evaluate=evaluate,
         )
         timings: dict[str, float] = {}
@@ -72,14 +74,25 @@ def main(argv: list[str] | None = None) -> None:
         del model
 
     labels = list(texts)
-    header = ["metric", *(f"PPL {label.removeprefix('builtin:')}" for label in labels), "non-emb params", "tokens/s", "x dense", "score+prune s"]
+    header = [
+        "metric",
+        *(f"PPL {label.removeprefix('builtin:')}" for label in labels),
+        "non-emb params",
+        "tokens/s",
+        "x dense",
+        "score+prune s",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
     def row(name: str, result: dict, seconds: str) -> str:
         ppl = [f"{result['perplexity'][label]:.2f}" for label in labels]
         tps = result["speed"]["tokens_per_s"]
         speedup = tps / dense["speed"]["tokens_per_s"]
-        return f"| {name} | " + " | ".join([*ppl, f"{result['non_embedding_params']:,}", f"{tps:.0f}", f"{speedup:.2f}", seconds]) + " |"
+        return (
+            f"| {name} | "
+            + " | ".join([*ppl, f"{result['non_embedding_params']:,}", f"{tps:.0f}", f"{speedup:.2f}", seconds])
+            + " |"
+        )
 
     lines.append(row("dense", dense, "-"))
     lines += [row(name, result, f"{seconds:.1f}") for name, result, seconds in rows]
@@ -87,13 +100,13 @@ def main(argv: list[str] | None = None) -> None:
     command = "python bench/baseline.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     body = "\n".join(
         [
-            f"## Baseline: every fixed metric, SmolLM2-135M at {args.ratio:.0%}",
+            f"## Baseline: every fixed metric, SmolLM2-135M at {args.ratio:.0%}, pruning {args.targets}",
             "",
             f"Command: `{command.strip()}` ({time.strftime('%Y-%m-%d')}, {platform.machine()} CPU, "
             f"torch {torch.__version__}, {torch.get_num_threads()} threads).",
             "",
             f"Calibration: {args.samples} samples x {args.seq_len} tokens from the pydoc train partition, "
-            f"uniform allocation over heads (KV groups) and channels. PPL: sliding windows of 512 tokens over "
+            f"uniform allocation over {args.targets} (heads are whole KV groups). PPL: sliding windows of 512 tokens over "
             f"at most {args.eval_tokens:,} tokens of each corpus's test partition (jargon and gnu-standards were "
             "not used for calibration; pydoc test is same-domain, unseen text). Speed: forward throughput, "
             f"batch {evaluate.speed_batch} x {evaluate.speed_seq_len} tokens.",
@@ -104,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
             "(the 49K-vocabulary output layer is not pruned).",
         ]
     )
-    write_section("baseline", body)
+    write_section(args.section, body)
     print(body)
 
 

@@ -22,7 +22,10 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
         (["prune", "--ratio", "0.2", "--metric", "magic", "--out", "x"], "unknown metric 'magic'; valid: random, l1"),
         (["prune", "--ratio", "0.2", "--mix", "taylor=abc", "--out", "x"], "--mix: weight 'abc'"),
         (["prune", "--ratio", "0.2"], "--out"),
-        (["prune", "--ratio", "0.2", "--calib", "builtin:wiki", "--out", "x"], "unknown builtin corpus 'wiki'; valid: pydoc"),
+        (
+            ["prune", "--ratio", "0.2", "--calib", "builtin:wiki", "--out", "x"],
+            "unknown builtin corpus 'wiki'; valid: pydoc",
+        ),
         (["prune", "--ratio", "0.2", "--allocation", "greedy", "--out", "x"], "--allocation: "),
         (["prune", "--ratio", "0.2", "--targets", "blocks", "--out", "x"], "--targets: "),
         (["prune", "--ratio", "0.2", "--model", "./nowhere", "--out", "x"], "neither a folder"),

@@ -47,7 +47,10 @@ def test_unknown_metric_lists_the_valid_ones():
 def test_report_text_must_not_be_calibration_text():
     with pytest.raises(ValidationError, match="held-out"):
         PruneJob.model_validate(
-            {"calibration": {"sources": [{"kind": "file", "name": "a.txt"}]}, "evaluate": {"texts": [{"kind": "file", "name": "a.txt"}]}}
+            {
+                "calibration": {"sources": [{"kind": "file", "name": "a.txt"}]},
+                "evaluate": {"texts": [{"kind": "file", "name": "a.txt"}]},
+            }
         )
     # Different partitions of one corpus are fine: train for calibration, test for the report.
     PruneJob.model_validate({"evaluate": {"texts": [{"kind": "builtin", "name": "pydoc"}]}})
@@ -60,7 +63,10 @@ def test_report_text_must_not_be_calibration_text():
         ("builtin:jargon:validation", DataSource(kind="builtin", name="jargon", split="validation")),
         ("notes.txt", DataSource(kind="file", name="notes.txt")),
         ("file:/data/a.jsonl:test", DataSource(kind="file", name="/data/a.jsonl", split="test")),
-        ("hf:wikitext:wikitext-2-raw-v1:test", DataSource(kind="hf", name="wikitext", config="wikitext-2-raw-v1", split="test")),
+        (
+            "hf:wikitext:wikitext-2-raw-v1:test",
+            DataSource(kind="hf", name="wikitext", config="wikitext-2-raw-v1", split="test"),
+        ),
         ("hf:allenai/c4:en:validation:text", DataSource(kind="hf", name="allenai/c4", config="en", split="validation")),
     ],
 )

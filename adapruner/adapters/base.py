@@ -85,7 +85,9 @@ def slice_linear_(linear: nn.Linear, *, dim: int, keep: torch.Tensor) -> None:
         weight = linear.weight.index_select(dim, index).clone()
         linear.weight = nn.Parameter(weight, requires_grad=linear.weight.requires_grad)
         if dim == 0 and linear.bias is not None:
-            linear.bias = nn.Parameter(linear.bias.index_select(0, index).clone(), requires_grad=linear.bias.requires_grad)
+            linear.bias = nn.Parameter(
+                linear.bias.index_select(0, index).clone(), requires_grad=linear.bias.requires_grad
+            )
     if dim == 0:
         linear.out_features = index.numel()
     else:

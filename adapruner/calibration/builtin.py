@@ -13,7 +13,7 @@ from __future__ import annotations
 import gzip
 import re
 import textwrap
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 JARGON_PATH = Path("/usr/share/doc/jargon-text/jargon.txt.gz")
@@ -63,14 +63,14 @@ def group_paragraphs(text: str, *, min_words: int = DOCUMENT_WORDS) -> list[str]
     return documents
 
 
-@lru_cache(maxsize=None)
+@cache
 def _pydoc_documents() -> tuple[str, ...]:
     from pydoc_data.topics import topics
 
     return tuple(topics[key].strip() for key in sorted(topics) if topics[key].strip())
 
 
-@lru_cache(maxsize=None)
+@cache
 def _debian_documents(corpus: str, package: str, paths: tuple[Path, ...]) -> tuple[str, ...]:
     documents: list[str] = []
     for path in paths:

@@ -11,6 +11,7 @@ import torch
 
 from adapruner.calibration.sources import token_stream
 from adapruner.config import CalibrationConfig
+from adapruner.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -44,16 +45,16 @@ def sample_windows(tokenizer: Any, config: CalibrationConfig) -> list[Sample]:
     labels = [source.label() for source in config.sources]
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:
-        raise ValueError(f"calibration.sources: {', '.join(duplicates)} listed more than once")
+        raise UserError(f"calibration.sources: {', '.join(duplicates)} listed more than once")
     seq_len = config.seq_len
     samples: list[Sample] = []
-    for source, label, count in zip(config.sources, labels, _counts(config.samples, len(config.sources))):
+    for source, label, count in zip(config.sources, labels, _counts(config.samples, len(config.sources)), strict=True):
         if count == 0:
             continue
         stream = token_stream(tokenizer, source, "calibration")
         available = stream.numel() // seq_len
         if available < count:
-            raise ValueError(
+            raise UserError(
                 f"calibration.samples / calibration.seq_len: {label} has {stream.numel()} tokens in its "
                 f"calibration split, i.e. {available} windows of {seq_len} tokens, but {count} samples were "
                 f"requested from it; lower calibration.samples or calibration.seq_len, or add sources"

@@ -20,6 +20,7 @@ import torch
 from adapruner.calibration.builtin import group_paragraphs
 from adapruner.catalog import BUILTIN_CORPORA
 from adapruner.config import PARTITION_SPLITS, DataSource
+from adapruner.errors import UserError
 
 Role = Literal["calibration", "evaluation"]
 
@@ -59,7 +60,7 @@ def assign_blocks(n_blocks: int, label: str) -> dict[str, list[int]]:
     split empty, it takes the last block of the largest split (ties: train, validation, test).
     """
     if n_blocks < len(PARTITION_SPLITS):
-        raise ValueError(f"{label}: {n_blocks} blocks cannot be split into {', '.join(PARTITION_SPLITS)}")
+        raise UserError(f"{label}: {n_blocks} blocks cannot be split into {', '.join(PARTITION_SPLITS)}")
     splits: dict[str, list[int]] = {name: [] for name, _ in _SPLIT_BOUNDS}
     for block in range(n_blocks):
         fraction = _hash_fraction(label, block)
@@ -79,7 +80,7 @@ def partition(documents: Sequence[str], label: str, split: str) -> list[str]:
     blocks = split_blocks(documents)
     if len(blocks) < len(PARTITION_SPLITS):
         n_words = sum(len(doc.split()) for doc in documents)
-        raise ValueError(
+        raise UserError(
             f"{label}: {n_words} words are too few to split into {', '.join(PARTITION_SPLITS)} "
             f"(blocks of {BLOCK_WORDS} words; needs more than {2 * BLOCK_WORDS}); use the whole source "
             f"(no split)"
@@ -101,7 +102,7 @@ def _read_file(path_name: str, field: str) -> list[str]:
     if path.suffix == ".json" and text.lstrip().startswith("["):
         records = json.loads(text)
         if not isinstance(records, list):
-            raise ValueError(f"{path_name}: expected a JSON list of objects")
+            raise UserError(f"{path_name}: expected a JSON list of objects")
         documents = [_field(record, field, path_name, f"item {i}") for i, record in enumerate(records, 1)]
         return [doc for doc in documents if doc.strip()]
     documents = []
@@ -111,22 +112,22 @@ def _read_file(path_name: str, field: str) -> list[str]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            raise ValueError(f"{path_name} line {number}: not valid JSON ({error.msg})") from None
+            raise UserError(f"{path_name} line {number}: not valid JSON ({error.msg})") from None
         documents.append(_field(record, field, path_name, f"line {number}"))
     return [doc for doc in documents if doc.strip()]
 
 
 def _field(record: Any, field: str, path_name: str, where: str) -> str:
     if not isinstance(record, dict):
-        raise ValueError(f"{path_name} {where}: expected a JSON object, got {type(record).__name__}")
+        raise UserError(f"{path_name} {where}: expected a JSON object, got {type(record).__name__}")
     if field not in record:
-        raise ValueError(
+        raise UserError(
             f"{path_name} {where}: no field {field!r} (fields: {', '.join(map(str, record)) or 'none'}); "
             f"set the source's field"
         )
     value = record[field]
     if not isinstance(value, str):
-        raise ValueError(f"{path_name} {where}: field {field!r} is {type(value).__name__}, not text")
+        raise UserError(f"{path_name} {where}: field {field!r} is {type(value).__name__}, not text")
     return value
 
 
@@ -135,7 +136,7 @@ def _read_hf(source: DataSource, split: str) -> list[str]:
 
     dataset = datasets.load_dataset(source.name, source.config, split=split, data_files=source.data_files)
     if source.field not in dataset.column_names:
-        raise ValueError(
+        raise UserError(
             f"{source.label()}: no column {source.field!r} in split {split!r}; "
             f"columns: {', '.join(dataset.column_names)}"
         )
@@ -166,9 +167,7 @@ def load_documents(source: DataSource, role: Role) -> list[str]:
 # --------------------------------------------------------------------------------------------- tokens
 
 
-def token_stream(
-    tokenizer: Any, source: DataSource, role: Role, *, max_tokens: int | None = None
-) -> torch.Tensor:
+def token_stream(tokenizer: Any, source: DataSource, role: Role, *, max_tokens: int | None = None) -> torch.Tensor:
     """Token ids of the split's documents, with ``tokenizer.eos_token_id`` between documents.
 
     No other special tokens are added. Returns a LongTensor ``[n_tokens]``, at most ``max_tokens`` long.

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from adapruner.errors import UserError
+
 
 @dataclass(frozen=True)
 class Perplexity:
@@ -43,9 +45,9 @@ def perplexity(
     """
     tokens = tokens.reshape(-1)
     if tokens.numel() < 2:
-        raise ValueError(f"seq_len: the text has {tokens.numel()} tokens; need at least 2")
+        raise UserError(f"seq_len: the text has {tokens.numel()} tokens; need at least 2")
     if seq_len < 2:
-        raise ValueError(f"seq_len must be at least 2, got {seq_len}")
+        raise UserError(f"seq_len must be at least 2, got {seq_len}")
     stride = min(stride or seq_len, seq_len - 1)
     device = device or next(model.parameters()).device
     spans = windows(tokens.numel(), seq_len=seq_len, stride=stride)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import statistics
 import time
 from dataclasses import dataclass
@@ -33,7 +34,12 @@ def _rss_peak_bytes() -> int | None:
 
 
 def _reset_rss_peak() -> bool:
-    """Reset VmHWM to the current RSS (Linux: write 5 to /proc/self/clear_refs)."""
+    """Return freed heap memory to the system, then reset VmHWM to the current RSS (Linux: write 5 to
+    /proc/self/clear_refs), so that the next peak measures new allocations."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
     try:
         with open("/proc/self/clear_refs", "w") as refs:
             refs.write("5")

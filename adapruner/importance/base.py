@@ -75,8 +75,7 @@ class Importance:
     ) -> torch.Tensor:
         """Scores ``[group.n_units]`` (float64, on CPU)."""
         per_slice = [
-            self.slice_scores(adapter.linear(s.module).weight.detach(), s, group.n_units, stats)
-            for s in group.slices
+            self.slice_scores(adapter.linear(s.module).weight.detach(), s, group.n_units, stats) for s in group.slices
         ]
         scored = [p.double().cpu() for p in per_slice if p is not None]
         return aggregate(torch.stack(scored), aggregation)
@@ -126,7 +125,9 @@ def score_groups(
         for metric, weight in metrics.values():
             raw = metric(adapter, group, stats, aggregation=aggregation)
             if not torch.isfinite(raw).all():
-                raise FloatingPointError(f"metric {type(metric).__name__} gave non-finite scores in layer {group.layer}")
+                raise FloatingPointError(
+                    f"metric {type(metric).__name__} gave non-finite scores in layer {group.layer}"
+                )
             combined += weight * normalize(raw, normalization)
         scores[group.key] = combined
     return scores

@@ -39,8 +39,6 @@ class VectorTaylorImportance(Importance):
 
     needs = frozenset({"grad"})
 
-    def slice_scores(
-        self, weight: torch.Tensor, slice_: CoupledSlice, n_units: int, stats: Statistics
-    ) -> torch.Tensor:
+    def slice_scores(self, weight: torch.Tensor, slice_: CoupledSlice, n_units: int, stats: Statistics) -> torch.Tensor:
         product = weight.float() * stats.grad[slice_.module]
         return slice_weight(product, slice_, n_units).sum((1, 2)).abs()

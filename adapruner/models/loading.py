@@ -12,11 +12,12 @@ import torch
 
 from adapruner.catalog import ADAPTERS
 from adapruner.config import ModelSpec
+from adapruner.errors import UserError
 
 MANIFEST_NAME = "adapruner.json"
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UserError):
     """The model cannot be found or is not supported; the message says what to do."""
 
 
@@ -68,9 +69,7 @@ def pick_device(device: str) -> torch.device:
 
 def check_model_type(model_type: str | None) -> str:
     if model_type not in ADAPTERS:
-        raise ModelLoadError(
-            f"model_type {model_type!r} is not supported; supported: {', '.join(ADAPTERS.names())}"
-        )
+        raise ModelLoadError(f"model_type {model_type!r} is not supported; supported: {', '.join(ADAPTERS.names())}")
     return model_type
 
 

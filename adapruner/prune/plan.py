@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from adapruner.config import PruneConfig
+from adapruner.errors import UserError
 
 
-class PlanError(ValueError):
+class PlanError(UserError):
     """The target cannot be met with these settings; the message names the field to change."""
 
 
@@ -40,8 +41,16 @@ class Plan:
         return self.params_removed / self.params_before
 
 
-def spread(total: int, slots: int) -> list[int]:
-    """``total`` split over ``slots`` as evenly as possible; the extra ones evenly spaced."""
+def spread(total: int, slots: int, *, weights: Sequence[float] | None = None) -> list[int]:
+    """``total`` split over ``slots``: in proportion to ``weights`` (largest remainders get the extra
+    ones), or as evenly as possible with the extra ones evenly spaced."""
+    if weights is not None and sum(weights) > 0:
+        quotas = [total * w / sum(weights) for w in weights]
+        counts = [int(q) for q in quotas]
+        order = sorted(range(slots), key=lambda i: (counts[i] - quotas[i], i))
+        for i in order[: total - sum(counts)]:
+            counts[i] += 1
+        return counts
     base, extra = divmod(total, slots)
     counts = [base] * slots
     for i in range(extra):
@@ -49,19 +58,28 @@ def spread(total: int, slots: int) -> list[int]:
     return counts
 
 
-def _take(total: int, capacity: Sequence[int]) -> list[int]:
-    """Spread ``total`` removals over layers with per-layer ``capacity``, refilling where capped."""
+def _take(total: int, capacity: Sequence[int], weights: Sequence[float] | None) -> list[int]:
+    """Spread ``total`` removals over layers with per-layer ``capacity`` (in proportion to ``weights``
+    when given), refilling where capped."""
     taken = [0] * len(capacity)
     remaining = total
     while remaining > 0:
         open_slots = [i for i, cap in enumerate(capacity) if taken[i] < cap]
         if not open_slots:
             break
-        for i, extra in zip(open_slots, spread(remaining, len(open_slots)), strict=True):
+        share = [weights[i] for i in open_slots] if weights is not None else None
+        for i, extra in zip(open_slots, spread(remaining, len(open_slots), weights=share), strict=True):
             step = min(extra, capacity[i] - taken[i])
             taken[i] += step
             remaining -= step
     return taken
+
+
+def depth_weights(n: int, slope: float) -> list[float] | None:
+    """Per-layer budget weights ``1 + slope * (2 * position - 1)``; ``None`` (even) when slope is 0."""
+    if slope == 0 or n < 2:
+        return None
+    return [max(1 + slope * (2 * i / (n - 1) - 1), 0.0) for i in range(n)]
 
 
 def pruned_layers(n_layers: int, config: PruneConfig) -> list[int]:
@@ -102,13 +120,14 @@ def plan_widths(shapes: Sequence[LayerShape], *, params_before: int, config: Pru
     else:
         share = config.attn_share
 
+    weights = depth_weights(len(layers), config.depth_slope)
     head_unit = max(shapes[i].head_params for i in layers)
-    heads_removed = _take(round(share * target / head_unit), head_cap) if heads_on else [0] * len(layers)
+    heads_removed = _take(round(share * target / head_unit), head_cap, weights) if heads_on else [0] * len(layers)
     removed = sum(n * shapes[i].head_params for n, i in zip(heads_removed, layers, strict=True))
     chunks_removed = [0] * len(layers)
     if channels_on:
         chunk_unit = max(chunk)
-        chunks_removed = _take(max(round((target - removed) / chunk_unit), 0), chunk_cap)
+        chunks_removed = _take(max(round((target - removed) / chunk_unit), 0), chunk_cap, weights)
         removed += sum(n * c for n, c in zip(chunks_removed, chunk, strict=True))
 
     if target and abs(removed - target) > 0.01 * target:

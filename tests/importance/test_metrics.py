@@ -33,9 +33,7 @@ def test_l1_matches_hand_count(setup):
     adapter, stats, _ = setup
     group = adapter.unit_group(1, "channels")
     mlp = adapter.layers[1].mlp
-    expected = (
-        mlp.gate_proj.weight.abs().sum(1) + mlp.up_proj.weight.abs().sum(1) + mlp.down_proj.weight.abs().sum(0)
-    )
+    expected = mlp.gate_proj.weight.abs().sum(1) + mlp.up_proj.weight.abs().sum(1) + mlp.down_proj.weight.abs().sum(0)
     torch.testing.assert_close(build_metric("l1")(adapter, group, stats).float(), expected.detach())
 
 
@@ -108,7 +106,9 @@ def test_taylor2_adds_the_fisher_term(setup):
 
 def _inputs_of(model, module, batch):
     seen = []
-    handle = module.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().reshape(-1, args[0].shape[-1])))
+    handle = module.register_forward_pre_hook(
+        lambda _m, args: seen.append(args[0].detach().reshape(-1, args[0].shape[-1]))
+    )
     with torch.no_grad():
         model(batch)
     handle.remove()

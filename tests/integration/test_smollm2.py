@@ -34,10 +34,15 @@ def pruned(smollm2):
     return model, facts
 
 
-def test_ratio_within_one_percent_and_really_smaller(smollm2, pruned, texts):
+@pytest.fixture(scope="module")
+def pruned_eval(pruned, texts):
+    return evaluate_model(pruned[0], texts, EVAL)
+
+
+def test_ratio_within_one_percent_and_really_smaller(smollm2, pruned, pruned_eval, texts):
     model, facts = pruned
     dense = evaluate_model(smollm2.model, texts, EVAL)
-    after = evaluate_model(model, texts, EVAL)
+    after = pruned_eval
     ratio = 1 - after["non_embedding_params"] / dense["non_embedding_params"]
     assert abs(ratio - 0.2) <= 0.01 * 0.2
     assert after["flops_per_token"] < 0.85 * dense["flops_per_token"]
@@ -64,10 +69,9 @@ def test_reload_gives_identical_logits(smollm2, pruned, tmp_path):
         assert torch.equal(reloaded(ids).logits, model(ids).logits)
 
 
-def test_taylor_perplexity_is_finite_and_beats_random(smollm2, pruned, texts):
-    model, _ = pruned
+def test_taylor_perplexity_is_finite_and_beats_random(smollm2, pruned_eval, texts):
     random_model, _ = prune_copy(smollm2, job("random"))
-    ours = evaluate_model(model, texts, EVAL)["perplexity"]
+    ours = pruned_eval["perplexity"]
     floor = evaluate_model(random_model, texts, EVAL)["perplexity"]
     for label in texts:
         assert torch.isfinite(torch.tensor(ours[label]))

@@ -63,10 +63,29 @@ def test_unreachable_target_names_the_field():
     with pytest.raises(PlanError, match="prune.ratio"):
         plan_widths(SMOL, params_before=SMOL_PARAMS, config=PruneConfig(ratio=0.5, targets=("heads",)))
     with pytest.raises(PlanError, match="protect_first"):
-        plan_widths(SMOL, params_before=SMOL_PARAMS, config=PruneConfig(ratio=0.2, allocation="protected", protect_first=20, protect_last=10))
+        plan_widths(
+            SMOL,
+            params_before=SMOL_PARAMS,
+            config=PruneConfig(ratio=0.2, allocation="protected", protect_first=20, protect_last=10),
+        )
 
 
 def test_spread():
     assert spread(7, 3) == [2, 3, 2] or sorted(spread(7, 3)) == [2, 2, 3]
     assert sum(spread(13, 30)) == 13 and max(spread(13, 30)) == 1
     assert spread(0, 4) == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("slope", [-0.8, 0.5])
+def test_depth_slope_tilts_the_budget_and_still_meets_the_target(slope):
+    plan = plan_widths(
+        SMOL, params_before=SMOL_PARAMS, config=PruneConfig(ratio=0.2, targets=("channels",), depth_slope=slope)
+    )
+    first, last = plan.keep[0]["channels"], plan.keep[-1]["channels"]
+    assert (last < first) if slope > 0 else (first < last)
+    assert abs(plan.ratio_achieved - 0.2) <= 0.002
+
+
+def test_weighted_spread_is_proportional():
+    assert spread(10, 3, weights=[1, 1, 3]) == [2, 2, 6]
+    assert sum(spread(7, 4, weights=[0.1, 0.2, 0.3, 0.4])) == 7

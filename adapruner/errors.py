@@ -1,0 +1,8 @@
+"""The one base class of errors caused by what a user asked for (bad input, missing model or data).
+
+The CLI prints them as one line with exit code 2; the worker marks the job failed with the message.
+"""
+
+
+class UserError(ValueError):
+    """Bad input: the message names the field or option and how to fix it."""

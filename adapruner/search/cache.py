@@ -1,0 +1,298 @@
+"""Per-sample, per-unit statistics of a candidate calibration pool, so that trials combine them
+instead of re-running forward and backward passes.
+
+For every pool sample s (one forward and one backward pass each) the cache stores:
+  - ``act_sq`` / ``act_sum``: ``[n, A]`` per-input-channel sums of x^2 and x of every unit module
+    (concatenated over modules; A = sum of their in_features);
+  - ``taylor_abs``: ``[n, U]`` per slice and unit, sum over the unit's weights of |W * g_s|;
+  - ``taylor_vec``: ``[n, U]`` per slice and unit, sum over the unit's weights of W * g_s (signed);
+  - ``taylor2_abs``: ``[n, U]`` per slice and unit, sum of |W * g_s - 1/2 * W^2 * g_s^2|;
+  (U = sum over unit groups and their slices of n_units; g_s = dL_s/dW).
+
+Combining a subset S of samples is exact for activation metrics (``wanda``, ``flap``: sums of
+moments), for ``taylor_vector`` (|sum_s sum W g_s| = |sum W * sum_s g_s|) and for the data-free ones.
+It is an approximation for ``taylor`` and ``taylor2``: sum_s |W g_s| bounds |W sum_s g_s| from above
+(the triangle inequality), i.e. per-sample saliencies are added instead of per-sample gradients.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from adapruner.adapters.base import ModelAdapter, UnitGroup, slice_weight
+from adapruner.calibration import Sample, sample_windows
+from adapruner.config import CalibrationConfig, DataSource
+from adapruner.importance.base import aggregate, build_metric, normalize
+from adapruner.prune.plan import spread
+from adapruner.stats import Statistics, unit_modules
+
+PER_UNIT = ("taylor_abs", "taylor_vec", "taylor2_abs")
+PER_CHANNEL = ("act_sq", "act_sum")
+# metric -> (pooled per-unit statistic, take |.| after summing over samples)
+POOLED_GRADIENT = {
+    "taylor": ("taylor_abs", False),
+    "taylor2": ("taylor2_abs", False),
+    "taylor_vector": ("taylor_vec", True),
+}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each module's channels and each group's slices sit in the concatenated statistics."""
+
+    modules: tuple[tuple[str, int, int], ...]  # (name, offset, in_features)
+    slices: tuple[tuple[int, str, int, int], ...]  # (group index, module, offset, n_units) per slice
+
+    @classmethod
+    def of(cls, adapter: ModelAdapter) -> Layout:
+        modules, offset = [], 0
+        for name in unit_modules(adapter):
+            width = adapter.linear(name).in_features
+            modules.append((name, offset, width))
+            offset += width
+        slices, offset = [], 0
+        for index, group in enumerate(adapter.groups()):
+            for slice_ in group.slices:
+                slices.append((index, slice_.module, offset, group.n_units))
+                offset += group.n_units
+        return cls(tuple(modules), tuple(slices))
+
+    @property
+    def channels(self) -> int:
+        return sum(width for _, _, width in self.modules)
+
+    @property
+    def units(self) -> int:
+        return sum(n for *_, n in self.slices)
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A short hash of the config and a sample of every parameter (shape, first and last values)."""
+    digest = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode())
+    for name, param in model.named_parameters():
+        flat = param.detach().reshape(-1)
+        digest.update(name.encode() + str(tuple(param.shape)).encode())
+        digest.update(torch.cat([flat[:64], flat[-64:]]).float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class PoolStats:
+    """Statistics of every pool sample; rows follow ``sample_ids``."""
+
+    sample_ids: list[str]
+    sources: list[str]
+    tokens_per_sample: int
+    tensors: dict[str, torch.Tensor]  # PER_CHANNEL: [n, A]; PER_UNIT: [n, U]
+
+    def rows(self, ids: Sequence[str]) -> torch.Tensor:
+        index = {sid: i for i, sid in enumerate(self.sample_ids)}
+        return torch.tensor([index[i] for i in ids], dtype=torch.long)
+
+    @classmethod
+    def concat(cls, parts: Sequence[PoolStats]) -> PoolStats:
+        return cls(
+            [i for p in parts for i in p.sample_ids],
+            [s for p in parts for s in p.sources],
+            parts[0].tokens_per_sample,
+            {k: torch.cat([p.tensors[k] for p in parts]) for k in parts[0].tensors},
+        )
+
+
+def collect_pool_stats(
+    adapter: ModelAdapter, samples: Sequence[Sample], *, progress: Callable[[int, int], None] | None = None
+) -> PoolStats:
+    """One forward and backward pass per sample; the model is left unchanged."""
+    layout = Layout.of(adapter)
+    model = adapter.model
+    device = next(model.parameters()).device
+    groups = adapter.groups()
+    linears = {name: adapter.linear(name) for name, _, _ in layout.modules}
+    n = len(samples)
+    out = {k: torch.zeros(n, layout.channels) for k in PER_CHANNEL} | {
+        k: torch.zeros(n, layout.units) for k in PER_UNIT
+    }
+    current: dict[str, torch.Tensor] = {}
+
+    def hook(name: str):
+        def record(_module, inputs):
+            x = inputs[0].detach().float().reshape(-1, inputs[0].shape[-1])
+            current[name] = torch.stack([x.square().sum(0), x.sum(0)])
+
+        return record
+
+    handles = [linears[name].register_forward_pre_hook(hook(name)) for name in linears]
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    was_training = model.training
+    model.eval()
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for linear in linears.values():
+            linear.weight.requires_grad_(True)
+        for row, sample in enumerate(samples):
+            ids = sample.input_ids[None].to(device)
+            model(ids, labels=ids, use_cache=False).loss.backward()
+            for name, offset, width in layout.modules:
+                moments = current[name].cpu()
+                out["act_sq"][row, offset : offset + width] = moments[0]
+                out["act_sum"][row, offset : offset + width] = moments[1]
+            for group_index, module, offset, n_units in layout.slices:
+                group = groups[group_index]
+                slice_ = next(s for s in group.slices if s.module == module)
+                weight = linears[module].weight
+                w, g = weight.detach().float(), weight.grad.float()
+                wg = w * g
+                span = slice(offset, offset + n_units)
+                out["taylor_abs"][row, span] = slice_weight(wg.abs(), slice_, n_units).sum((1, 2)).cpu()
+                out["taylor_vec"][row, span] = slice_weight(wg, slice_, n_units).sum((1, 2)).cpu()
+                second = (wg - 0.5 * w.square() * g.square()).abs()
+                out["taylor2_abs"][row, span] = slice_weight(second, slice_, n_units).sum((1, 2)).cpu()
+            for linear in linears.values():
+                linear.weight.grad = None
+            if progress:
+                progress(row + 1, n)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for name, p in model.named_parameters():
+            p.requires_grad_(flags[name])
+            p.grad = None
+        model.train(was_training)
+    return PoolStats([s.id for s in samples], [s.source for s in samples], samples[0].input_ids.numel(), out)
+
+
+def load_pool(
+    adapter: ModelAdapter,
+    tokenizer,
+    sources: Sequence[DataSource],
+    *,
+    pool_size: int,
+    seq_len: int,
+    seed: int,
+    cache_dir: Path | None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> PoolStats:
+    """The candidate pool of ``pool_size`` samples per source, from the disk cache where present.
+
+    Cache files live at ``cache_dir/<model fingerprint>/<hash of source, seq_len, seed, pool_size>.pt``
+    and hold the sample ids with the statistics.
+    """
+    fingerprint = model_fingerprint(adapter.model) if cache_dir else ""
+    parts = []
+    for source in sources:
+        key = hashlib.sha256(f"{source.model_dump_json()}|{seq_len}|{seed}|{pool_size}|v1".encode()).hexdigest()[:16]
+        path = Path(cache_dir) / fingerprint / f"{key}.pt" if cache_dir else None
+        if path is not None and path.is_file():
+            saved = torch.load(path, weights_only=True)
+            parts.append(PoolStats(saved["ids"], saved["sources"], saved["tokens"], saved["tensors"]))
+            continue
+        samples = sample_windows(
+            tokenizer, CalibrationConfig(sources=(source,), samples=pool_size, seq_len=seq_len, seed=seed)
+        )
+        stage = f"statistics {source.label()}"
+        pool = collect_pool_stats(
+            adapter,
+            samples,
+            progress=(lambda done, total, stage=stage: progress(stage, done, total)) if progress else None,
+        )
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            torch.save(
+                {
+                    "ids": pool.sample_ids,
+                    "sources": pool.sources,
+                    "tokens": pool.tokens_per_sample,
+                    "tensors": pool.tensors,
+                },
+                tmp,
+            )
+            tmp.replace(path)
+        parts.append(pool)
+    return PoolStats.concat(parts)
+
+
+def choose_samples(pool: PoolStats, *, weights: dict[str, float], n: int, subset_seed: int) -> list[str]:
+    """``n`` sample ids split over sources in proportion to ``weights`` (source label -> weight), each
+    source's share drawn from its pool by a seeded subset ``subset_seed`` (stable for a given pool)."""
+    labels = list(dict.fromkeys(pool.sources))
+    by_source = {
+        label: [i for i, s in zip(pool.sample_ids, pool.sources, strict=True) if s == label] for label in labels
+    }
+    capacity = [len(by_source[label]) for label in labels]
+    counts = spread(min(n, sum(capacity)), len(labels), weights=[weights.get(label, 0.0) for label in labels])
+    # Move what a source cannot supply to the others.
+    overflow = sum(max(c - cap, 0) for c, cap in zip(counts, capacity, strict=True))
+    counts = [min(c, cap) for c, cap in zip(counts, capacity, strict=True)]
+    for i in sorted(range(len(labels)), key=lambda i: -weights.get(labels[i], 0.0)):
+        extra = min(overflow, capacity[i] - counts[i])
+        counts[i] += extra
+        overflow -= extra
+    chosen = []
+    for label, count in zip(labels, counts, strict=True):
+        chosen += random.Random(f"{subset_seed}:{label}").sample(by_source[label], count)
+    return chosen
+
+
+def pooled_scores(
+    adapter: ModelAdapter,
+    pool: PoolStats,
+    sample_ids: Sequence[str],
+    *,
+    mix: dict[str, float],
+    aggregation: str,
+    normalization: str,
+    kinds: Sequence[str],
+    seed: int = 0,
+) -> dict[tuple[int, str], torch.Tensor]:
+    """The weighted metric mix over the chosen samples: ``{(layer, kind): scores [n_units]}`` — the
+    cached counterpart of :func:`adapruner.importance.score_groups`."""
+    layout = Layout.of(adapter)
+    rows = pool.rows(sample_ids)
+    sums = {k: pool.tensors[k][rows].sum(0) for k in pool.tensors}
+    stats = Statistics(n_tokens=len(sample_ids) * pool.tokens_per_sample, n_samples=len(sample_ids))
+    for name, offset, width in layout.modules:
+        stats.act_sq[name] = sums["act_sq"][offset : offset + width]
+        stats.act_sum[name] = sums["act_sum"][offset : offset + width]
+    groups = adapter.groups()
+    per_group_slices: dict[int, list[tuple[int, int]]] = {}
+    for group_index, _module, offset, n_units in layout.slices:
+        per_group_slices.setdefault(group_index, []).append((offset, n_units))
+    total = sum(mix.values())
+    scores: dict[tuple[int, str], torch.Tensor] = {}
+    for index, group in enumerate(groups):
+        if group.kind not in kinds:
+            continue
+        combined = torch.zeros(group.n_units, dtype=torch.float64)
+        for name, weight in mix.items():
+            if weight <= 0:
+                continue
+            raw = _pooled_metric(adapter, group, name, stats, sums, per_group_slices[index], aggregation, seed)
+            combined += (weight / total) * normalize(raw, normalization)
+        scores[group.key] = combined
+    return scores
+
+
+def _pooled_metric(
+    adapter: ModelAdapter,
+    group: UnitGroup,
+    name: str,
+    stats: Statistics,
+    sums: dict[str, torch.Tensor],
+    slices: list[tuple[int, int]],
+    aggregation: str,
+    seed: int,
+) -> torch.Tensor:
+    if name in POOLED_GRADIENT:
+        key, absolute = POOLED_GRADIENT[name]
+        per_slice = torch.stack([sums[key][offset : offset + n] for offset, n in slices]).double()
+        return aggregate(per_slice.abs() if absolute else per_slice, aggregation)
+    return build_metric(name, seed=seed)(adapter, group, stats, aggregation=aggregation)

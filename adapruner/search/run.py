@@ -1,0 +1,346 @@
+"""The AdaPruner search: Bayesian optimisation over calibration data x metric mix x allocation.
+
+Warm-up collects per-sample statistics of a candidate calibration pool once (cached on disk); every
+trial then combines cached statistics for its samples and metric weights, prunes a copy of the model
+and reads validation text chunk by chunk (stopping early when clearly worse than the incumbent).
+The final choice is the GP's posterior-mean best, confirmed on more validation text among the top few;
+only then is the held-out test text read, for the report.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from adapruner.search.optimizer import BayesOptimizer
+
+from adapruner.adapters import get_adapter
+from adapruner.artifacts import save_pruned
+from adapruner.catalog import METRICS
+from adapruner.config import SearchJob
+from adapruner.errors import UserError
+from adapruner.evaluate import count_parameters
+from adapruner.models import LoadedModel, load_model
+from adapruner.pipeline import build_report, eval_texts, evaluate_model, write_report
+from adapruner.prune import apply_plan, layer_shapes, plan_widths
+from adapruner.prune.plan import PlanError
+from adapruner.search.cache import POOLED_GRADIENT, PoolStats, choose_samples, load_pool, pooled_scores
+from adapruner.search.objective import Observation, Validation, observe, validation_chunks
+from adapruner.search.space import Recipe, decode, dims
+
+STATE_NAME = "search_state.json"
+DEFAULT_CACHE = Path.home() / ".cache" / "adapruner" / "stats"
+
+Progress = Callable[[str, int, int], None]
+TrialHook = Callable[[dict[str, Any]], None]
+
+
+class SearchStateError(UserError):
+    """The output folder holds the state of a different search."""
+
+
+@dataclass
+class SearchOutcome:
+    model: Any
+    tokenizer: Any
+    report: dict[str, Any]
+
+
+def check_poolable(metrics: tuple[str, ...]) -> None:
+    """Every searched metric must be computable from the pooled statistics."""
+    for name in metrics:
+        needs = METRICS.get(name).needs
+        if needs - {"act"} and name not in POOLED_GRADIENT:
+            raise UserError(f"space.metrics: {name!r} cannot be combined from cached statistics yet")
+
+
+def prune_recipe(
+    loaded: LoadedModel, pool: PoolStats, recipe: Recipe, *, ratio: float, targets: tuple[str, ...], seed: int
+) -> tuple[Any, list[str]]:
+    """A pruned copy of ``loaded.model`` for ``recipe``; returns it with the calibration sample ids."""
+    dense_adapter = get_adapter(loaded.model)
+    ids = choose_samples(pool, weights=recipe.source_weights, n=recipe.samples, subset_seed=recipe.subset_seed)
+    scores = pooled_scores(
+        dense_adapter,
+        pool,
+        ids,
+        mix=recipe.mix,
+        aggregation=recipe.aggregation,
+        normalization=recipe.normalization,
+        kinds=targets,
+        seed=seed,
+    )
+    plan = plan_widths(
+        layer_shapes(dense_adapter),
+        params_before=count_parameters(loaded.model, non_embedding=True),
+        config=recipe.prune_config(ratio=ratio, targets=targets),
+    )
+    model = copy.deepcopy(loaded.model)
+    apply_plan(get_adapter(model), scores, plan)
+    return model, ids
+
+
+def _timed_observe(model, validation: Validation, **kwargs) -> tuple[Observation, float]:
+    start = time.perf_counter()
+    observation = observe(model, validation, **kwargs)
+    return observation, time.perf_counter() - start
+
+
+def _load_state(path: Path, job: SearchJob) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    state = json.loads(path.read_text())
+    if SearchJob.model_validate(state["job"]) != job:
+        raise SearchStateError(f"{path} holds a different search; use another --out or delete it")
+    return state
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state))
+    tmp.replace(path)
+
+
+def run_search(
+    job: SearchJob,
+    *,
+    out: str | Path,
+    loaded: LoadedModel | None = None,
+    cache_dir: Path | None = DEFAULT_CACHE,
+    progress: Progress | None = None,
+    on_trial: TrialHook | None = None,
+    max_new_trials: int | None = None,
+) -> SearchOutcome | None:
+    """Run (or resume) the search described by ``job`` into the folder ``out``.
+
+    Every finished trial is written to ``out/search_state.json`` before the next starts; calling again
+    with the same job resumes after the last finished trial (a trial that was running is re-run with
+    the same parameters). ``max_new_trials`` stops after that many trials in this call and returns
+    ``None`` (the search is not finished); otherwise the final model is chosen, saved with its
+    report, and returned.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    check_poolable(job.space.metrics)
+    state_path = out / STATE_NAME
+    state = _load_state(state_path, job)
+    timings: dict[str, float] = dict(state["timings"]) if state else {}
+    records: dict[str, dict[str, Any]] = dict(state["records"]) if state else {}
+
+    start = time.perf_counter()
+    if loaded is None:
+        loaded = load_model(job.model)
+    adapter = get_adapter(loaded.model)
+    space, search = job.space, job.search
+    warm = time.perf_counter()
+    pool = load_pool(
+        adapter,
+        loaded.tokenizer,
+        space.sources,
+        pool_size=space.pool_size,
+        seq_len=space.seq_len,
+        seed=search.seed,
+        cache_dir=cache_dir,
+        progress=progress,
+    )
+    timings.setdefault("warmup_s", round(time.perf_counter() - warm, 3))
+    validation = validation_chunks(
+        loaded.tokenizer,
+        search.validation,
+        tokens_per_domain=search.validation_tokens,
+        chunk_tokens=search.chunk_tokens,
+        seq_len=search.eval_seq_len,
+    )
+    dense_obs, dense_s = _timed_observe(loaded.model, validation, reference=[0.0] * len(validation.chunks))
+    timings["validation_pass_s"] = round(dense_s, 3)  # one validation pass of the dense model: the cost unit
+
+    if state:
+        optimizer = BayesOptimizer.from_state(state["optimizer"])
+    else:
+        optimizer = BayesOptimizer(
+            dims(space),
+            seed=search.seed,
+            n_init=search.n_init,
+            acq_restarts=search.acq_restarts,
+            raw_samples=search.raw_samples,
+        )
+
+    def incumbent() -> dict[str, Any] | None:
+        full = [r for r in records.values() if r["status"] == "completed" and not r["stopped_early"]]
+        return min(full, key=lambda r: r["value"]) if full else None
+
+    def finished() -> int:
+        return sum(1 for r in records.values() if r["status"] in ("completed", "failed"))
+
+    def out_of_budget() -> bool:
+        if finished() >= search.trials:
+            return True
+        if search.time_budget_s and timings.get("trials_s", 0.0) >= search.time_budget_s:
+            return True
+        if search.patience:
+            told = sorted((int(i), r) for i, r in records.items() if r["status"] == "completed")
+            values = [r["value"] for _, r in told]
+            if len(values) > search.patience and min(values[-search.patience :]) >= min(values[: -search.patience]):
+                return True
+        return False
+
+    new_trials = 0
+    while not out_of_budget() and (max_new_trials is None or new_trials < max_new_trials):
+        rerun = [t for t in optimizer.trials() if t.status == "pending"]
+        trial = rerun[0] if rerun else optimizer.ask()
+        recipe = decode(space, trial.params)
+        record: dict[str, Any] = {"index": trial.index, "params": trial.params, "recipe": recipe.as_dict()}
+        t0 = time.perf_counter()
+        try:
+            model, ids = prune_recipe(loaded, pool, recipe, ratio=job.ratio, targets=job.targets, seed=search.seed)
+            best = incumbent()
+            observation, eval_s = _timed_observe(
+                model,
+                validation,
+                reference=dense_obs.chunk_nlls,
+                incumbent=best["chunk_nlls"] if best and search.early_reject else None,
+                reject_z=search.reject_z,
+                min_fraction=search.min_fraction,
+            )
+            del model
+            optimizer.tell(trial.index, value=observation.value, noise=observation.noise, fidelity=observation.fidelity)
+            record |= {
+                "status": "completed",
+                "value": observation.value,
+                "noise": observation.noise,
+                "fidelity": observation.fidelity,
+                "stopped_early": observation.stopped_early,
+                "chunk_nlls": list(observation.chunk_nlls),
+                "validation_ppl": math.exp(observation.value),
+                "samples": len(ids),
+                "eval_s": round(eval_s, 3),
+            }
+        except (PlanError, FloatingPointError, torch.OutOfMemoryError) as error:
+            optimizer.tell(trial.index, value=None, failed=True)
+            record |= {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+        record["seconds"] = round(time.perf_counter() - t0, 3)
+        record["cost_vs_validation_pass"] = round(record["seconds"] / dense_s, 3)
+        records[str(trial.index)] = record
+        timings["trials_s"] = round(timings.get("trials_s", 0.0) + record["seconds"], 3)
+        new_trials += 1
+        _save_state(
+            state_path,
+            {
+                "job": job.model_dump(mode="json"),
+                "optimizer": optimizer.state_dict(),
+                "records": records,
+                "timings": timings,
+            },
+        )
+        if on_trial:
+            best = incumbent()
+            on_trial(
+                record | {"best_value": best["value"] if best else None, "finished": finished(), "total": search.trials}
+            )
+
+    if max_new_trials is not None and not out_of_budget():
+        return None
+    return _finish(job, out, loaded, pool, optimizer, records, timings, dense_obs, start)
+
+
+def _finish(
+    job: SearchJob,
+    out: Path,
+    loaded: LoadedModel,
+    pool: PoolStats,
+    optimizer: BayesOptimizer,
+    records: dict[str, dict[str, Any]],
+    timings: dict[str, float],
+    dense_obs: Observation,
+    start: float,
+) -> SearchOutcome:
+    search = job.search
+    full = [r for r in records.values() if r["status"] == "completed" and not r["stopped_early"]]
+    if not full:
+        raise RuntimeError("no trial completed; see the trial errors in search_state.json")
+    means = optimizer.posterior([r["params"] for r in full])
+    for record, (mean, std) in zip(full, means, strict=True):
+        record["posterior_mean"], record["posterior_std"] = mean, std
+    top = sorted(full, key=lambda r: r["posterior_mean"])[: search.top_k]
+    # Confirm the top few on more validation text (the search chunks and, where there is more, more).
+    more = validation_chunks(
+        loaded.tokenizer,
+        search.validation,
+        tokens_per_domain=4 * search.validation_tokens,
+        chunk_tokens=search.chunk_tokens,
+        seq_len=search.eval_seq_len,
+    )
+    texts = eval_texts(loaded.tokenizer, job.evaluate)
+    candidates = []
+    for record in top:
+        recipe = Recipe(**record["recipe"])
+        model, ids = prune_recipe(loaded, pool, recipe, ratio=job.ratio, targets=job.targets, seed=search.seed)
+        confirm = statistics.fmean(observe(model, more, reference=[0.0] * len(more.chunks)).chunk_nlls)
+        candidates.append((confirm, record, model, ids))
+    candidates.sort(key=lambda c: c[0])
+    confirm_value, best, model, ids = candidates[0]
+
+    eval_start = time.perf_counter()
+    dense_eval = evaluate_model(loaded.model, texts, job.evaluate)
+    pruned_eval = evaluate_model(model, texts, job.evaluate)
+    # Validation vs test for every confirmed candidate (report only: the choice is already made).
+    agreement = []
+    no_speed = job.evaluate.model_copy(update={"speed": False})
+    for value, record, candidate, _ in candidates:
+        test = pruned_eval if candidate is model else evaluate_model(candidate, texts, no_speed)
+        agreement.append(
+            {
+                "index": record["index"],
+                "validation_ppl": math.exp(value),
+                "test_ppl": {label: test["perplexity"][label] for label in texts},
+            }
+        )
+    timings["final_eval_s"] = round(time.perf_counter() - eval_start, 3)
+    timings["total_s"] = round(time.perf_counter() - start, 3)
+
+    trials = [records[k] for k in sorted(records, key=int)]
+    done = [r for r in trials if r["status"] == "completed"]
+    facts = {
+        "calibration_samples": ids,
+        "widths": get_adapter(model).widths(),
+        "best": {
+            "index": best["index"],
+            "recipe": best["recipe"],
+            "validation_ppl": math.exp(best["value"]),
+            "confirmed_validation_ppl": math.exp(confirm_value),
+            "posterior_mean": best["posterior_mean"],
+        },
+        "trials": trials,
+        "validation_vs_test": agreement,
+        "dense_validation_ppl": math.exp(dense_obs.value),
+        "trial_cost": {
+            "validation_pass_s": timings["validation_pass_s"],
+            "warmup_s": timings["warmup_s"],
+            "warmup_passes_per_source": timings["warmup_s"] / timings["validation_pass_s"] / len(job.space.sources),
+            "mean_trial_vs_pass": statistics.fmean(r["cost_vs_validation_pass"] for r in done) if done else None,
+            "max_full_trial_vs_pass": max(
+                (r["cost_vs_validation_pass"] for r in done if not r["stopped_early"]), default=None
+            ),
+            "stopped_early": sum(1 for r in done if r["stopped_early"]),
+        },
+    }
+    report = build_report(
+        source=job.model.source,
+        ratio_target=job.ratio,
+        config=job.model_dump(mode="json"),
+        dense=dense_eval,
+        pruned=pruned_eval,
+        facts=facts,
+        timings=timings,
+    )
+    save_pruned(model, loaded.tokenizer, out, job=job.model_dump(mode="json"), extra={"report": "report.json"})
+    write_report(report, out / "report.json")
+    return SearchOutcome(model, loaded.tokenizer, report)

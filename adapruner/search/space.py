@@ -1,0 +1,97 @@
+"""The search space as optimiser dimensions, and a trial's parameters as a pruning recipe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from adapruner.search.optimizer import Dim
+
+from adapruner.config import PruneConfig, Range, SearchSpace
+
+SOURCE_PREFIX, METRIC_PREFIX = "source:", "metric:"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What one trial prunes with: calibration choice, metric mix and allocation."""
+
+    source_weights: dict[str, float]
+    samples: int
+    subset_seed: int
+    mix: dict[str, float]
+    aggregation: str
+    normalization: str
+    attn_share: float | None  # None: the same ratio from attention and MLP
+    depth_slope: float
+    protect_first: int
+    protect_last: int
+
+    def prune_config(self, *, ratio: float, targets: tuple[str, ...]) -> PruneConfig:
+        protected = self.protect_first > 0 or self.protect_last > 0
+        return PruneConfig(
+            ratio=ratio,
+            targets=targets,
+            allocation="protected" if protected else "uniform",
+            protect_first=self.protect_first,
+            protect_last=self.protect_last,
+            attn_share=self.attn_share if {"heads", "channels"} <= set(targets) else None,
+            depth_slope=self.depth_slope,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _range_dim(name: str, r: Range, kind: str) -> Dim | None:
+    return None if r.fixed else Dim(name, kind, low=r.low, high=r.high)
+
+
+def dims(space: SearchSpace) -> list[Dim]:
+    """The free dimensions of ``space`` (fixed ones are left out and filled in by :func:`decode`)."""
+    out: list[Dim | None] = []
+    if len(space.sources) > 1:
+        out += [Dim(SOURCE_PREFIX + s.label(), "float") for s in space.sources]
+    out.append(_range_dim("samples", space.samples, "int"))
+    if space.subset_seeds > 1:
+        out.append(Dim("subset_seed", "int", low=0, high=space.subset_seeds - 1))
+    if len(space.metrics) > 1:
+        out += [Dim(METRIC_PREFIX + m, "float") for m in space.metrics]
+    if len(space.aggregations) > 1:
+        out.append(Dim("aggregation", "choice", choices=space.aggregations))
+    if len(space.normalizations) > 1:
+        out.append(Dim("normalization", "choice", choices=space.normalizations))
+    out.append(_range_dim("attn_share", space.attn_share, "float"))
+    out.append(_range_dim("depth_slope", space.depth_slope, "float"))
+    out.append(_range_dim("protect_first", space.protect_first, "int"))
+    out.append(_range_dim("protect_last", space.protect_last, "int"))
+    return [d for d in out if d is not None]
+
+
+def _simplex(raw: dict[str, float]) -> dict[str, float]:
+    total = sum(raw.values())
+    if total <= 0:
+        return {k: 1 / len(raw) for k in raw}
+    return {k: v / total for k, v in raw.items()}
+
+
+def decode(space: SearchSpace, params: dict[str, Any]) -> Recipe:
+    """The recipe for a trial's ``params`` (the optimiser's values for the free dimensions)."""
+
+    def value(name: str, r: Range) -> float:
+        return float(params[name]) if name in params else r.low
+
+    sources = [s.label() for s in space.sources]
+    metrics = list(space.metrics)
+    return Recipe(
+        source_weights=_simplex({s: float(params.get(SOURCE_PREFIX + s, 1.0)) for s in sources}),
+        samples=int(round(value("samples", space.samples))),
+        subset_seed=int(params.get("subset_seed", 0)),
+        mix=_simplex({m: float(params.get(METRIC_PREFIX + m, 1.0)) for m in metrics}),
+        aggregation=str(params.get("aggregation", space.aggregations[0])),
+        normalization=str(params.get("normalization", space.normalizations[0])),
+        attn_share=value("attn_share", space.attn_share),
+        depth_slope=value("depth_slope", space.depth_slope),
+        protect_first=int(round(value("protect_first", space.protect_first))),
+        protect_last=int(round(value("protect_last", space.protect_last))),
+    )

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from adapruner.config import Range, SearchJob, SearchSpace
+from adapruner.search.space import decode, dims
+
+
+def test_default_space_has_the_three_subspaces():
+    names = {d.name for d in dims(SearchSpace())}
+    assert {"source:builtin:pydoc", "source:builtin:jargon", "samples", "subset_seed"} <= names
+    assert {"metric:taylor", "metric:wanda", "normalization"} <= names
+    assert {"attn_share", "depth_slope"} <= names
+    assert "aggregation" not in names and "protect_first" not in names  # fixed by default
+
+
+def test_fixed_dimensions_are_not_searched_but_applied():
+    space = SearchSpace(
+        metrics=("wanda",),
+        samples=Range(low=16, high=16),
+        attn_share=Range(low=0.1, high=0.1),
+        protect_first=Range(low=2, high=2),
+        normalizations=("rank",),
+    )
+    names = {d.name for d in dims(space)}
+    assert not names & {"samples", "attn_share", "protect_first", "normalization"}
+    assert not any(n.startswith("metric:") for n in names)
+    recipe = decode(space, {})
+    assert recipe.mix == {"wanda": 1.0} and recipe.samples == 16 and recipe.attn_share == 0.1
+    assert recipe.protect_first == 2 and recipe.normalization == "rank"
+    config = recipe.prune_config(ratio=0.2, targets=("heads", "channels"))
+    assert config.allocation == "protected" and config.protect_first == 2 and config.protect_last == 0
+
+
+def test_weights_are_normalised_to_a_simplex():
+    space = SearchSpace()
+    params = {"metric:taylor": 0.5, "metric:wanda": 1.5, "metric:flap": 0, "metric:l2": 0, "metric:taylor_vector": 0}
+    recipe = decode(space, params)
+    assert recipe.mix["wanda"] == pytest.approx(0.75) and sum(recipe.mix.values()) == pytest.approx(1)
+    zero = decode(space, {f"source:{s.label()}": 0.0 for s in space.sources})
+    assert list(zero.source_weights.values()) == pytest.approx([1 / 3] * 3)
+
+
+@pytest.mark.parametrize(
+    ("payload", "needle"),
+    [
+        ({"space": {"metrics": []}}, "metrics"),
+        ({"space": {"metrics": ["magic"]}}, "unknown metric 'magic'"),
+        ({"ratio": 1.5}, "ratio"),
+        ({"space": {"sources": [{"kind": "builtin", "name": "wiki"}]}}, "unknown builtin corpus 'wiki'"),
+        ({"space": {"samples": {"low": 4, "high": 500}}}, "samples"),
+        ({"space": {"attn_share": {"low": 0.5, "high": 0.2}}}, "low 0.5 > high 0.2"),
+        ({"search": {"trials": 0}}, "trials"),
+        ({"evaluate": {"texts": [{"kind": "builtin", "name": "jargon", "split": "validation"}]}}, "evaluate.texts"),
+    ],
+)
+def test_bad_space_names_the_field(payload, needle):
+    with pytest.raises(ValidationError, match=needle):
+        SearchJob.model_validate(payload)
