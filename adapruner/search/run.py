@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from adapruner.search.optimizer import BayesOptimizer
 
 from adapruner.adapters import get_adapter
 from adapruner.artifacts import save_pruned
@@ -34,6 +33,7 @@ from adapruner.prune import apply_plan, layer_shapes, plan_widths
 from adapruner.prune.plan import PlanError
 from adapruner.search.cache import POOLED_GRADIENT, PoolStats, choose_samples, load_pool, pooled_scores
 from adapruner.search.objective import Observation, Validation, observe, validation_chunks
+from adapruner.search.optimizer import BayesOptimizer
 from adapruner.search.space import Recipe, decode, dims
 
 STATE_NAME = "search_state.json"

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from adapruner.search.optimizer import Dim
-
 from adapruner.config import PruneConfig, Range, SearchSpace
+from adapruner.search.optimizer import Dim
 
 SOURCE_PREFIX, METRIC_PREFIX = "source:", "metric:"
 
