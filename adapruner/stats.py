@@ -10,8 +10,10 @@ Gradients are collected only when a metric needs them; the Fisher needs one back
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -88,15 +90,8 @@ def collect_statistics(
     use_grad = bool(needs & {"grad", "fisher"})
     per_sample = "fisher" in needs
     step = 1 if per_sample else batch_size
-    saved_flags = {name: p.requires_grad for name, p in model.named_parameters()}
-    was_training = model.training
-    model.eval()
-    try:
-        for p in model.parameters():
-            p.requires_grad_(False)
-        if use_grad:
-            for module in modules.values():
-                module.weight.requires_grad_(True)
+    trained = [m.weight for m in modules.values()] if use_grad else []
+    with calibration_mode(model, trainable=trained, hooks=handles):
         for start in range(0, batch.shape[0], step):
             ids = batch[start : start + step].to(device)
             with torch.set_grad_enabled(use_grad):
@@ -115,14 +110,29 @@ def collect_statistics(
             stats.n_tokens += ids.numel()
             if progress:
                 progress(stats.n_samples, batch.shape[0])
+    return stats
+
+
+@contextmanager
+def calibration_mode(model: nn.Module, *, trainable: Sequence[nn.Parameter], hooks: Sequence[Any] = ()):
+    """Eval mode with gradients only for ``trainable``; on exit restores every ``requires_grad`` flag
+    and the training mode, drops gradients and removes ``hooks`` (forward-hook handles)."""
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    was_training = model.training
+    model.eval()
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in trainable:
+            p.requires_grad_(True)
+        yield
     finally:
-        for handle in handles:
+        for handle in hooks:
             handle.remove()
         for name, p in model.named_parameters():
-            p.requires_grad_(saved_flags[name])
+            p.requires_grad_(flags[name])
             p.grad = None
         model.train(was_training)
-    return stats
 
 
 def _accumulate(store: dict[str, torch.Tensor], name: str, value: torch.Tensor) -> None:

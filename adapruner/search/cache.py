@@ -31,7 +31,7 @@ from adapruner.calibration import Sample, sample_windows
 from adapruner.config import CalibrationConfig, DataSource
 from adapruner.importance.base import aggregate, build_metric, normalize
 from adapruner.prune.plan import spread
-from adapruner.stats import Statistics, unit_modules
+from adapruner.stats import Statistics, calibration_mode, unit_modules
 
 PER_UNIT = ("taylor_abs", "taylor_vec", "taylor2_abs")
 PER_CHANNEL = ("act_sq", "act_sum")
@@ -129,14 +129,7 @@ def collect_pool_stats(
         return record
 
     handles = [linears[name].register_forward_pre_hook(hook(name)) for name in linears]
-    flags = {name: p.requires_grad for name, p in model.named_parameters()}
-    was_training = model.training
-    model.eval()
-    try:
-        for p in model.parameters():
-            p.requires_grad_(False)
-        for linear in linears.values():
-            linear.weight.requires_grad_(True)
+    with calibration_mode(model, trainable=[m.weight for m in linears.values()], hooks=handles):
         for row, sample in enumerate(samples):
             ids = sample.input_ids[None].to(device)
             model(ids, labels=ids, use_cache=False).loss.backward()
@@ -159,13 +152,6 @@ def collect_pool_stats(
                 linear.weight.grad = None
             if progress:
                 progress(row + 1, n)
-    finally:
-        for handle in handles:
-            handle.remove()
-        for name, p in model.named_parameters():
-            p.requires_grad_(flags[name])
-            p.grad = None
-        model.train(was_training)
     return PoolStats([s.id for s in samples], [s.source for s in samples], samples[0].input_ids.numel(), out)
 
 

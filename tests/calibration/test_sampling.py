@@ -8,28 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
 
 from adapruner.calibration import Sample, sample_windows, stack, token_stream
 from adapruner.config import CalibrationConfig, DataSource
+from tests.calibration.conftest import VOCAB
 
-VOCAB = [f"w{i}" for i in range(300)]
 WORDS_PER_FILE = 20_000  # 10 blocks: about 16,000 train tokens
-
-
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A word-level tokenizer over ``w0``..``w299`` (anything else is ``[UNK]``) with EOS ``</s>``."""
-    tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.WordLevelTrainer(special_tokens=["[UNK]", "</s>"])
-    tokenizer.train_from_iterator([" ".join(VOCAB)], trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", eos_token="</s>")
-
-
-@pytest.fixture(scope="module")
-def tokenizer() -> PreTrainedTokenizerFast:
-    return tiny_tokenizer()
 
 
 def make_source(folder: Path, name: str, *, seed: int, n_words: int = WORDS_PER_FILE) -> DataSource:

@@ -10,33 +10,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from adapruner.calibration import builtin, gnu_standards_text, jargon_text, load_documents, pydoc_text, token_stream
 from adapruner.calibration.sources import BLOCK_WORDS, assign_blocks, partition_label, split_blocks
 from adapruner.config import PARTITION_SPLITS, DataSource
+from tests.calibration.conftest import VOCAB, word_tokenizer
 
-VOCAB = [f"w{i}" for i in range(300)]
 BUILTINS = {
     "pydoc": (pydoc_text, 50_000),
     "jargon": (jargon_text, 200_000),
     "gnu-standards": (gnu_standards_text, 50_000),
 }
-
-
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A word-level tokenizer over ``w0``..``w299`` (anything else is ``[UNK]``) with EOS ``</s>``."""
-    tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.WordLevelTrainer(special_tokens=["[UNK]", "</s>"])
-    tokenizer.train_from_iterator([" ".join(VOCAB)], trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", eos_token="</s>")
-
-
-@pytest.fixture(scope="module")
-def tokenizer() -> PreTrainedTokenizerFast:
-    return tiny_tokenizer()
 
 
 def builtin_split(name: str, split: str) -> DataSource:
@@ -285,7 +270,7 @@ def test_token_stream_of_a_large_corpus_is_fast(tokenizer: PreTrainedTokenizerFa
 
 
 def test_token_stream_needs_eos(tmp_path: Path) -> None:
-    tokenizer = tiny_tokenizer()
+    tokenizer = word_tokenizer()
     tokenizer.eos_token = None
     path = tmp_path / "docs.jsonl"
     write_jsonl(path, [{"text": "w1"}])
