@@ -1,34 +1,59 @@
-"""Bayesian optimisation with an ask/tell API keyed by trial index (the shape of Ax's ``Client``),
-on BoTorch: a quasi-random Sobol design, then a GP (mixed kernels when there are categorical
-dimensions) with the log noisy expected improvement acquisition. The state is plain JSON, and
-restoring it gives the same next suggestion as an uninterrupted run with the same seed.
+"""Bayesian optimisation with an ask/tell API keyed by trial index (the shape of Ax's ``Client``).
 
-Conventions: the objective is *minimised*; every parameter is encoded to the unit cube (choices to
-their index, as categorical GP inputs); an extra input carries the trial's fidelity (1 = a full
-evaluation, < 1 = stopped early on a prefix of the validation text), and new suggestions are made at
-fidelity 1. Failed trials enter the GP with the worst observed value, so that the search moves away
-from them instead of proposing them again.
+Built on BoTorch/GPyTorch: a scrambled Sobol design for the first ``n_init`` trials, then a GP
+(``SingleTaskGP``; ``MixedSingleTaskGP`` when there are categorical dimensions) with the log noisy
+expected improvement acquisition (``qLogNoisyExpectedImprovement``). The whole state is plain JSON,
+and restoring it gives the same next suggestion as an uninterrupted run with the same seed.
+
+Conventions:
+
+* The objective is *minimised* (the GP models ``-value``, since BoTorch maximises).
+* Every parameter is encoded to the unit cube: float/int -> ``(x - low) / (high - low)`` (ints are
+  rounded on decode); a choice -> its index, a categorical GP input.
+* One extra input carries the trial's fidelity (1 = a full evaluation, < 1 = stopped early on a
+  prefix of the validation text). New suggestions, pending trials and the NEI baseline are all taken
+  at fidelity 1, so the GP extrapolates early-stopped trials to a full evaluation.
+* Failed trials enter the GP at fidelity 1 with the *worst* observed value (and the largest observed
+  noise, when noise is known), so that the search moves away from them instead of proposing them again.
+* Every random step is seeded from ``(seed, trial index)`` (or the fitted data, for the GP fit) inside
+  ``torch.random.fork_rng()``: the global RNG is left untouched and ``ask()`` is reproducible, in
+  the same process or after ``from_state(json.loads(json.dumps(state_dict())))``. GP steps run on
+  one CPU thread (tiny matrices: threads only cost, and results then do not depend on core count).
+* GP steps that raise a numerical error (fit or acquisition) fall back to the next Sobol point
+  (``generator="sobol-fallback"``) with a ``RuntimeWarning``.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import random
+import re
 import warnings
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import torch
 
 Value = float | int | str
+STATE_VERSION = 1
 MAX_CHOICE_COMBINATIONS = 32
+# L-BFGS iterations of a GP fit: the mixed kernel converges slowly in the last digits (~600 function
+# evaluations); 200 iterations reach the optimum's marginal likelihood to ~1e-2 at a third of the cost.
+FIT_MAXITER = 200
+_SEED_STRIDE = 100_003
+_DTYPE = torch.float64
+
+logger = logging.getLogger(__name__)
+_BOTORCH_RETRY = re.compile(r"Optimization failed (in `gen_candidates|on the second try)")
 
 
 @dataclass(frozen=True)
 class Dim:
-    """One searched parameter: a float or int in ``[low, high]``, or one of ``choices``."""
+    """One searched parameter: a float or int in ``[low, high]`` (inclusive), or one of ``choices``."""
 
     name: str
     kind: Literal["float", "int", "choice"]
@@ -36,29 +61,46 @@ class Dim:
     high: float = 1.0
     choices: tuple[str, ...] = ()
 
-    def decode(self, u: float) -> Value:
-        """Unit-cube coordinate (a choice's index for ``choice``) -> parameter value."""
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "choices", tuple(self.choices))  # a list would break hashing
+        if self.kind not in ("float", "int", "choice"):
+            raise ValueError(f"dimension {self.name!r}: unknown kind {self.kind!r}")
         if self.kind == "choice":
-            return self.choices[min(int(u), len(self.choices) - 1)]
+            if not self.choices:
+                raise ValueError(f"choice dimension {self.name!r} has no choices")
+            if len(set(self.choices)) != len(self.choices):
+                raise ValueError(f"choice dimension {self.name!r} has duplicate choices {self.choices}")
+        elif not (math.isfinite(self.low) and math.isfinite(self.high) and self.low <= self.high):
+            raise ValueError(f"dimension {self.name!r}: bad bounds [{self.low}, {self.high}]")
+
+    def decode(self, u: float) -> Value:
+        """Encoded coordinate (unit cube; a choice's index for ``choice``) -> parameter value."""
+        if self.kind == "choice":
+            return self.choices[min(max(round(u), 0), len(self.choices) - 1)]
         value = self.low + min(max(u, 0.0), 1.0) * (self.high - self.low)
-        return int(round(value)) if self.kind == "int" else float(value)
+        if self.kind == "int":
+            return int(min(max(round(value), math.ceil(self.low)), math.floor(self.high)))
+        return float(value)
 
     def encode(self, value: Value) -> float:
+        """Parameter value -> encoded coordinate (the inverse of :meth:`decode`)."""
         if self.kind == "choice":
-            return float(self.choices.index(value))
+            return float(self.choices.index(str(value)))
         span = self.high - self.low
         return 0.0 if span == 0 else (float(value) - self.low) / span
 
 
 @dataclass
 class Trial:
+    """One suggested point and, once told, its outcome."""
+
     index: int
     params: dict[str, Value]
     status: Literal["pending", "completed", "failed"] = "pending"
-    value: float | None = None
-    noise: float | None = None
-    fidelity: float = 1.0
-    generator: str = ""
+    value: float | None = None  # objective, minimised
+    noise: float | None = None  # observation variance (sem**2); None when unknown
+    fidelity: float = 1.0  # 1.0 = full evaluation; < 1 = early-stopped on a prefix
+    generator: str = ""  # "sobol", "gp" or "sobol-fallback"
 
 
 @dataclass
@@ -70,14 +112,75 @@ class _Settings:
     max_fit_points: int = 200
 
 
-@dataclass
-class _Fit:
-    model: Any
-    n_told: int = field(default=-1)
+# Numerical failures of a GP fit or of the acquisition optimisation: these fall back to a Sobol point.
+# Programming errors (TypeError, AttributeError, ...) propagate.
+def _numerical_errors() -> tuple[type[BaseException], ...]:
+    from botorch.exceptions.errors import BotorchError, ModelFittingError
+
+    return (RuntimeError, ValueError, ArithmeticError, BotorchError, ModelFittingError)
+
+
+@contextmanager
+def _quiet_botorch() -> Iterator[None]:
+    """Send BoTorch's routine warnings to the debug log; re-emit every other warning unchanged.
+
+    Routine on a small, noisy search: ``InputDataWarning`` (choice indices lie outside the unit cube;
+    few data), ``OptimizationWarning`` and BoTorch's "Optimization failed in ``gen_candidates_scipy``
+    ... Trying again" / "... on the second try" ``RuntimeWarning`` (L-BFGS stopped early, typically
+    an abnormal line search on a flat log-EI surface; BoTorch retries, then keeps the best point found),
+    ``BadInitialCandidatesWarning`` (a flat acquisition on the raw samples) and GPyTorch's
+    ``NumericalWarning`` (jitter added to a Cholesky factorisation).
+    """
+    from botorch.exceptions.warnings import BadInitialCandidatesWarning, InputDataWarning, OptimizationWarning
+    from linear_operator.utils.warnings import NumericalWarning
+
+    routine = (InputDataWarning, OptimizationWarning, BadInitialCandidatesWarning, NumericalWarning)
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:  # also when the step raised: its warnings may explain why
+        for w in caught:
+            retry = issubclass(w.category, RuntimeWarning) and _BOTORCH_RETRY.match(str(w.message)) is not None
+            if issubclass(w.category, routine) or retry:
+                logger.debug("%s: %s", w.category.__name__, w.message)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+
+
+@contextmanager
+def _gp_step(seed: int) -> Iterator[None]:
+    """The context of every GP computation: seeded, single-threaded, global RNG untouched, with
+    gradients on and BoTorch's routine warnings quiet.
+
+    The matrices are tiny (at most ``max_fit_points`` rows), so intra-op threads only add
+    synchronisation cost (10x slower on a busy machine), and one thread makes the floating-point
+    reductions, hence the suggestions, independent of the machine's core count.
+    """
+    threads = torch.get_num_threads()
+    try:
+        # The GP runs on the CPU; fitting and acquisition optimisation need gradients even when the
+        # caller is inside ``torch.no_grad()``.
+        with torch.random.fork_rng(devices=[]), torch.enable_grad(), _quiet_botorch():
+            torch.set_num_threads(1)
+            torch.manual_seed(seed)
+            yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class BayesOptimizer:
-    """``ask()`` a trial, evaluate it, ``tell()`` its value; ``state_dict()`` saves everything."""
+    """``ask()`` a trial, evaluate it, ``tell()`` its value; ``state_dict()`` saves everything.
+
+    Args:
+        dims: The searched parameters (at least one; names must be unique).
+        seed: Seeds the Sobol design and every random step of the GP phase.
+        n_init: Number of Sobol trials before the GP takes over.
+        acq_restarts: Multistart restarts of the acquisition optimisation.
+        raw_samples: Raw samples used to pick the acquisition starting points.
+        max_fit_points: At most this many told trials are fitted (the best quarter plus the most recent).
+    """
 
     def __init__(
         self,
@@ -94,24 +197,33 @@ class BayesOptimizer:
         names = [d.name for d in dims]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate dimension names in {names}")
+        if n_init < 1 or acq_restarts < 1 or raw_samples < 1 or max_fit_points < 2:
+            raise ValueError(
+                "need n_init >= 1, acq_restarts >= 1, raw_samples >= 1 and max_fit_points >= 2, got "
+                f"{n_init}, {acq_restarts}, {raw_samples}, {max_fit_points}"
+            )
         self.dims = tuple(dims)
-        self.settings = _Settings(seed, n_init, acq_restarts, raw_samples, max_fit_points)
+        self.settings = _Settings(int(seed), int(n_init), int(acq_restarts), int(raw_samples), int(max_fit_points))
         self._trials: list[Trial] = []
-        self._fit: _Fit | None = None
+        self._fit_key: tuple[tuple[int, str], ...] | None = None
+        self._fit_model: Any = None
 
     # ---- ask / tell ------------------------------------------------------------------------------
     def ask(self) -> Trial:
+        """The next trial to evaluate (indices 0, 1, 2, ...); it stays pending until told."""
         index = len(self._trials)
-        completed = [t for t in self._trials if t.status != "pending"]
-        generator = "sobol"
-        if index < self.settings.n_init or len(completed) < 2:
-            x = self._sobol(index)
+        n_completed = sum(1 for t in self._trials if t.status == "completed")
+        if index < self.settings.n_init or n_completed < 2:
+            x, generator = self._sobol(index), "sobol"
         else:
             try:
-                x = self._acquire(index)
-                generator = "gp"
-            except Exception as error:  # noqa: BLE001 - any numerical failure falls back to the design
-                warnings.warn(f"GP step failed ({type(error).__name__}: {error}); using a Sobol point", stacklevel=2)
+                x, generator = self._acquire(index), "gp"
+            except _numerical_errors() as error:
+                warnings.warn(
+                    f"GP step for trial {index} failed ({type(error).__name__}: {error}); using a Sobol point",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 x, generator = self._sobol(index), "sobol-fallback"
         trial = Trial(index, self._decode(x), generator=generator)
         self._trials.append(trial)
@@ -126,103 +238,158 @@ class BayesOptimizer:
         fidelity: float = 1.0,
         failed: bool = False,
     ) -> None:
+        """Record the outcome of trial ``index``.
+
+        ``failed=True``, ``value=None`` or a non-finite value record the trial as failed. ``noise`` is
+        the observation variance (a non-finite or negative one is treated as unknown). ``fidelity``
+        must be in ``(0, 1]``.
+
+        Raises:
+            ValueError: the trial was never asked or was already told, or the fidelity is out of range.
+        """
         if not 0 <= index < len(self._trials):
             raise ValueError(f"trial {index} was never asked")
         trial = self._trials[index]
         if trial.status != "pending":
             raise ValueError(f"trial {index} was already told ({trial.status})")
+        if not (math.isfinite(fidelity) and 0.0 < fidelity <= 1.0):
+            raise ValueError(f"trial {index}: fidelity must be in (0, 1], got {fidelity}")
+        trial.fidelity = float(fidelity)
         if failed or value is None or not math.isfinite(value):
             trial.status = "failed"
             return
-        trial.status, trial.value, trial.fidelity = "completed", float(value), float(fidelity)
-        trial.noise = float(noise) if noise is not None and math.isfinite(noise) else None
+        trial.status, trial.value = "completed", float(value)
+        trial.noise = float(noise) if noise is not None and math.isfinite(noise) and noise >= 0 else None
 
     def trials(self) -> list[Trial]:
+        """All trials so far, in index order (a new list; the trials themselves are live)."""
         return list(self._trials)
 
     def best(self) -> Trial | None:
-        """The completed full-fidelity trial with the lowest GP posterior mean (lowest observed value
-        while fewer than three trials are complete or the GP cannot be fitted)."""
+        """The completed full-fidelity trial with the lowest GP posterior mean.
+
+        Falls back to the lowest observed value while fewer than three trials are complete or when the
+        GP cannot be fitted. Early-stopped trials (fidelity < 1) are never returned; ``None`` when no
+        full-fidelity trial is complete.
+        """
         full = [t for t in self._trials if t.status == "completed" and t.fidelity >= 1.0]
         if not full:
             return None
-        if len(full) >= 3:
+        n_completed = sum(1 for t in self._trials if t.status == "completed")
+        if n_completed >= 3:
             try:
                 means = [m for m, _ in self.posterior([t.params for t in full])]
-                return full[min(range(len(full)), key=means.__getitem__)]
-            except Exception:  # noqa: BLE001
-                pass
-        return min(full, key=lambda t: t.value)
+            except _numerical_errors() as error:
+                logger.debug("best(): GP failed (%s: %s); using observed values", type(error).__name__, error)
+            else:
+                return full[min(range(len(full)), key=lambda i: (means[i], full[i].value, i))]
+        return min(full, key=lambda t: (t.value, t.index))
 
     def posterior(self, params_list: Sequence[dict[str, Value]]) -> list[tuple[float, float]]:
-        """``(mean, std)`` of the objective at each parameter set (at full fidelity)."""
+        """``(mean, std)`` of the (latent, noise-free) objective at each parameter set, at fidelity 1.
+
+        Defined from one completed trial on (with a single one the fit is degenerate: a flat mean).
+
+        Raises:
+            ValueError: no trial is complete.
+        """
+        if not params_list:
+            return []
         model = self._model()
-        x = torch.tensor([self._encode(p) + [1.0] for p in params_list], dtype=torch.float64)
-        with torch.no_grad():
-            posterior = model.posterior(x)
-        mean = (-posterior.mean).reshape(-1).tolist()  # the GP models -value
-        std = posterior.variance.clamp_min(0).sqrt().reshape(-1).tolist()
+        x = torch.tensor([self._encode(p) + [1.0] for p in params_list], dtype=_DTYPE)
+        with _gp_step(self.settings.seed), torch.no_grad():
+            post = model.posterior(x)
+            mean = (-post.mean).reshape(-1).tolist()  # the GP models -value
+            std = post.variance.clamp_min(0.0).sqrt().reshape(-1).tolist()
         return list(zip(mean, std, strict=True))
 
     # ---- state -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: dims, seed and settings, all trials (JSON-serialisable)."""
         return {
-            "version": 1,
+            "version": STATE_VERSION,
             "dims": [asdict(d) | {"choices": list(d.choices)} for d in self.dims],
+            "seed": self.settings.seed,
             "settings": asdict(self.settings),
-            "trials": [asdict(t) for t in self._trials],
+            "trials": [asdict(t) | {"params": dict(t.params)} for t in self._trials],
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> BayesOptimizer:
-        dims = [Dim(**(d | {"choices": tuple(d["choices"])})) for d in state["dims"]]
-        optimizer = cls(dims, **state["settings"])
-        optimizer._trials = [Trial(**t) for t in state["trials"]]
+        """Rebuild an optimizer from :meth:`state_dict` (also after a JSON round trip)."""
+        version = state.get("version", STATE_VERSION)
+        if version != STATE_VERSION:
+            raise ValueError(f"unsupported optimizer state version {version} (expected {STATE_VERSION})")
+        dims = [Dim(**(d | {"choices": tuple(d.get("choices", ()))})) for d in state["dims"]]
+        settings = dict(state["settings"])
+        settings.setdefault("seed", state.get("seed", 0))
+        optimizer = cls(dims, **settings)
+        optimizer._trials = [Trial(**(t | {"params": dict(t["params"])})) for t in state["trials"]]
+        if [t.index for t in optimizer._trials] != list(range(len(optimizer._trials))):
+            raise ValueError("optimizer state: trial indices must be 0, 1, 2, ... in order")
         return optimizer
 
-    # ---- internals -------------------------------------------------------------------------------
+    # ---- encoding --------------------------------------------------------------------------------
     def _encode(self, params: dict[str, Value]) -> list[float]:
         return [d.encode(params[d.name]) for d in self.dims]
 
     def _decode(self, x: Sequence[float]) -> dict[str, Value]:
-        """Encoded point (unit cube; a choice's index) -> parameters."""
         return {d.name: d.decode(float(u)) for d, u in zip(self.dims, x, strict=True)}
-
-    def _sobol(self, index: int) -> list[float]:
-        engine = torch.quasirandom.SobolEngine(len(self.dims), scramble=True, seed=self.settings.seed)
-        if index:
-            engine.fast_forward(index)
-        u = engine.draw(1, dtype=torch.float64)[0].tolist()
-        # For a choice the unit coordinate picks an index.
-        return [
-            min(int(v * len(d.choices)), len(d.choices) - 1) if d.kind == "choice" else v
-            for d, v in zip(self.dims, u, strict=True)
-        ]
 
     def _cat_dims(self) -> list[int]:
         return [i for i, d in enumerate(self.dims) if d.kind == "choice"]
 
-    def _training_data(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        told = [t for t in self._trials if t.status != "pending"]
-        done = [t for t in told if t.status == "completed"]
-        if len(done) < 1:
-            raise ValueError("no completed trial to fit")
-        worst = max(t.value for t in done)
-        told = told[-self.settings.max_fit_points :]
-        x = torch.tensor([self._encode(t.params) + [t.fidelity] for t in told], dtype=torch.float64)
-        y = torch.tensor([[-(t.value if t.status == "completed" else worst)] for t in told], dtype=torch.float64)
-        noises = [t.noise for t in done]
-        yvar = None
-        if all(n is not None for n in noises):
-            fallback = max(noises)
-            yvar = torch.tensor([[t.noise if t.status == "completed" else fallback] for t in told], dtype=torch.float64)
-            yvar = yvar.clamp_min(1e-8)
-        return x, y, yvar
+    def _sobol(self, index: int) -> list[float]:
+        """Point ``index`` of the scrambled Sobol sequence, encoded (a choice's coordinate -> its index)."""
+        engine = torch.quasirandom.SobolEngine(len(self.dims), scramble=True, seed=self.settings.seed)
+        if index:
+            engine.fast_forward(index)
+        u = engine.draw(1, dtype=_DTYPE)[0].tolist()
+        return [
+            float(min(int(v * len(d.choices)), len(d.choices) - 1)) if d.kind == "choice" else v
+            for d, v in zip(self.dims, u, strict=True)
+        ]
 
-    def _model(self):
-        n_told = sum(1 for t in self._trials if t.status != "pending")
-        if self._fit is not None and self._fit.n_told == n_told:
-            return self._fit.model
+    # ---- GP --------------------------------------------------------------------------------------
+    def _fit_trials(self) -> list[Trial]:
+        """The told trials the GP is fitted on: all, or the best quarter plus the most recent."""
+        told = [t for t in self._trials if t.status != "pending"]
+        cap = self.settings.max_fit_points
+        if len(told) <= cap:
+            return told
+        completed = sorted((t for t in told if t.status == "completed"), key=lambda t: (t.value, t.index))
+        keep = {t.index for t in completed[: cap // 4]}
+        for t in reversed(told):
+            if len(keep) >= cap:
+                break
+            keep.add(t.index)
+        return [t for t in told if t.index in keep]
+
+    def _training_data(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``X`` (encoded params + fidelity), ``Y = -value`` and ``Yvar`` (None if any noise is unknown)."""
+        told = self._fit_trials()
+        done = [t for t in told if t.status == "completed"]
+        if not done:
+            raise ValueError("no completed trial to fit the GP on")
+        worst = max(t.value for t in done)
+        x = torch.tensor(
+            [self._encode(t.params) + [t.fidelity if t.status == "completed" else 1.0] for t in told], dtype=_DTYPE
+        )
+        y = torch.tensor([[-(t.value if t.status == "completed" else worst)] for t in told], dtype=_DTYPE)
+        noises = [t.noise for t in done]
+        if any(n is None for n in noises):
+            return x, y, None
+        # A floor relative to the spread of Y keeps the fixed-noise kernel matrix well conditioned.
+        floor = max(1e-12, 1e-6 * float(y.var())) if len(y) > 1 else 1e-12
+        largest = max(noises)
+        yvar = torch.tensor([[t.noise if t.status == "completed" else largest] for t in told], dtype=_DTYPE)
+        return x, y, yvar.clamp_min(floor)
+
+    def _model(self) -> Any:
+        """The GP on the told trials, fitted once per data set (seeded by it, hence reproducible)."""
+        key = tuple((t.index, t.status) for t in self._fit_trials())
+        if self._fit_key == key:
+            return self._fit_model
         from botorch.fit import fit_gpytorch_mll
         from botorch.models import MixedSingleTaskGP, SingleTaskGP
         from botorch.models.transforms import Standardize
@@ -230,64 +397,81 @@ class BayesOptimizer:
 
         x, y, yvar = self._training_data()
         cat_dims = self._cat_dims()
-        with warnings.catch_warnings(), torch.random.fork_rng():
-            torch.manual_seed(self.settings.seed * 100_003 + n_told)
-            warnings.filterwarnings(
-                "ignore", message=".*(not standardized|not contained to the unit cube|InputDataWarning).*"
-            )
+        with _gp_step(self.settings.seed * _SEED_STRIDE + key[-1][0]):  # seeded by the last fitted trial
             if cat_dims:
                 model = MixedSingleTaskGP(x, y, cat_dims=cat_dims, train_Yvar=yvar, outcome_transform=Standardize(m=1))
             else:
                 model = SingleTaskGP(x, y, train_Yvar=yvar, outcome_transform=Standardize(m=1))
-            fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+            fit_gpytorch_mll(
+                ExactMarginalLogLikelihood(model.likelihood, model),
+                optimizer_kwargs={"options": {"maxiter": FIT_MAXITER}},
+            )
         model.eval()
-        self._fit = _Fit(model, n_told)
+        self._fit_key, self._fit_model = key, model
         return model
 
     def _acquire(self, index: int) -> list[float]:
+        """Maximise qLogNEI (of ``-value``) at fidelity 1 with the pending trials as ``X_pending``."""
         from botorch.acquisition.logei import qLogNoisyExpectedImprovement
         from botorch.optim import optimize_acqf, optimize_acqf_mixed
 
         model = self._model()
         x_train, _, _ = self._training_data()
+        baseline = x_train.clone()
+        baseline[:, -1] = 1.0  # the incumbent is judged at full fidelity
         pending = [t for t in self._trials if t.status == "pending"]
-        x_pending = (
-            torch.tensor([self._encode(t.params) + [1.0] for t in pending], dtype=torch.float64) if pending else None
-        )
+        x_pending = torch.tensor([self._encode(t.params) + [1.0] for t in pending], dtype=_DTYPE) if pending else None
         d = len(self.dims)
-        lower = [0.0] * (d + 1)
         upper = [float(len(dim.choices) - 1) if dim.kind == "choice" else 1.0 for dim in self.dims] + [1.0]
-        bounds = torch.tensor([lower, upper], dtype=torch.float64)
+        bounds = torch.tensor([[0.0] * (d + 1), upper], dtype=_DTYPE)
         cat_dims = self._cat_dims()
-        with warnings.catch_warnings(), torch.random.fork_rng():
-            torch.manual_seed(self.settings.seed * 100_003 + index)
-            warnings.filterwarnings("ignore", category=RuntimeWarning)
-            acq = qLogNoisyExpectedImprovement(model, X_baseline=x_train, X_pending=x_pending, prune_baseline=True)
-            options = {"restarts": self.settings.acq_restarts, "raw": self.settings.raw_samples}
-            if cat_dims:
-                combos = [
-                    dict(zip(cat_dims, map(float, c), strict=True))
-                    for c in itertools.product(*(range(len(self.dims[i].choices)) for i in cat_dims))
-                ]
-                if len(combos) > MAX_CHOICE_COMBINATIONS:
-                    combos = random.Random(self.settings.seed * 7 + index).sample(combos, MAX_CHOICE_COMBINATIONS)
-                fixed = [c | {d: 1.0} for c in combos]
-                candidate, _ = optimize_acqf_mixed(
-                    acq,
-                    bounds=bounds,
-                    q=1,
-                    num_restarts=options["restarts"],
-                    raw_samples=options["raw"],
-                    fixed_features_list=fixed,
-                )
-            else:
+        fidelity = {d: 1.0}
+        with _gp_step(self.settings.seed * _SEED_STRIDE + index):
+            acq = qLogNoisyExpectedImprovement(model, X_baseline=baseline, X_pending=x_pending, prune_baseline=True)
+            if not cat_dims:
                 candidate, _ = optimize_acqf(
                     acq,
                     bounds=bounds,
                     q=1,
-                    num_restarts=options["restarts"],
-                    raw_samples=options["raw"],
-                    fixed_features={d: 1.0},
+                    num_restarts=self.settings.acq_restarts,
+                    raw_samples=self.settings.raw_samples,
+                    fixed_features=fidelity,
                 )
+            else:
+                combos = self._choice_combinations(cat_dims, index)
+                fixed = [dict(zip(cat_dims, c, strict=True)) | fidelity for c in combos]
+                if len(cat_dims) == d:  # nothing continuous to optimise: score every combination
+                    grid = torch.tensor([[f[i] for i in range(d + 1)] for f in fixed], dtype=_DTYPE)
+                    with torch.no_grad():
+                        scores = acq(grid.unsqueeze(-2))
+                    candidate = grid[int(torch.argmax(scores))]
+                else:
+                    candidate, _ = optimize_acqf_mixed(
+                        acq,
+                        bounds=bounds,
+                        q=1,
+                        num_restarts=self.settings.acq_restarts,
+                        raw_samples=self.settings.raw_samples,
+                        fixed_features_list=fixed,
+                    )
         x = candidate.reshape(-1)[:d].tolist()
-        return [round(v) if dim.kind == "choice" else v for dim, v in zip(self.dims, x, strict=True)]
+        if not all(math.isfinite(v) for v in x):
+            raise ValueError(f"the acquisition optimisation returned a non-finite point {x}")
+        return [float(round(v)) if dim.kind == "choice" else v for dim, v in zip(self.dims, x, strict=True)]
+
+    def _choice_combinations(self, cat_dims: list[int], index: int) -> list[tuple[float, ...]]:
+        """All choice combinations, or a deterministic sample of ``MAX_CHOICE_COMBINATIONS`` of them."""
+        sizes = [len(self.dims[i].choices) for i in cat_dims]
+        total = math.prod(sizes)
+        if total <= MAX_CHOICE_COMBINATIONS:
+            return [tuple(map(float, c)) for c in itertools.product(*(range(n) for n in sizes))]
+        rng = random.Random(self.settings.seed * _SEED_STRIDE + index)
+        picks = sorted(rng.sample(range(total), MAX_CHOICE_COMBINATIONS))
+        combos = []
+        for flat in picks:  # mixed-radix decode of a flat combination number
+            combo = []
+            for n in reversed(sizes):
+                flat, r = divmod(flat, n)
+                combo.append(float(r))
+            combos.append(tuple(reversed(combo)))
+        return combos

@@ -1,89 +1,176 @@
+"""Tests for the ask/tell Bayesian optimizer (fast settings: 2 restarts, 32 raw samples)."""
+
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
+import torch
 
 from adapruner.search.optimizer import BayesOptimizer, Dim
 
-DIMS = [
+MIXED = [
     Dim("x", "float", -2, 2),
     Dim("y", "float", -2, 2),
     Dim("k", "int", 0, 4),
-    Dim("c", "choice", choices=("a", "b")),
+    Dim("c", "choice", choices=("a", "b", "c")),
 ]
+QUADRATIC = [Dim("x", "float", -2, 2), Dim("y", "float", -2, 2), Dim("colour", "choice", choices=("red", "blue"))]
 FAST = {"acq_restarts": 2, "raw_samples": 32}
+NOISE_SD = 0.02
 
 
-def objective(params) -> float:
-    return (params["x"] - 0.5) ** 2 + (params["y"] + 0.3) ** 2 + 0.01 * params["k"]
+def quadratic(params: dict, rng: random.Random | None = None) -> float:
+    """A bowl with its minimum 0 at (0.5, -0.3); ``colour`` and ``k`` barely matter; optional noise."""
+    value = (params["x"] - 0.5) ** 2 + (params["y"] + 0.3) ** 2 + 0.01 * params.get("k", 0)
+    return value + (rng.gauss(0.0, NOISE_SD) if rng else 0.0)
 
 
-def run(optimizer: BayesOptimizer, n: int) -> None:
+def run(optimizer: BayesOptimizer, n: int, *, rng: random.Random | None = None, noise: float | None = 1e-4) -> None:
     for _ in range(n):
         trial = optimizer.ask()
-        optimizer.tell(trial.index, value=objective(trial.params), noise=1e-4)
+        optimizer.tell(trial.index, value=quadratic(trial.params, rng), noise=noise)
 
 
-def test_initial_design_is_sobol_within_bounds():
-    optimizer = BayesOptimizer(DIMS, seed=1, n_init=5, **FAST)
-    trials = [optimizer.ask() for _ in range(5)]
-    assert [t.index for t in trials] == list(range(5))
-    assert all(t.generator == "sobol" for t in trials)
-    assert len({(t.params["x"], t.params["y"]) for t in trials}) == 5
+def test_initial_design_is_sobol_distinct_and_within_bounds():
+    optimizer = BayesOptimizer(MIXED, seed=1, n_init=6, **FAST)
+    trials = [optimizer.ask() for _ in range(6)]
+    assert [t.index for t in trials] == list(range(6))
+    assert all(t.generator == "sobol" and t.status == "pending" for t in trials)
+    assert len({(t.params["x"], t.params["y"]) for t in trials}) == 6
     for t in trials:
-        assert -2 <= t.params["x"] <= 2 and isinstance(t.params["k"], int) and 0 <= t.params["k"] <= 4
-        assert t.params["c"] in ("a", "b")
+        assert -2 <= t.params["x"] <= 2 and -2 <= t.params["y"] <= 2
+        assert isinstance(t.params["x"], float)
+        assert isinstance(t.params["k"], int) and 0 <= t.params["k"] <= 4
+        assert t.params["c"] in ("a", "b", "c")
+    # Point k of the design depends on the seed and k only.
+    again = BayesOptimizer(MIXED, seed=1, n_init=6, **FAST)
+    assert [again.ask().params for _ in range(6)] == [t.params for t in trials]
+    assert BayesOptimizer(MIXED, seed=2, **FAST).ask().params != trials[0].params
 
 
-def test_the_gp_improves_on_the_initial_design():
-    optimizer = BayesOptimizer(DIMS, seed=0, n_init=6, **FAST)
-    run(optimizer, 6)
+def test_the_gp_improves_on_the_sobol_design_of_a_noisy_quadratic():
+    rng = random.Random(0)
+    optimizer = BayesOptimizer(QUADRATIC, seed=3, n_init=6, **FAST)
+    run(optimizer, 6, rng=rng, noise=NOISE_SD**2)
     sobol_best = min(t.value for t in optimizer.trials())
-    run(optimizer, 6)
+    run(optimizer, 8, rng=rng, noise=NOISE_SD**2)
     gp = [t for t in optimizer.trials() if t.generator == "gp"]
-    assert len(gp) == 6
-    assert min(t.value for t in gp) < sobol_best
-    assert optimizer.best().value < sobol_best
+    assert len(gp) == 8
+    assert min(t.value for t in gp) < sobol_best - 0.05
+    best = optimizer.best()
+    assert best.generator == "gp" and quadratic(best.params) < sobol_best
 
 
-@pytest.mark.parametrize("stop_after", [3, 7])
-def test_restored_state_gives_the_same_next_suggestion(stop_after):
-    straight = BayesOptimizer(DIMS, seed=4, n_init=5, **FAST)
-    run(straight, stop_after)
-    restored = BayesOptimizer.from_state(json.loads(json.dumps(straight.state_dict())))
-    assert restored.ask().params == straight.ask().params
+def test_unknown_noise_uses_an_inferred_noise_gp():
+    optimizer = BayesOptimizer(MIXED, seed=0, n_init=4, **FAST)
+    run(optimizer, 6, rng=random.Random(1), noise=None)
+    assert [t.generator for t in optimizer.trials()][4:] == ["gp", "gp"]
+    ((mean, std),) = optimizer.posterior([optimizer.trials()[0].params])
+    assert std > 0 and abs(mean - optimizer.trials()[0].value) < 1.0
 
 
-def test_failed_trials_and_bad_tells():
-    optimizer = BayesOptimizer(DIMS, seed=0, n_init=3, **FAST)
-    first = optimizer.ask()
+@pytest.mark.parametrize("stop_after", [3, 7], ids=["sobol-phase", "gp-phase"])
+def test_a_restored_state_gives_the_same_next_suggestion(stop_after):
+    straight = BayesOptimizer(MIXED, seed=4, n_init=5, **FAST)
+    run(straight, stop_after, rng=random.Random(2))
+    pending = straight.ask()  # an asked-but-not-told trial is part of the state too
+    state = json.loads(json.dumps(straight.state_dict(), allow_nan=False))
+    restored = BayesOptimizer.from_state(state)
+    assert restored.trials() == straight.trials() and restored.trials()[-1].params == pending.params
+    a, b = straight.ask(), restored.ask()
+    assert (a.index, a.params, a.generator) == (b.index, b.params, b.generator)
+    if stop_after == 7:
+        assert a.generator == "gp"
+
+
+def test_ask_leaves_the_global_rng_alone():
+    optimizer = BayesOptimizer(MIXED, seed=0, n_init=3, **FAST)
+    run(optimizer, 4)
+    before = torch.random.get_rng_state()
+    optimizer.ask()
+    assert torch.equal(before, torch.random.get_rng_state())
+
+
+def test_failed_trials_are_recorded_and_bad_tells_raise():
+    optimizer = BayesOptimizer(MIXED, seed=0, n_init=3, **FAST)
+    first, second = optimizer.ask(), optimizer.ask()
     optimizer.tell(first.index, value=float("nan"))
-    assert optimizer.trials()[0].status == "failed"
+    optimizer.tell(second.index, value=1.0, failed=True)
+    assert [t.status for t in optimizer.trials()] == ["failed", "failed"]
+    assert optimizer.trials()[0].value is None
     with pytest.raises(ValueError, match="trial 0 was already told"):
         optimizer.tell(0, value=1.0)
     with pytest.raises(ValueError, match="trial 5 was never asked"):
         optimizer.tell(5, value=1.0)
-    run(optimizer, 4)  # the GP takes the failed trial as the worst value and goes on
+    with pytest.raises(ValueError, match="trial -1 was never asked"):
+        optimizer.tell(-1, value=1.0)
+    assert optimizer.best() is None
+    run(optimizer, 5)  # the GP takes the failed trials at the worst value and goes on
     assert optimizer.trials()[-1].generator == "gp"
+    json.dumps(optimizer.state_dict(), allow_nan=False)
 
 
-def test_best_ignores_early_stopped_trials():
-    optimizer = BayesOptimizer(DIMS, seed=0, n_init=4, **FAST)
+def test_best_is_completed_and_never_early_stopped():
+    optimizer = BayesOptimizer(MIXED, seed=0, n_init=5, **FAST)
     for value, fidelity in [(3.0, 1.0), (0.1, 0.25), (2.0, 1.0), (2.5, 1.0)]:
         trial = optimizer.ask()
         optimizer.tell(trial.index, value=value, noise=1e-4, fidelity=fidelity)
-    assert optimizer.best().fidelity == 1.0
-    assert optimizer.best().index == 2
+    optimizer.ask()  # pending
+    best = optimizer.best()
+    assert best.status == "completed" and best.fidelity == 1.0 and best.index == 2
+    with pytest.raises(ValueError, match="fidelity"):
+        optimizer.tell(4, value=1.0, fidelity=0.0)
 
 
 def test_pending_trials_are_not_proposed_twice():
-    optimizer = BayesOptimizer(DIMS, seed=0, n_init=3, **FAST)
+    optimizer = BayesOptimizer(MIXED, seed=0, n_init=3, **FAST)
     run(optimizer, 3)
     a, b = optimizer.ask(), optimizer.ask()
+    assert a.generator == b.generator == "gp"
     assert a.params != b.params
 
 
-def test_no_free_dimension_is_an_error():
+def test_a_space_of_choices_only():
+    dims = [Dim("a", "choice", choices=("p", "q", "r")), Dim("b", "choice", choices=("s", "t"))]
+    optimizer = BayesOptimizer(dims, seed=0, n_init=3, **FAST)
+    for _ in range(5):
+        trial = optimizer.ask()
+        optimizer.tell(trial.index, value=float(trial.params["a"] == "p") + 0.1 * (trial.params["b"] == "t"))
+    assert optimizer.trials()[-1].generator == "gp"
+    assert optimizer.ask().params["a"] in ("p", "q", "r")
+
+
+def test_invalid_spaces():
     with pytest.raises(ValueError, match="no free dimension"):
         BayesOptimizer([])
+    with pytest.raises(ValueError, match="duplicate"):
+        BayesOptimizer([Dim("x", "float"), Dim("x", "int", 0, 3)])
+    with pytest.raises(ValueError, match="no choices"):
+        Dim("c", "choice")
+
+
+def test_a_failing_gp_step_falls_back_to_sobol(monkeypatch):
+    optimizer = BayesOptimizer(MIXED, seed=0, n_init=2, **FAST)
+    run(optimizer, 2)
+
+    def broken(index: int) -> list[float]:
+        raise RuntimeError("cholesky failed")
+
+    monkeypatch.setattr(optimizer, "_acquire", broken)
+    with pytest.warns(RuntimeWarning, match="GP step for trial 2 failed"):
+        trial = optimizer.ask()
+    assert trial.generator == "sobol-fallback"
+    design = BayesOptimizer(MIXED, seed=0, n_init=3, **FAST)
+    assert trial.params == [design.ask() for _ in range(3)][2].params  # the next point of the design
+
+
+def test_many_choice_combinations_are_sampled_deterministically():
+    dims = [Dim(f"c{i}", "choice", choices=("a", "b", "c")) for i in range(4)] + [Dim("x", "float")]
+    optimizer = BayesOptimizer(dims, seed=0, **FAST)
+    combos = optimizer._choice_combinations(list(range(4)), 9)
+    assert len(combos) == 32 == len(set(combos))
+    assert all(all(v in (0.0, 1.0, 2.0) for v in c) for c in combos)
+    assert combos == optimizer._choice_combinations(list(range(4)), 9)
+    assert combos != optimizer._choice_combinations(list(range(4)), 10)
