@@ -46,6 +46,7 @@ OPTION_OF = {
     "search.time_budget_s": "--time-budget",
     "search.patience": "--patience",
     "search.validation_tokens": "--val-tokens",
+    "search.chunk_tokens": "--chunk-tokens",
 }
 
 
@@ -139,10 +140,12 @@ def build_parser() -> Parser:
     search.add_argument("--samples", help="LOW,HIGH calibration samples per trial")
     search.add_argument("--pool-size", type=int, default=32, help="candidate samples per source")
     search.add_argument("--val-tokens", type=int, default=8192, help="validation tokens per domain")
+    search.add_argument("--chunk-tokens", type=int, default=1024, help="validation chunk (early-stop step)")
     search.add_argument("--time-budget", type=float, help="seconds of trials before stopping")
     search.add_argument("--patience", type=int, help="stop after this many trials without improvement")
     search.add_argument("--no-early-reject", action="store_true")
     search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--cache-dir", help="where pool statistics are cached (default ~/.cache/adapruner/stats)")
     search.add_argument("--device", default="auto")
     search.add_argument("--out", required=True, help="folder for the model, report.json and the search state")
     search.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -219,6 +222,7 @@ def search_job_from_args(args: argparse.Namespace) -> SearchJob:
         "n_init": args.n_init,
         "seed": args.seed,
         "validation_tokens": args.val_tokens,
+        "chunk_tokens": args.chunk_tokens,
         "time_budget_s": args.time_budget,
         "patience": args.patience,
         "early_reject": not args.no_early_reject,
@@ -303,7 +307,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from adapruner.pipeline import format_table, summary_rows
-    from adapruner.search.run import run_search
+    from adapruner.search.run import DEFAULT_CACHE, run_search
 
     job = search_job_from_args(args)
 
@@ -321,7 +325,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    outcome = run_search(job, out=args.out, progress=_progress_bar(), on_trial=on_trial)
+    cache_dir = Path(args.cache_dir) if args.cache_dir else DEFAULT_CACHE
+    outcome = run_search(job, out=args.out, cache_dir=cache_dir, progress=_progress_bar(), on_trial=on_trial)
     report = outcome.report
     if args.json:
         print(json.dumps(report, indent=2))

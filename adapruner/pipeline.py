@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,14 @@ from adapruner.adapters import get_adapter
 from adapruner.artifacts import save_pruned
 from adapruner.calibration import sample_windows, stack, token_stream
 from adapruner.config import EvalConfig, PruneJob
-from adapruner.evaluate import count_parameters, forward_flops, ideal_speedup, measure_speed, perplexity
+from adapruner.evaluate import (
+    count_parameters,
+    forward_flops,
+    ideal_speedup,
+    measure_speed,
+    perplexity,
+    weights_bytes,
+)
 from adapruner.importance import metric_needs, score_groups
 from adapruner.models import LoadedModel, load_model
 from adapruner.prune import apply_plan, layer_shapes, plan_widths
@@ -34,7 +41,6 @@ class PruneOutcome:
     model: Any
     tokenizer: Any
     report: dict[str, Any]
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 @contextmanager
@@ -63,17 +69,10 @@ def evaluate_model(model: Any, texts: dict[str, torch.Tensor], config: EvalConfi
         "params": count_parameters(model, non_embedding=False),
         "non_embedding_params": count_parameters(model, non_embedding=True),
         "flops_per_token": forward_flops(model, seq_len=config.speed_seq_len),
+        "weights_bytes": weights_bytes(model),
     }
     if config.speed:
-        speed = measure_speed(model, batch=config.speed_batch, seq_len=config.speed_seq_len)
-        result["speed"] = {
-            "tokens_per_s": speed.tokens_per_s,
-            "latency_s": speed.latency_s,
-            "batch": speed.batch,
-            "seq_len": speed.seq_len,
-            "peak_memory_bytes": speed.peak_memory_bytes,
-            "memory_kind": speed.memory_kind,
-        }
+        result["speed"] = asdict(measure_speed(model, batch=config.speed_batch, seq_len=config.speed_seq_len))
     return result
 
 
@@ -126,13 +125,11 @@ def run_prune(
     *,
     out: str | Path | None = None,
     loaded: LoadedModel | None = None,
-    dense_eval: dict[str, Any] | None = None,
     progress: Progress | None = None,
 ) -> PruneOutcome:
     """Load, calibrate, score, prune, evaluate against the dense model and save (when ``out`` is given).
 
-    ``loaded`` and ``dense_eval`` let a caller that runs many jobs on one model load and measure the
-    dense model once.
+    ``loaded`` lets a caller that runs many jobs on one model load it once.
     """
     timings: dict[str, float] = {}
     if loaded is None:
@@ -140,9 +137,8 @@ def run_prune(
             loaded = load_model(job.model)
     with _timed(timings, "eval_text_s"):
         texts = eval_texts(loaded.tokenizer, job.evaluate)
-    if dense_eval is None:
-        with _timed(timings, "eval_dense_s"):
-            dense_eval = evaluate_model(loaded.model, texts, job.evaluate)
+    with _timed(timings, "eval_dense_s"):
+        dense_eval = evaluate_model(loaded.model, texts, job.evaluate)
     model, facts = prune_copy(loaded, job, progress=progress, timings=timings)
     with _timed(timings, "eval_pruned_s"):
         pruned_eval = evaluate_model(model, texts, job.evaluate)
@@ -159,7 +155,7 @@ def run_prune(
     if out is not None:
         save_pruned(model, loaded.tokenizer, out, job=job.model_dump(mode="json"), extra={"report": "report.json"})
         write_report(report, Path(out) / "report.json")
-    return PruneOutcome(model, loaded.tokenizer, report, timings)
+    return PruneOutcome(model, loaded.tokenizer, report)
 
 
 def build_report(
@@ -212,6 +208,7 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     if "speed" in dense and "speed" in pruned:
         rows.append(("tokens/s", f"{dense['speed']['tokens_per_s']:.0f}", f"{pruned['speed']['tokens_per_s']:.0f}"))
     rows.append(("GFLOPs/token", f"{dense['flops_per_token'] / 1e9:.3f}", f"{pruned['flops_per_token'] / 1e9:.3f}"))
+    rows.append(("weights MB", f"{dense['weights_bytes'] / 2**20:.1f}", f"{pruned['weights_bytes'] / 2**20:.1f}"))
     return rows
 
 

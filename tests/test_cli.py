@@ -30,6 +30,10 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
         (["prune", "--ratio", "0.2", "--targets", "blocks", "--out", "x"], "--targets: "),
         (["prune", "--ratio", "0.2", "--model", "./nowhere", "--out", "x"], "neither a folder"),
         (["eval", "smollm2-135m"], "--text-file --dataset"),
+        (["search", "--ratio", "0.2", "--metrics", "taylor,magic", "--out", "x"], "unknown metric 'magic'"),
+        (["search", "--ratio", "0.2", "--samples", "4,x", "--out", "x"], "--samples: "),
+        (["search", "--ratio", "0.2", "--val-text", "builtin:jargon:test", "--out", "x"], "evaluate.texts: "),
+        (["search", "--ratio", "0", "--out", "x"], "--ratio: "),
         (["squash"], "invalid choice: 'squash'"),
     ],
 )
@@ -74,3 +78,29 @@ def test_prune_then_eval_end_to_end(tmp_path, tiny_model_dir):
     assert line["params"] == report["total_params_after"]
     assert line["perplexity"] == pytest.approx(report["pruned"]["perplexity"][f"file:{held_out}"], rel=1e-4)
     assert torch.isfinite(torch.tensor(line["perplexity"]))
+
+
+def test_search_end_to_end(tmp_path, tiny_model_dir):
+    texts = {}
+    for name in ("a", "b", "val", "test"):
+        path = tmp_path / f"{name}.txt"
+        path.write_text("\n\n".join(f"text {name} number {i} for the search." * 4 for i in range(40)))
+        texts[name] = str(path)
+    out = tmp_path / "search"
+    args = [
+        "search", "--model", str(tiny_model_dir), "--ratio", "0.25", "--trials", "3", "--n-init", "2",
+        "--calib", texts["a"], "--calib", texts["b"], "--val-text", texts["val"], "--eval-text", texts["test"],
+        "--metrics", "taylor,wanda", "--samples", "2,6", "--pool-size", "4", "--val-tokens", "256", "--chunk-tokens", "64",
+        "--cache-dir", str(tmp_path / "cache"), "--out", str(out),
+    ]  # fmt: skip
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("trial ") >= 3 and "best" in result.stderr
+    assert "metric mix: taylor=" in result.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["trials"]) == 3 and "best" in report and "validation_vs_test" in report
+    # Running it again resumes: nothing is re-run, the result is the same.
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert "trial " not in again.stderr
+    assert json.loads((out / "report.json").read_text())["best"] == report["best"]
