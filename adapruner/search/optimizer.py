@@ -428,15 +428,14 @@ class BayesOptimizer:
         fidelity = {d: 1.0}
         with _gp_step(self.settings.seed * _SEED_STRIDE + index):
             acq = qLogNoisyExpectedImprovement(model, X_baseline=baseline, X_pending=x_pending, prune_baseline=True)
+            search = {
+                "bounds": bounds,
+                "q": 1,
+                "num_restarts": self.settings.acq_restarts,
+                "raw_samples": self.settings.raw_samples,
+            }
             if not cat_dims:
-                candidate, _ = optimize_acqf(
-                    acq,
-                    bounds=bounds,
-                    q=1,
-                    num_restarts=self.settings.acq_restarts,
-                    raw_samples=self.settings.raw_samples,
-                    fixed_features=fidelity,
-                )
+                candidate, _ = optimize_acqf(acq, fixed_features=fidelity, **search)
             else:
                 combos = self._choice_combinations(cat_dims, index)
                 fixed = [dict(zip(cat_dims, c, strict=True)) | fidelity for c in combos]
@@ -446,14 +445,7 @@ class BayesOptimizer:
                         scores = acq(grid.unsqueeze(-2))
                     candidate = grid[int(torch.argmax(scores))]
                 else:
-                    candidate, _ = optimize_acqf_mixed(
-                        acq,
-                        bounds=bounds,
-                        q=1,
-                        num_restarts=self.settings.acq_restarts,
-                        raw_samples=self.settings.raw_samples,
-                        fixed_features_list=fixed,
-                    )
+                    candidate, _ = optimize_acqf_mixed(acq, fixed_features_list=fixed, **search)
         x = candidate.reshape(-1)[:d].tolist()
         if not all(math.isfinite(v) for v in x):
             raise ValueError(f"the acquisition optimisation returned a non-finite point {x}")
