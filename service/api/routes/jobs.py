@@ -1,0 +1,205 @@
+"""``/v1/jobs``: submit, list, read, follow (server-sent events), cancel, retry, download."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import redis
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, StreamingResponse
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from service import crud, queue
+from service.api.deps import KeyDep, RedisDep, SessionDep, SettingsDep
+from service.db import transaction
+from service.models import Artifact, Job, JobStatus
+from service.schemas import ArtifactOut, EventOut, JobOut, JobPage, JobRequest, TrialOut
+from service.settings import Settings
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+log = logging.getLogger("adapruner.api")
+
+KEEPALIVE_S = 15.0
+
+
+def unprocessable(loc: list[str | int], msg: str) -> HTTPException:
+    """A 422 shaped like FastAPI's own validation errors."""
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{"loc": ["body", *loc], "msg": msg, "type": "value_error"}])
+
+
+def check_budget(request: JobRequest, settings: Settings) -> None:
+    if request.kind == "search" and request.spec.search.trials > settings.max_trials:
+        raise unprocessable(
+            ["spec", "search", "trials"], f"at most {settings.max_trials} trials per job on this server; ask for fewer"
+        )
+    if request.deadline_s is not None and request.deadline_s > settings.max_deadline_s:
+        raise unprocessable(["deadline_s"], f"at most {settings.max_deadline_s:g} s on this server; ask for less")
+
+
+def found(session, job_id: str, key, *, lock: bool = False) -> Job:
+    job = crud.get_job(session, job_id=job_id, owner=key, lock=lock)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}")
+    return job
+
+
+def publish(client: redis.Redis, settings: Settings, job_id: str) -> None:
+    """Enqueue after commit; if Redis is down the reconciler publishes the job later."""
+    try:
+        queue.enqueue(client, queue.Keys(settings.redis_prefix), job_id)
+    except redis.RedisError as error:
+        log.warning("job %s committed but not enqueued (%s); the reconciler will publish it", job_id, error)
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
+def submit(
+    request: JobRequest,
+    session: SessionDep,
+    key: KeyDep,
+    settings: SettingsDep,
+    client: RedisDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> Job:
+    """Record a job and queue it. With ``Idempotency-Key``, repeating the same request returns the same job."""
+    check_budget(request, settings)
+    if idempotency_key:
+        existing = crud.find_idempotent(session, owner_id=key.id, idempotency_key=idempotency_key)
+        if existing is not None:
+            return _replay(existing, request, response)
+    try:
+        job = crud.create_job(
+            session, owner_id=key.id, request=request, settings=settings, idempotency_key=idempotency_key
+        )
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        existing = crud.find_idempotent(session, owner_id=key.id, idempotency_key=idempotency_key)
+        if existing is None:
+            raise
+        return _replay(existing, request, response)
+    publish(client, settings, job.id)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return job
+
+
+def _replay(existing: Job, request: JobRequest, response: Response) -> Job:
+    if existing.kind != request.kind or existing.spec != request.spec.model_dump(mode="json"):
+        raise HTTPException(status.HTTP_409_CONFLICT, "this Idempotency-Key was used for a different job spec")
+    response.headers["Location"] = f"/v1/jobs/{existing.id}"
+    return existing
+
+
+@router.get("", response_model=JobPage)
+def list_jobs(
+    session: SessionDep,
+    key: KeyDep,
+    status_: Annotated[list[JobStatus], Query(alias="status")] = [],  # noqa: B006 (FastAPI query list)
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobPage:
+    jobs, total = crud.list_jobs(session, owner=key, statuses=status_, limit=limit, offset=offset)
+    return JobPage(items=[JobOut.model_validate(j) for j in jobs], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def get_job(job_id: str, session: SessionDep, key: KeyDep) -> Job:
+    return found(session, job_id, key)
+
+
+@router.get("/{job_id}/trials", response_model=list[TrialOut])
+def get_trials(job_id: str, session: SessionDep, key: KeyDep):
+    found(session, job_id, key)
+    return crud.list_trials(session, job_id=job_id)
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut)
+def cancel(job_id: str, session: SessionDep, key: KeyDep) -> Job:
+    """A queued job is cancelled at once; a running one stops within a heartbeat."""
+    job = found(session, job_id, key, lock=True)
+    try:
+        crud.request_cancel(session, job=job)
+    except crud.Conflict as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
+    session.commit()
+    return job
+
+
+@router.post("/{job_id}/retry", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
+def retry(job_id: str, session: SessionDep, key: KeyDep, settings: SettingsDep, client: RedisDep) -> Job:
+    """Queue a failed, cancelled or timed-out job again; a search resumes after its last finished trial."""
+    job = found(session, job_id, key, lock=True)
+    try:
+        crud.retry_job(session, job=job)
+    except crud.Conflict as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
+    session.commit()
+    publish(client, settings, job.id)
+    return job
+
+
+@router.get("/{job_id}/events", response_class=StreamingResponse)
+async def events(
+    job_id: str,
+    request: Request,
+    key: KeyDep,
+    after: Annotated[int, Query(ge=0, description="only events with a larger id")] = 0,
+    last_event_id: Annotated[int | None, Header()] = None,
+):
+    """Server-sent events: ``state``, ``trial``, ``progress`` and ``log``, from ``after`` (or the
+    ``Last-Event-ID`` a reconnecting browser sends) until the job has ended."""
+    sessions = request.app.state.sessions
+    settings: Settings = request.app.state.settings
+
+    def read(since: int):
+        with transaction(sessions) as session:
+            job = found(session, job_id, key)
+            rows = crud.events_after(session, job_id=job_id, after=since)
+            return job.status.terminal, [EventOut.model_validate(e) for e in rows]
+
+    await run_in_threadpool(read, 0)  # 404 before the stream starts
+
+    async def stream():
+        since = last_event_id if last_event_id is not None else after
+        quiet = 0.0
+        yield f"retry: {int(settings.sse_poll_s * 4000)}\n\n"
+        while not await request.is_disconnected():
+            ended, rows = await run_in_threadpool(read, since)
+            for event in rows:
+                since = event.id
+                yield f"id: {event.id}\nevent: {event.kind}\ndata: {json.dumps(event.model_dump(mode='json'))}\n\n"
+            if ended and not rows:
+                yield "event: end\ndata: {}\n\n"
+                return
+            quiet = 0.0 if rows else quiet + settings.sse_poll_s
+            if quiet >= KEEPALIVE_S:
+                quiet = 0.0
+                yield ": keep-alive\n\n"
+            await asyncio.sleep(settings.sse_poll_s)
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/{job_id}/artifacts", response_model=list[ArtifactOut])
+def artifacts(job_id: str, session: SessionDep, key: KeyDep) -> list[ArtifactOut]:
+    found(session, job_id, key)
+    rows = session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.path)).all()
+    return [ArtifactOut(path=a.path, size=a.size, url=f"/v1/jobs/{job_id}/artifacts/{a.path}") for a in rows]
+
+
+@router.get("/{job_id}/artifacts/{path:path}", response_class=FileResponse)
+def download(job_id: str, path: str, session: SessionDep, key: KeyDep, settings: SettingsDep) -> FileResponse:
+    """Stream one artifact file. Only files the job recorded can be read: no path leaves the job's folder."""
+    found(session, job_id, key)
+    row = session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.path == path))
+    folder = (settings.artifacts / job_id).resolve()
+    target = (folder / path).resolve()
+    if row is None or not target.is_relative_to(folder) or not target.is_file():
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} has no artifact {path!r}")
+    return FileResponse(target, filename=Path(path).name)

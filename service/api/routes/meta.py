@@ -1,0 +1,58 @@
+"""``/v1/catalog``, ``/healthz`` and ``/readyz``."""
+
+from __future__ import annotations
+
+import redis
+from fastapi import APIRouter, Response, status
+from sqlalchemy import text
+
+from adapruner import catalog
+from adapruner.config import JOB_SPECS
+from adapruner.registry import Registry
+from service.api.deps import RedisDep, SessionDep
+from service.schemas import Catalog, CatalogEntry, Health
+
+router = APIRouter(tags=["meta"])
+
+
+def registries() -> dict[str, Registry]:
+    return {name.lower(): value for name, value in vars(catalog).items() if isinstance(value, Registry)}
+
+
+@router.get("/v1/catalog", response_model=Catalog)
+def get_catalog() -> Catalog:
+    """Every registered plug-in (adapters, metrics, corpora, ...) and the JSON schema of each job kind."""
+    return Catalog(
+        plugins={
+            kind: [CatalogEntry(name=e.name, summary=e.summary) for e in registry.entries()]
+            for kind, registry in registries().items()
+        },
+        job_kinds=list(JOB_SPECS),
+        schemas={kind: spec.model_json_schema() for kind, spec in JOB_SPECS.items()},
+    )
+
+
+@router.get("/healthz", response_model=Health)
+def healthz() -> Health:
+    """The process answers."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Health)
+def readyz(session: SessionDep, client: RedisDep, response: Response) -> Health:
+    """The database and Redis are reachable."""
+    checks = {}
+    try:
+        session.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as error:  # noqa: BLE001 (any failure means not ready)
+        checks["database"] = f"error: {type(error).__name__}"
+    try:
+        client.ping()
+        checks["redis"] = "ok"
+    except redis.RedisError as error:
+        checks["redis"] = f"error: {type(error).__name__}"
+    ok = all(v == "ok" for v in checks.values())
+    if not ok:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    return Health(status="ok" if ok else "unavailable", checks=checks)

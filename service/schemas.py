@@ -1,0 +1,83 @@
+"""Request and response bodies of the REST API. Job specs are the library's own typed configs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from adapruner.config import PruneRequest, SearchRequest
+from service.models import JobStatus
+
+JobRequest = Annotated[PruneRequest | SearchRequest, Field(discriminator="kind")]
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class JobOut(Out):
+    id: str
+    kind: str
+    status: JobStatus
+    spec: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    deadline_s: float
+    cancel_requested: bool
+    worker_id: str | None
+    error: str | None
+    progress: dict[str, Any] | None
+    result: dict[str, Any] | None
+    created_at: datetime
+    started_at: datetime | None
+    heartbeat_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class TrialOut(Out):
+    trial_index: int
+    status: str
+    value: float | None
+    best_value: float | None
+    seconds: float | None
+    attempt: int
+    record: dict[str, Any]
+    created_at: datetime
+
+
+class EventOut(Out):
+    id: int
+    kind: str
+    data: dict[str, Any]
+    created_at: datetime
+
+
+class ArtifactOut(Out):
+    path: str
+    size: int
+    url: str = ""
+
+
+class CatalogEntry(BaseModel):
+    name: str
+    summary: str
+
+
+class Catalog(BaseModel):
+    plugins: dict[str, list[CatalogEntry]]
+    job_kinds: list[str]
+    schemas: dict[str, dict[str, Any]]
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = {}

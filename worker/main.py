@@ -1,0 +1,211 @@
+"""``adapruner worker``: pull job ids from the Redis stream and run each attempt in a child process.
+
+Protocol (Redis Streams consumer group; SQL is the record of truth, see :mod:`worker.lease`):
+- read a new entry (``XREADGROUP``), or, every ``sweep_s`` while idle, reclaim one whose worker stopped
+  heartbeating for ``claim_idle_s`` (``XAUTOCLAIM``);
+- claim the job in SQL (a new lease token; a job delivered ``max_attempts`` times is dead-lettered);
+- fork a child for the attempt; every ``heartbeat_s`` renew the lease in SQL and, only if that succeeded,
+  reset the entry's idle time (``XCLAIM`` to ourselves); stop the child on cancel, deadline or lost lease;
+- when the child ends, ack the entry if the job reached an end state, else put the job back in the queue;
+- on SIGTERM stop taking jobs, stop the child within ``grace_s`` and hand the job back (it resumes
+  elsewhere after its last finished trial); reconnect to Redis with backoff; reconcile (see
+  :mod:`worker.reconcile`) every ``reconcile_s``.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import time
+import uuid
+from typing import Any
+
+import redis
+
+from service import queue
+from service.db import make_engine, make_sessionmaker, transaction
+from service.models import Job, JobStatus
+from service.settings import Settings
+from worker import lease
+from worker.reconcile import reconcile
+from worker.runner import EXIT_LEASE_LOST, child_main
+
+log = logging.getLogger("adapruner.worker")
+
+
+class Worker:
+    def __init__(self, settings: Settings, *, worker_id: str | None = None) -> None:
+        self.settings = settings
+        self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.keys = queue.Keys(settings.redis_prefix)
+        self.sessions = make_sessionmaker(make_engine(settings.db_url))
+        self.redis = queue.connect(settings.redis_url)
+        self.stopping = False
+        self.jobs_done = 0
+        self._last_sweep = self._last_reconcile = 0.0
+
+    # -- signals ---------------------------------------------------------------------------------------
+    def install_signals(self) -> None:
+        def stop(signum: int, _frame: Any) -> None:
+            log.info("worker %s: signal %s, stopping", self.id, signum)
+            self.stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+
+    # -- main loop -------------------------------------------------------------------------------------
+    def run(self, *, max_jobs: int | None = None) -> None:
+        if self.settings.preload:
+            import adapruner.pipeline  # noqa: F401  (torch and the library once; children fork from here)
+            import adapruner.search.run  # noqa: F401
+        backoff = 0.1
+        log.info("worker %s: consuming %s", self.id, self.keys.stream)
+        while not self.stopping and (max_jobs is None or self.jobs_done < max_jobs):
+            try:
+                self.step()
+                backoff = 0.1
+            except (redis.ConnectionError, redis.TimeoutError) as error:
+                log.warning("worker %s: redis unavailable (%s); retrying in %.1fs", self.id, error, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except redis.ResponseError as error:
+                if "NOGROUP" not in str(error):
+                    raise
+                queue.ensure_group(self.redis, self.keys)  # Redis restarted empty
+        log.info("worker %s: stopped after %d jobs", self.id, self.jobs_done)
+
+    def step(self) -> None:
+        now = time.monotonic()
+        if now - self._last_reconcile >= self.settings.reconcile_s:
+            self._last_reconcile = now
+            reconcile(self.redis, self.keys, self.sessions, self.settings)
+        entry = None
+        if now - self._last_sweep >= self.settings.sweep_s:
+            self._last_sweep = now
+            entry = self.reclaim()
+        if entry is None:
+            entry = self.read()
+        if entry is not None:
+            self.handle(*entry)
+
+    def read(self) -> tuple[str, str] | None:
+        queue.ensure_group(self.redis, self.keys)
+        got = self.redis.xreadgroup(
+            queue.GROUP, self.id, {self.keys.stream: ">"}, count=1, block=int(self.settings.block_s * 1000)
+        )
+        for _stream, messages in got or []:
+            for entry_id, fields in messages:
+                return entry_id, fields.get("job_id", "")
+        return None
+
+    def reclaim(self) -> tuple[str, str] | None:
+        """An entry whose worker stopped heartbeating (died, paused or lost) for ``claim_idle_s``."""
+        queue.ensure_group(self.redis, self.keys)
+        _next, messages, _deleted = self.redis.xautoclaim(
+            self.keys.stream, queue.GROUP, self.id, min_idle_time=int(self.settings.claim_idle_s * 1000), count=1
+        )
+        for entry_id, fields in messages:
+            if fields:
+                log.info("worker %s: reclaimed %s", self.id, fields.get("job_id"))
+                return entry_id, fields.get("job_id", "")
+            self.redis.xack(self.keys.stream, queue.GROUP, entry_id)  # deleted meanwhile
+        return None
+
+    # -- one job -----------------------------------------------------------------------------------------
+    def handle(self, entry_id: str, job_id: str) -> None:
+        with transaction(self.sessions) as session:
+            got = lease.claim(session, job_id=job_id, worker_id=self.id, claim_idle_s=self.settings.claim_idle_s)
+        if got.outcome == lease.ClaimOutcome.exhausted:
+            queue.dead_letter(self.redis, self.keys, job_id, entry_id, "out of attempts")
+            return
+        if got.outcome != lease.ClaimOutcome.started:
+            queue.done(self.redis, self.keys, job_id, entry_id)
+            return
+        log.info("worker %s: job %s attempt %d", self.id, job_id, got.attempt)
+        self.supervise(entry_id, job_id, got.token)
+        self.jobs_done += 1
+
+    def supervise(self, entry_id: str, job_id: str, token: str) -> None:
+        ctx = multiprocessing.get_context("fork")
+        child = ctx.Process(target=child_main, args=(job_id, token, self.settings.model_dump_json()), daemon=False)
+        child.start()
+        ending: tuple[JobStatus, str] | None = None  # what we decided while it ran
+        lost = False
+        while child.is_alive():
+            child.join(timeout=self.settings.heartbeat_s)
+            if not child.is_alive():
+                break
+            try:
+                with transaction(self.sessions) as session:
+                    beat = lease.heartbeat(session, job_id=job_id, token=token)
+            except lease.OwnershipLost:
+                if self._ended(job_id):
+                    break  # the child has just recorded the end; it is exiting
+                log.warning("worker %s: lost the lease of %s; stopping its attempt", self.id, job_id)
+                lost = True
+                self._stop_child(child, grace=0)
+                break
+            self._refresh(entry_id)
+            if beat.cancel:
+                ending = (JobStatus.cancelled, "cancelled by request")
+            elif beat.deadline_passed:
+                ending = (JobStatus.timed_out, "deadline passed")
+            elif self.stopping:
+                self._stop_child(child, grace=self.settings.grace_s)
+                break
+            if ending:
+                self._stop_child(child, grace=0)
+                break
+        child.join()
+        if lost:
+            return  # the entry now belongs to the worker that reclaimed the job
+        try:
+            with transaction(self.sessions) as session:
+                job = session.get(Job, job_id)
+                if ending and job.lease_token == token:
+                    lease.finish(session, job_id=job_id, token=token, status=ending[0], error=ending[1])
+                if job.status.terminal:
+                    pass
+                elif job.lease_token != token or child.exitcode == EXIT_LEASE_LOST:
+                    return  # someone else owns it
+                elif self.stopping:
+                    lease.release(session, job_id=job_id, token=token, reason=f"worker {self.id} stopped", count_attempt=False)
+                else:
+                    reason = f"worker {self.id}: the attempt ended with exit code {child.exitcode}"
+                    lease.release(session, job_id=job_id, token=token, reason=reason, count_attempt=True)
+        except lease.OwnershipLost:
+            return
+        if job.status.terminal:
+            queue.done(self.redis, self.keys, job_id, entry_id)
+        else:
+            queue.enqueue(self.redis, self.keys, job_id, replaces=entry_id)
+
+    def _ended(self, job_id: str) -> bool:
+        with transaction(self.sessions) as session:
+            return session.get(Job, job_id).status.terminal
+
+    def _refresh(self, entry_id: str) -> None:
+        """Reset the entry's idle time so that no other worker reclaims it while we heartbeat."""
+        try:
+            self.redis.xclaim(self.keys.stream, queue.GROUP, self.id, min_idle_time=0, message_ids=[entry_id], justid=True)
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as error:
+            log.warning("worker %s: could not refresh entry %s: %s", self.id, entry_id, error)
+
+    @staticmethod
+    def _stop_child(child: multiprocessing.process.BaseProcess, *, grace: float) -> None:
+        if grace > 0 and child.is_alive():
+            child.terminate()
+            child.join(grace)
+        if child.is_alive():
+            child.kill()
+        child.join()
+
+
+def main(settings: Settings | None = None, *, max_jobs: int | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format='{"time": "%(asctime)s", "level": "%(levelname)s", "msg": "%(message)s"}')
+    worker = Worker(settings or Settings.from_env())
+    worker.install_signals()
+    worker.run(max_jobs=max_jobs)

@@ -1,0 +1,133 @@
+"""The child process that runs one attempt at a job.
+
+It opens its own database connections (never the parent's), restores a search's state from SQL (the
+record of truth, whatever host ran the earlier attempts), writes every finished trial through the fenced
+lease, and finally records the result. Exit codes: 0 the job reached a recorded end state, 3 the lease
+was lost (another worker owns the job now), anything else a crash that the parent handles.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import delete
+
+from adapruner.errors import UserError
+from service.db import make_engine, make_sessionmaker, transaction
+from service.models import Artifact, Job, JobStatus
+from service.settings import Settings
+from worker import lease
+
+EXIT_LEASE_LOST = 3
+PROGRESS_EVERY_S = 1.0
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when the worker that forked it dies (no orphan keeps the GPU)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The part of a report kept on the job row (the whole report is an artifact)."""
+    keep = ("ratio_target", "ratio_achieved", "params_before", "params_after", "dense", "pruned", "best", "timings")
+    out = {k: report[k] for k in keep if k in report}
+    for side in ("dense", "pruned"):
+        if isinstance(out.get(side), dict):
+            out[side] = {k: v for k, v in out[side].items() if k in ("perplexity", "params", "speed")}
+    return out
+
+
+def artifact_rows(job_id: str, folder: Path) -> list[Artifact]:
+    return [
+        Artifact(job_id=job_id, path=str(path.relative_to(folder)), size=path.stat().st_size)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not path.name.endswith(".tmp")
+    ]
+
+
+def run_attempt(job_id: str, token: str, settings: Settings) -> int:
+    """Run one attempt; returns the process exit code."""
+    factory = make_sessionmaker(make_engine(settings.db_url))
+    with transaction(factory) as session:
+        job = session.get(Job, job_id)
+        kind, spec, state = job.kind, job.spec, job.search_state
+    out = settings.artifacts / job_id
+    out.mkdir(parents=True, exist_ok=True)
+    last = {"t": 0.0}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - last["t"] < PROGRESS_EVERY_S:
+            return
+        last["t"] = now
+        with transaction(factory) as session:
+            lease.progress(session, job_id=job_id, token=token, data={"stage": stage, "done": done, "total": total})
+
+    try:
+        if kind == "search":
+            from adapruner.config import SearchJob
+            from adapruner.search.run import STATE_NAME, run_search
+
+            config = SearchJob.model_validate(spec)
+            state_path = out / STATE_NAME
+            # SQL is the record of truth: a local file from an attempt whose trials were not recorded goes.
+            if state:
+                state_path.write_text(json.dumps(state))
+            else:
+                state_path.unlink(missing_ok=True)
+
+            def on_trial(record: dict[str, Any]) -> None:
+                with transaction(factory) as session:
+                    lease.record_trial(
+                        session, job_id=job_id, token=token, record=record, state=json.loads(state_path.read_text())
+                    )
+
+            outcome = run_search(
+                config, out=out, progress=progress, on_trial=on_trial, cache_dir=settings.home / "cache" / "stats"
+            )
+        else:
+            from adapruner.config import PruneJob
+            from adapruner.pipeline import run_prune
+
+            outcome = run_prune(PruneJob.model_validate(spec), out=out, progress=progress)
+        status, error, result = JobStatus.succeeded, None, summary(outcome.report)
+    except lease.OwnershipLost:
+        return EXIT_LEASE_LOST
+    except (UserError, ValidationError) as exc:
+        status, error, result = JobStatus.failed, f"{type(exc).__name__}: {exc}".splitlines()[0], None
+    except Exception as exc:  # a bug or a broken model: recorded with its traceback, not retried
+        tail = "".join(traceback.format_exception(exc)[-3:])
+        status, error, result = JobStatus.failed, f"{type(exc).__name__}: {exc}\n{tail}", None
+    try:
+        with transaction(factory) as session:
+            lease.finish(session, job_id=job_id, token=token, status=status, error=error, result=result)
+            if status == JobStatus.succeeded:
+                session.execute(delete(Artifact).where(Artifact.job_id == job_id))
+                session.add_all(artifact_rows(job_id, out))
+    except lease.OwnershipLost:
+        return EXIT_LEASE_LOST
+    return 0
+
+
+def child_main(job_id: str, token: str, settings_json: str) -> None:
+    """Entry point of the forked child."""
+    _die_with_parent()
+    os.setsid()  # terminal signals go to the worker, which decides what the job does
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    settings = Settings.model_validate_json(settings_json)
+    code = run_attempt(job_id, token, settings)
+    sys.stdout.flush()
+    os._exit(code)
