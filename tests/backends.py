@@ -28,8 +28,11 @@ def _admin_connection():
     try:
         return psycopg.connect(url, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as error:
-        pytest.fail(f"PostgreSQL is not reachable at {PG_URL} ({error}); start it with `{START_PG}` "
-                    "or point ADAPRUNER_TEST_PG at one", pytrace=False)
+        pytest.fail(
+            f"PostgreSQL is not reachable at {PG_URL} ({error}); start it with `{START_PG}` "
+            "or point ADAPRUNER_TEST_PG at one",
+            pytrace=False,
+        )
 
 
 def pg_url_for(database: str) -> str:
@@ -44,8 +47,11 @@ def require_redis(url: str = REDIS_URL):
     try:
         client.ping()
     except redis.ConnectionError as error:
-        pytest.fail(f"Redis is not reachable at {url} ({error}); start it with `{START_REDIS}` "
-                    "or point ADAPRUNER_TEST_REDIS at one", pytrace=False)
+        pytest.fail(
+            f"Redis is not reachable at {url} ({error}); start it with `{START_REDIS}` "
+            "or point ADAPRUNER_TEST_REDIS at one",
+            pytrace=False,
+        )
     return client
 
 

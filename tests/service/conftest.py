@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.backends import Databases, drop_redis_keys, require_redis, make_settings
+from tests.backends import Databases, drop_redis_keys, make_settings, require_redis
 
 
 @pytest.fixture(scope="session")

@@ -60,7 +60,11 @@ def test_submit_records_then_enqueues_only_the_id(app, client):
     [
         (prune_request(prune={"ratio": 1.5}), ["body", "prune", "spec", "prune", "ratio"], "less than 1"),
         (prune_request(importance={"mix": {"nope": 1}}), ["body", "prune", "spec", "importance", "mix"], "valid:"),
-        ({"kind": "search", "spec": {"space": {"metrics": []}}}, ["body", "search", "spec", "space", "metrics"], "at least"),
+        (
+            {"kind": "search", "spec": {"space": {"metrics": []}}},
+            ["body", "search", "spec", "space", "metrics"],
+            "at least",
+        ),
         ({"kind": "search", "spec": {"space": {"sources": [{"kind": "builtin", "name": "nope"}]}}}, None, "valid:"),
         (prune_request(typo=1), ["body", "prune", "spec", "typo"], "Extra inputs"),
         ({"kind": "dance"}, ["body"], "kind"),
@@ -144,7 +148,9 @@ def test_artifact_download_streams_recorded_files_only(app, client, settings):
     with transaction(app.state.sessions) as session:
         session.add(Artifact(job_id=job_id, path="model.safetensors", size=300_000))
     listing = client.get(f"/v1/jobs/{job_id}/artifacts", headers=auth).json()
-    assert listing == [{"path": "model.safetensors", "size": 300_000, "url": f"/v1/jobs/{job_id}/artifacts/model.safetensors"}]
+    assert listing == [
+        {"path": "model.safetensors", "size": 300_000, "url": f"/v1/jobs/{job_id}/artifacts/model.safetensors"}
+    ]
     got = client.get(listing[0]["url"], headers=auth)
     assert got.status_code == 200 and got.content == b"x" * 300_000
     for bad in ("unlisted.txt", "../secret.txt", "..%2Fsecret.txt", "%2E%2E/secret.txt", "/etc/passwd"):
@@ -173,7 +179,12 @@ def test_health_and_readiness(app, client, settings):
 def test_request_bodies_over_the_limit_are_refused(app, client):
     auth = new_key(app)
     big = prune_request() | {"padding": "x" * 1_100_000}
-    assert client.post("/v1/jobs", content=json.dumps(big), headers=auth | {"content-type": "application/json"}).status_code == 413
+    assert (
+        client.post(
+            "/v1/jobs", content=json.dumps(big), headers=auth | {"content-type": "application/json"}
+        ).status_code
+        == 413
+    )
 
     def chunks():
         yield b'{"kind": "prune", "x": "'
@@ -181,7 +192,10 @@ def test_request_bodies_over_the_limit_are_refused(app, client):
             yield b"y" * 100_000
         yield b'"}'
 
-    assert client.post("/v1/jobs", content=chunks(), headers=auth | {"content-type": "application/json"}).status_code == 413
+    assert (
+        client.post("/v1/jobs", content=chunks(), headers=auth | {"content-type": "application/json"}).status_code
+        == 413
+    )
     assert count_jobs(app) == 0
 
 

@@ -101,7 +101,9 @@ class Cluster:
         settings = self.settings.model_copy(update=overrides)
         env = os.environ | settings_env(settings) | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
         log = open(self.logs / f"worker-{len(self.workers)}.log", "w")  # noqa: SIM115 (closed with the process)
-        proc = subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "worker"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
         self.workers.append(proc)
         return proc
 
@@ -152,3 +154,80 @@ def cluster(databases, tmp_path):
     yield c
     c.stop()
     drop_redis_keys(client, c.settings.redis_prefix)
+
+
+def prune_request(model_dir: Path, texts: dict[str, str]):
+    """A prune job on a tiny random LLaMA: about 0.2 s of work on the CPU."""
+    from adapruner.config import PruneRequest
+
+    return PruneRequest.model_validate(
+        {
+            "kind": "prune",
+            "spec": {
+                "model": {"source": str(model_dir)},
+                "calibration": {"sources": [{"kind": "file", "name": texts["a"]}], "samples": 4, "seq_len": 32},
+                "importance": {"mix": {"l2": 1}},
+                "prune": {"ratio": 0.2},
+                "evaluate": {
+                    "texts": [{"kind": "file", "name": texts["test"]}],
+                    "seq_len": 32,
+                    "max_tokens": 128,
+                    "speed": False,
+                },
+            },
+        }
+    )
+
+
+class PrivateRedis:
+    """A redis-server of our own on a free port, which a test may stop and restart empty."""
+
+    def __init__(self, folder: Path) -> None:
+        import shutil
+        import socket
+
+        self.binary = shutil.which("redis-server")
+        if self.binary is None:
+            pytest.fail("redis-server is not installed: `apt-get install redis-server`", pytrace=False)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.folder = folder
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        import redis
+
+        client = redis.Redis.from_url(self.url)
+        for _ in range(100):
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("private redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from service.models import JobStatus
-from tests.worker.conftest import search_request
+from tests.worker.conftest import prune_request, search_request
 
 pytestmark = pytest.mark.slow
 
@@ -157,3 +157,47 @@ def test_sigterm_hands_the_job_over_and_exits_within_the_grace_period(cluster, t
     assert job.status == JobStatus.succeeded, job.error
     assert job.attempts == 1  # the hand-over is not counted as an attempt
     assert [t.trial_index for t in cluster.trials(job_id)] == list(range(8))
+
+
+def test_redis_restarted_empty_mid_run_every_job_finishes_once(databases, tmp_path, tiny_model_dir, job_texts):
+    from tests.backends import make_settings
+    from tests.worker.conftest import Cluster, PrivateRedis
+
+    server = PrivateRedis(tmp_path)
+    server.start()
+    (tmp_path / "logs").mkdir()
+    cluster = Cluster(make_settings(databases.postgres(), tmp_path / "home", redis_url=server.url), tmp_path / "logs")
+    try:
+        long_job = cluster.submit(search_request(tiny_model_dir, job_texts, trials=6))
+        short = [cluster.submit(prune_request(tiny_model_dir, job_texts)) for _ in range(6)]
+        cluster.start_worker()
+        cluster.start_worker()
+        cluster.wait(lambda: len(cluster.trials(long_job)) >= 1, timeout=180, what="the search to be under way")
+        server.stop()  # every stream entry, pending list and hash is gone
+        later = [cluster.submit(prune_request(tiny_model_dir, job_texts), enqueue=False) for _ in range(3)]
+        time.sleep(1.0)
+        server.start()  # empty: only the reconciler can bring the queued jobs back
+        for job_id in [long_job, *short, *later]:
+            job = cluster.wait_status(job_id, "succeeded", "failed", timeout=240)
+            assert job.status == JobStatus.succeeded, (job_id, job.error)
+            assert job.attempts == 1, job_id  # finished once, never run twice
+        assert [t.trial_index for t in cluster.trials(long_job)] == list(range(6))
+        logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+        assert "republished" in logs
+    finally:
+        cluster.stop()
+        server.stop()
+
+
+def test_two_hundred_small_jobs_over_four_workers_each_succeed_exactly_once(cluster, tiny_model_dir, job_texts):
+    ids = [cluster.submit(prune_request(tiny_model_dir, job_texts)) for _ in range(200)]
+    for _ in range(4):
+        cluster.start_worker()
+    cluster.wait(
+        lambda: all(cluster.job(i).status.value == "succeeded" for i in ids[-5:]), timeout=600, what="the last jobs"
+    )
+    for job_id in ids:
+        job = cluster.job(job_id)
+        assert job.status == JobStatus.succeeded and job.attempts == 1, (job_id, job.status, job.error)
+        assert states(cluster, job_id) == ["queued", "running", "succeeded"]
+    assert len({cluster.job(i).worker_id for i in ids}) == 4  # the work was shared

@@ -30,7 +30,9 @@ KEEPALIVE_S = 15.0
 
 def unprocessable(loc: list[str | int], msg: str) -> HTTPException:
     """A 422 shaped like FastAPI's own validation errors."""
-    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{"loc": ["body", *loc], "msg": msg, "type": "value_error"}])
+    return HTTPException(
+        status.HTTP_422_UNPROCESSABLE_CONTENT, [{"loc": ["body", *loc], "msg": msg, "type": "value_error"}]
+    )
 
 
 def check_budget(request: JobRequest, settings: Settings) -> None:

@@ -1,0 +1,233 @@
+"""Service commands of the ``adapruner`` CLI: run the API and workers, manage keys and the database, and
+talk to a server from a pipeline (``submit | status | wait | cancel | download``). Parsing and printing
+only; none of these imports torch except ``worker``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, TypeAdapter
+
+from adapruner.errors import UserError
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+
+
+def add_commands(sub: Any, *, parser_class: type) -> None:
+    serve = sub.add_parser("serve", help="run the REST API and dashboard (migrates the database first)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--with-worker",
+        type=int,
+        nargs="?",
+        const=1,
+        default=0,
+        metavar="N",
+        help="also run N local workers (embedded mode: one machine, SQLite by default)",
+    )
+
+    worker = sub.add_parser("worker", help="run a worker that pulls jobs from Redis")
+    worker.add_argument("--max-jobs", type=int, default=None, help="exit after this many jobs")
+
+    keys = sub.add_parser("keys", help="API keys (stored hashed; the key is printed once)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, parser_class=parser_class)
+    create = keys_sub.add_parser("create", help="create a key and print it")
+    create.add_argument("--name", required=True)
+    create.add_argument("--admin", action="store_true", help="sees and manages every job")
+    keys_sub.add_parser("list", help="list keys (name, prefix, scope)")
+
+    db = sub.add_parser("db", help="database migrations")
+    db.add_argument("action", choices=["upgrade", "downgrade"])
+    db.add_argument("revision", nargs="?", default=None, help="default: head (upgrade) / base (downgrade)")
+
+    def remote(name: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        p.add_argument(
+            "--server",
+            default=os.environ.get("ADAPRUNER_SERVER", DEFAULT_SERVER),
+            help="server URL (env ADAPRUNER_SERVER)",
+        )
+        p.add_argument("--key", default=os.environ.get("ADAPRUNER_API_KEY"), help="API key (env ADAPRUNER_API_KEY)")
+        return p
+
+    submit = remote("submit", 'submit a job request (JSON: {"kind": "search"|"prune", "spec": {...}})')
+    submit.add_argument("request", help="path of the JSON request, or - for stdin")
+    submit.add_argument("--idempotency-key", default=None)
+    submit.add_argument("--wait", action="store_true", help="wait for the job to end; exit 1 unless it succeeded")
+    for name, help_ in (("status", "show a job"), ("cancel", "cancel a job"), ("wait", "wait for a job to end")):
+        p = remote(name, help_)
+        p.add_argument("job_id")
+        if name == "wait":
+            p.add_argument("--timeout", type=float, default=None)
+    download = remote("download", "download a job's artifacts")
+    download.add_argument("job_id")
+    download.add_argument("folder")
+
+
+def _client(args: argparse.Namespace):
+    from adapruner.client import Client
+
+    if not args.key:
+        raise UserError(
+            "--key: an API key is required (or set ADAPRUNER_API_KEY); create one with `adapruner keys create`"
+        )
+    return Client(args.server, api_key=args.key)
+
+
+def _print(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def _ended(job: dict[str, Any]) -> int:
+    _print(job)
+    return 0 if job["status"] == "succeeded" else 1
+
+
+def read_request(path: str):
+    """A job request from a JSON file (or stdin), validated with the library's configs."""
+    from adapruner.config import PruneRequest, SearchRequest
+
+    try:
+        data = json.loads(sys.stdin.read() if path == "-" else Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise UserError(f"request: cannot read {path}: {error}") from None
+    return TypeAdapter(Annotated[PruneRequest | SearchRequest, Field(discriminator="kind")]).validate_python(data)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    client = _client(args)
+    job = client.submit(read_request(args.request), idempotency_key=args.idempotency_key)
+    if not args.wait:
+        _print(job)
+        return 0
+    print(f"submitted {job['id']}", file=sys.stderr)
+    return _ended(client.wait(job["id"]))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    _print(_client(args).job(args.job_id))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    _print(_client(args).cancel(args.job_id))
+    return 0
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    return _ended(_client(args).wait(args.job_id, timeout=args.timeout))
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    for path in _client(args).download(args.job_id, args.folder):
+        print(path)
+    return 0
+
+
+def _settings():
+    from service.settings import Settings
+
+    return Settings.from_env()
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from service import crud
+    from service.db import make_engine, make_sessionmaker, transaction
+    from service.migrate import upgrade
+    from service.models import ApiKey
+
+    settings = _settings()
+    upgrade(settings.db_url)
+    with transaction(make_sessionmaker(make_engine(settings.db_url))) as session:
+        if args.keys_command == "create":
+            key, plain = crud.create_api_key(session, name=args.name, admin=args.admin)
+            print(plain)
+            print(
+                f"key {key.id} ({'admin' if key.admin else 'user'}): store it now, it is not shown again",
+                file=sys.stderr,
+            )
+        else:
+            for key in session.scalars(select(ApiKey).order_by(ApiKey.id)):
+                scope = "admin" if key.admin else "user"
+                print("\t".join([str(key.id), key.name, key.prefix + "...", scope] + ["revoked"] * key.revoked))
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from service.migrate import downgrade, upgrade
+
+    settings = _settings()
+    if args.action == "upgrade":
+        upgrade(settings.db_url, args.revision or "head")
+    else:
+        downgrade(settings.db_url, args.revision or "base")
+    print(f"database {args.action}d: {settings.db_url}")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from worker.main import main as worker_main
+
+    worker_main(_settings(), max_jobs=args.max_jobs)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.main import create_app
+    from service.migrate import upgrade
+    from service.settings import settings_env
+
+    settings = _settings()
+    upgrade(settings.db_url)
+    workers = []
+    if args.with_worker:
+        _ensure_a_key(settings)
+        env = os.environ | settings_env(settings)
+        workers = [subprocess.Popen([sys.executable, "-m", "worker"], env=env) for _ in range(args.with_worker)]
+    try:
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    finally:
+        for proc in workers:
+            proc.terminate()
+        for proc in workers:
+            proc.wait(settings.grace_s + settings.heartbeat_s + 5)
+    return 0
+
+
+def _ensure_a_key(settings) -> None:
+    """Embedded mode: a first admin key, printed once, so that a new user can sign in right away."""
+    from sqlalchemy import func, select
+
+    from service import crud
+    from service.db import make_engine, make_sessionmaker, transaction
+    from service.models import ApiKey
+
+    with transaction(make_sessionmaker(make_engine(settings.db_url))) as session:
+        if session.scalar(select(func.count()).select_from(ApiKey)):
+            return
+        _, plain = crud.create_api_key(session, name="embedded-admin", admin=True)
+    print(f"adapruner: first API key (admin), store it now: {plain}", file=sys.stderr)
+
+
+COMMANDS = {
+    "serve": cmd_serve,
+    "worker": cmd_worker,
+    "keys": cmd_keys,
+    "db": cmd_db,
+    "submit": cmd_submit,
+    "status": cmd_status,
+    "cancel": cmd_cancel,
+    "wait": cmd_wait,
+    "download": cmd_download,
+}
