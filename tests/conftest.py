@@ -91,3 +91,32 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# -- service and worker tests: the machine's PostgreSQL and Redis (see tests/backends.py) ---------------
+
+
+@pytest.fixture(scope="session")
+def databases(tmp_path_factory):
+    from tests.backends import Databases
+
+    dbs = Databases(tmp_path_factory.mktemp("databases"))
+    yield dbs
+    dbs.drop_all()
+
+
+@pytest.fixture(scope="session")
+def job_texts(tmp_path_factory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("job-texts")
+    words = {
+        "a": "the model prunes heads and channels of every layer",
+        "b": "calibration data moves the result of structured pruning",
+        "val": "validation text chooses among the trials of the search",
+        "test": "held out test text is read once for the final report",
+    }
+    paths = {}
+    for name, sentence in words.items():
+        path = folder / f"{name}.txt"
+        path.write_text("\n\n".join(f"{sentence} {i}." * 3 for i in range(40)))
+        paths[name] = str(path)
+    return paths

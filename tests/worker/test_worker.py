@@ -7,7 +7,7 @@ import time
 import pytest
 
 from service.models import JobStatus
-from tests.worker.conftest import prune_request, search_request
+from tests.worker.cluster import prune_request, search_request
 
 pytestmark = pytest.mark.slow
 
@@ -161,7 +161,7 @@ def test_sigterm_hands_the_job_over_and_exits_within_the_grace_period(cluster, t
 
 def test_redis_restarted_empty_mid_run_every_job_finishes_once(databases, tmp_path, tiny_model_dir, job_texts):
     from tests.backends import make_settings
-    from tests.worker.conftest import Cluster, PrivateRedis
+    from tests.worker.cluster import Cluster, PrivateRedis
 
     server = PrivateRedis(tmp_path)
     server.start()
