@@ -23,6 +23,7 @@ def add_commands(sub: Any, *, parser_class: type) -> None:
     serve = sub.add_parser("serve", help="run the REST API and dashboard (migrates the database first)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="API processes (each reads the same settings)")
     serve.add_argument(
         "--with-worker",
         type=int,
@@ -196,7 +197,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         env = os.environ | settings_env(settings)
         workers = [subprocess.Popen([sys.executable, "-m", "worker"], env=env) for _ in range(args.with_worker)]
     try:
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+        app = "service.main:create_app" if args.workers > 1 else create_app(settings)
+        uvicorn.run(
+            app, factory=args.workers > 1, workers=args.workers, host=args.host, port=args.port, access_log=False
+        )
     finally:
         for proc in workers:
             proc.terminate()

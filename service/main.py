@@ -7,6 +7,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import queue
+from service.api.deps import KeyCache
 from service.api.routes import jobs, meta
 from service.db import make_engine, make_sessionmaker
 from service.settings import Settings
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = make_engine(settings.db_url)
     app.state.sessions = make_sessionmaker(app.state.engine)
     app.state.redis = queue.connect(settings.redis_url)
+    app.state.key_cache = KeyCache()
     app.include_router(jobs.router, prefix="/v1")
     app.include_router(meta.router)
     if settings.cors_origins:

@@ -111,8 +111,14 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def get_job(job_id: str, session: SessionDep, key: KeyDep) -> Job:
-    return found(session, job_id, key)
+async def get_job(job_id: str, request: Request, key: KeyDep) -> JobOut:
+    """The job's state, progress and result (the endpoint pipelines poll: one thread hop, one query)."""
+
+    def read() -> JobOut:
+        with request.app.state.sessions() as session:
+            return JobOut.model_validate(found(session, job_id, key))
+
+    return await run_in_threadpool(read)
 
 
 @router.get("/{job_id}/trials", response_model=list[TrialOut])
