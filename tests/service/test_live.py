@@ -82,9 +82,7 @@ def test_events_stream_a_trial_of_a_running_job_then_the_cli_downloads_the_repor
     cluster = Cluster(settings, tmp_path)  # embedded mode: SQLite and a local worker
     try:
         client = Client(live.url, api_key=key)
-        job = client.submit(
-            search_request(tiny_model_dir, job_texts, trials=3), idempotency_key="cli-test"
-        )
+        job = client.submit(search_request(tiny_model_dir, job_texts, trials=3), idempotency_key="cli-test")
         cluster.start_worker()
         events = read_events(live.url, key, job["id"], until="trial")
         kinds = [k for k, _ in events]
@@ -107,3 +105,57 @@ def test_cli_remote_commands_need_a_key_and_say_so(capsys, monkeypatch):
     monkeypatch.delenv("ADAPRUNER_API_KEY", raising=False)
     assert cli(["status", "abc", "--key", ""]) == 2
     assert "--key" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_embedded_mode_serves_and_runs_a_job_with_one_command(tmp_path, tiny_model_dir, job_texts):
+    import os
+    import re
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from tests.backends import REDIS_URL, require_redis
+    from tests.worker.cluster import prune_request
+
+    require_redis()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = os.environ | {
+        "ADAPRUNER_HOME": str(tmp_path / "home"),  # SQLite and artifacts here
+        "ADAPRUNER_REDIS_URL": REDIS_URL,
+        "ADAPRUNER_REDIS_PREFIX": f"adapruner-embedded-{port}",
+        "ADAPRUNER_HEARTBEAT_S": "0.5",
+        "ADAPRUNER_BLOCK_S": "0.2",
+    }
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "adapruner.cli", "serve", "--port", str(port), "--with-worker"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        key = None
+        for _ in range(300):
+            found = re.search(r"store it now: (apk_\S+)", log.read_text())
+            if found:
+                key = found.group(1)
+                try:
+                    httpx.get(f"http://127.0.0.1:{port}/healthz")
+                    break
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.1)
+        assert key, log.read_text()
+        client = Client(f"http://127.0.0.1:{port}", api_key=key)
+        job = client.wait(client.submit(prune_request(tiny_model_dir, job_texts))["id"], timeout=120, poll_s=0.5)
+        assert job["status"] == "succeeded", job["error"]
+        assert job["result"]["ratio_achieved"] > 0.15
+        assert (tmp_path / "home" / "adapruner.db").is_file()
+    finally:
+        server.terminate()
+        server.wait(30)
