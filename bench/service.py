@@ -84,22 +84,25 @@ async def load(url: str, key: str, job_id: str, *, rate: float, seconds: float) 
 
     latencies: list[float] = []
     errors = 0
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=10) as client:
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10, limits=limits) as client:
 
-        async def one() -> None:
+        async def one(scheduled: float) -> None:
             nonlocal errors
-            t0 = time.perf_counter()
             response = await client.get(f"/v1/jobs/{job_id}")
-            latencies.append(time.perf_counter() - t0)
+            # From the scheduled send time: a request delayed by a backlog counts its wait (open loop).
+            latencies.append(time.perf_counter() - scheduled)
             errors += response.status_code != 200
 
         tasks = []
         begin = time.perf_counter()
         for i in range(int(rate * seconds)):
-            delay = begin + i / rate - time.perf_counter()
+            scheduled = begin + i / rate
+            delay = scheduled - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one()))
+            tasks.append(asyncio.create_task(one(scheduled)))
         await asyncio.gather(*tasks)
     if errors:
         raise RuntimeError(f"{errors} requests failed")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import queue
 from service.api.deps import KeyCache
 from service.api.routes import jobs, meta
 from service.db import make_engine, make_sessionmaker
+from service.metrics import ServiceCollector
 from service.settings import Settings
 
 
@@ -62,6 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessions = make_sessionmaker(app.state.engine)
     app.state.redis = queue.connect(settings.redis_url)
     app.state.key_cache = KeyCache()
+    app.state.metrics = CollectorRegistry()
+    app.state.metrics.register(ServiceCollector(app.state.sessions, app.state.redis, queue.Keys(settings.redis_prefix)))
     app.include_router(jobs.router, prefix="/v1")
     app.include_router(meta.router)
     if settings.cors_origins:

@@ -41,6 +41,7 @@ class Settings(BaseModel):
     block_s: float = Field(default=1.0, gt=0, description="longest wait for a new job in one read")
     grace_s: float = Field(default=20.0, gt=0, description="SIGTERM: time given to the running job to stop")
     max_attempts: int = Field(default=3, ge=1, description="deliveries before a job is dead-lettered")
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="worker: Prometheus metrics port (0: off)")
     preload: bool = Field(default=True, description="import torch and the library once in the worker parent")
     # API limits.
     max_request_bytes: int = Field(default=1_000_000, ge=1024)

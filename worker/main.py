@@ -17,13 +17,18 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import time
 import uuid
 from typing import Any
 
 import redis
+from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import REGISTRY, Collector
 
 from service import queue
 from service.db import make_engine, make_sessionmaker, transaction
@@ -34,6 +39,29 @@ from worker.reconcile import reconcile
 from worker.runner import EXIT_LEASE_LOST, child_main
 
 log = logging.getLogger("adapruner.worker")
+
+JOBS = Counter("adapruner_worker_jobs", "attempts this worker ran, by how they ended", ["outcome"])
+BUSY = Gauge("adapruner_worker_busy", "1 while an attempt runs")
+HEARTBEAT = Gauge("adapruner_worker_heartbeat_timestamp_seconds", "time of the last successful heartbeat")
+
+
+class GpuCollector(Collector):
+    """GPU memory in use, read with nvidia-smi at scrape time (the worker itself never touches CUDA)."""
+
+    def collect(self):
+        family = GaugeMetricFamily("adapruner_gpu_memory_used_bytes", "GPU memory in use", labels=["gpu"])
+        if shutil.which("nvidia-smi"):
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=index,memory.used", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
+            ).stdout
+            for line in out.strip().splitlines():
+                index, used = (x.strip() for x in line.split(","))
+                family.add_metric([index], float(used) * 2**20)
+        yield family
 
 
 def preload() -> None:
@@ -79,6 +107,9 @@ class Worker:
     def run(self, *, max_jobs: int | None = None) -> None:
         if self.settings.preload:
             preload()
+        if self.settings.metrics_port:
+            REGISTRY.register(GpuCollector())
+            start_http_server(self.settings.metrics_port)
         backoff = 0.1
         log.info("worker %s: consuming %s", self.id, self.keys.stream)
         while not self.stopping and (max_jobs is None or self.jobs_done < max_jobs):
@@ -143,10 +174,15 @@ class Worker:
             queue.done(self.redis, self.keys, job_id, entry_id)
             return
         log.info("worker %s: job %s attempt %d", self.id, job_id, got.attempt)
-        self.supervise(entry_id, job_id, got.token)
+        BUSY.set(1)
+        try:
+            JOBS.labels(self.supervise(entry_id, job_id, got.token)).inc()
+        finally:
+            BUSY.set(0)
         self.jobs_done += 1
 
-    def supervise(self, entry_id: str, job_id: str, token: str) -> None:
+    def supervise(self, entry_id: str, job_id: str, token: str) -> str:
+        """Run the attempt to its end; returns how it ended (a job status, ``lost`` or ``requeued``)."""
         ctx = multiprocessing.get_context("fork")
         child = ctx.Process(target=child_main, args=(job_id, token, self.settings.model_dump_json()), daemon=False)
         child.start()
@@ -166,6 +202,7 @@ class Worker:
                 lost = True
                 self._stop_child(child, grace=0)
                 break
+            HEARTBEAT.set_to_current_time()
             self._refresh(entry_id)
             if beat.cancel:
                 ending = (JobStatus.cancelled, "cancelled by request")
@@ -179,7 +216,7 @@ class Worker:
                 break
         child.join()
         if lost:
-            return  # the entry now belongs to the worker that reclaimed the job
+            return "lost"  # the entry now belongs to the worker that reclaimed the job
         try:
             with transaction(self.sessions) as session:
                 job = session.get(Job, job_id)
@@ -188,7 +225,7 @@ class Worker:
                 if job.status.terminal:
                     pass
                 elif job.lease_token != token or child.exitcode == EXIT_LEASE_LOST:
-                    return  # someone else owns it
+                    return "lost"  # someone else owns it
                 elif self.stopping:
                     lease.release(
                         session, job_id=job_id, token=token, reason=f"worker {self.id} stopped", count_attempt=False
@@ -197,11 +234,12 @@ class Worker:
                     reason = f"worker {self.id}: the attempt ended with exit code {child.exitcode}"
                     lease.release(session, job_id=job_id, token=token, reason=reason, count_attempt=True)
         except lease.OwnershipLost:
-            return
+            return "lost"
         if job.status.terminal:
             queue.done(self.redis, self.keys, job_id, entry_id)
-        else:
-            queue.enqueue(self.redis, self.keys, job_id, replaces=entry_id)
+            return job.status.value
+        queue.enqueue(self.redis, self.keys, job_id, replaces=entry_id)
+        return "requeued"
 
     def _ended(self, job_id: str) -> bool:
         with transaction(self.sessions) as session:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import redis
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from adapruner import catalog
@@ -30,6 +32,12 @@ def get_catalog() -> Catalog:
         job_kinds=list(JOB_SPECS),
         schemas={kind: spec.model_json_schema() for kind, spec in JOB_SPECS.items()},
     )
+
+
+@router.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
+def metrics(request: Request) -> PlainTextResponse:
+    """Prometheus text format: jobs by state, queue depth, trials, heartbeat age."""
+    return PlainTextResponse(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/healthz", response_model=Health)
