@@ -99,3 +99,16 @@ def settings_reference() -> str:
             default = "~/.adapruner"
         rows.append(f"| `{ENV_PREFIX}{name.upper()}` | `{default}` | {field.description or ''} |")
     return "\n".join(rows)
+
+
+def configuration_doc() -> str:
+    """``docs/configuration.md``: regenerate with ``python -m service.settings > docs/configuration.md``."""
+    return (
+        "# Configuration\n\nEvery setting of the API and the workers is an environment variable (read by "
+        "`service.settings.Settings.from_env`). Lists are JSON or comma separated. This table is generated from "
+        "the code: `python -m service.settings > docs/configuration.md`.\n\n" + settings_reference() + "\n"
+    )
+
+
+if __name__ == "__main__":
+    print(configuration_doc(), end="")
