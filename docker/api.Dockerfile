@@ -8,7 +8,7 @@ COPY adapruner adapruner
 COPY service service
 COPY worker worker
 COPY migrations migrations
-RUN pip install ".[service]" && useradd --create-home --uid 10001 adapruner && mkdir -p /data /artifacts \
+RUN pip install ".[service,s3]" && useradd --create-home --uid 10001 adapruner && mkdir -p /data /artifacts \
     && chown adapruner /data /artifacts
 USER adapruner
 ENV ADAPRUNER_HOME=/data ADAPRUNER_ARTIFACTS_DIR=/artifacts

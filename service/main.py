@@ -13,6 +13,7 @@ from service.api.routes import jobs, meta
 from service.db import make_engine, make_sessionmaker
 from service.metrics import ServiceCollector
 from service.settings import Settings
+from service.storage import artifact_store
 
 
 class BodyLimit:
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessions = make_sessionmaker(app.state.engine)
     app.state.redis = queue.connect(settings.redis_url)
     app.state.key_cache = KeyCache()
+    app.state.artifacts = artifact_store(settings)
     app.state.metrics = CollectorRegistry()
     app.state.metrics.register(ServiceCollector(app.state.sessions, app.state.redis, queue.Keys(settings.redis_prefix)))
     app.include_router(jobs.router, prefix="/v1")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -31,6 +31,10 @@ class Settings(BaseModel):
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis holding the job stream")
     redis_prefix: str = Field(default="adapruner", min_length=1, description="namespace of every Redis key")
     artifacts_dir: Path | None = Field(default=None, description="where jobs write artifacts; None = home/artifacts")
+    artifact_store: Literal["local", "s3"] = Field(default="local", description="local folder or S3-compatible")
+    s3_bucket: str = Field(default="", description="s3 store: bucket (credentials: the usual AWS_* variables)")
+    s3_prefix: str = Field(default="adapruner/", description="s3 store: key prefix")
+    s3_endpoint_url: str = Field(default="", description="s3 store: endpoint of an S3-compatible server (MinIO)")
     # Worker protocol timings (seconds).
     heartbeat_s: float = Field(default=5.0, gt=0, description="a running job's heartbeat interval")
     claim_idle_s: float = Field(

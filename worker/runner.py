@@ -15,7 +15,6 @@ import signal
 import sys
 import time
 import traceback
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -25,6 +24,7 @@ from adapruner.errors import UserError
 from service.db import make_engine, make_sessionmaker, transaction
 from service.models import Artifact, Job, JobStatus
 from service.settings import Settings
+from service.storage import artifact_store
 from worker import lease
 
 EXIT_LEASE_LOST = 3
@@ -49,12 +49,10 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def artifact_rows(job_id: str, folder: Path) -> list[Artifact]:
-    return [
-        Artifact(job_id=job_id, path=str(path.relative_to(folder)), size=path.stat().st_size)
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() and not path.name.endswith(".tmp")
-    ]
+def artifact_rows(job_id: str, settings: Settings) -> list[Artifact]:
+    """Publish the job's files to the artifact store and describe them for the job row."""
+    files = artifact_store(settings).publish(job_id)
+    return [Artifact(job_id=job_id, path=path, size=size) for path, size in files]
 
 
 def run_attempt(job_id: str, token: str, settings: Settings) -> int:
@@ -111,11 +109,12 @@ def run_attempt(job_id: str, token: str, settings: Settings) -> int:
         tail = "".join(traceback.format_exception(exc)[-3:])
         status, error, result = JobStatus.failed, f"{type(exc).__name__}: {exc}\n{tail}", None
     try:
+        rows = artifact_rows(job_id, settings) if status == JobStatus.succeeded else []
         with transaction(factory) as session:
             lease.finish(session, job_id=job_id, token=token, status=status, error=error, result=result)
             if status == JobStatus.succeeded:
                 session.execute(delete(Artifact).where(Artifact.job_id == job_id))
-                session.add_all(artifact_rows(job_id, out))
+                session.add_all(rows)
     except lease.OwnershipLost:
         return EXIT_LEASE_LOST
     return 0

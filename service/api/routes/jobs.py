@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from pathlib import Path
 from typing import Annotated
 
 import redis
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -201,13 +200,11 @@ def artifacts(job_id: str, session: SessionDep, key: KeyDep) -> list[ArtifactOut
     return [ArtifactOut(path=a.path, size=a.size, url=f"/v1/jobs/{job_id}/artifacts/{a.path}") for a in rows]
 
 
-@router.get("/{job_id}/artifacts/{path:path}", response_class=FileResponse)
-def download(job_id: str, path: str, session: SessionDep, key: KeyDep, settings: SettingsDep) -> FileResponse:
+@router.get("/{job_id}/artifacts/{path:path}")
+def download(job_id: str, path: str, request: Request, session: SessionDep, key: KeyDep):
     """Stream one artifact file. Only files the job recorded can be read: no path leaves the job's folder."""
     found(session, job_id, key)
     row = session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.path == path))
-    folder = (settings.artifacts / job_id).resolve()
-    target = (folder / path).resolve()
-    if row is None or not target.is_relative_to(folder) or not target.is_file():
+    if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} has no artifact {path!r}")
-    return FileResponse(target, filename=Path(path).name)
+    return request.app.state.artifacts.response(job_id, path)
