@@ -32,6 +32,7 @@ from prometheus_client.registry import REGISTRY, Collector
 
 from service import queue
 from service.db import make_engine, make_sessionmaker, transaction
+from service.logs import configure
 from service.models import Job, JobStatus
 from service.settings import Settings
 from worker import lease
@@ -173,7 +174,7 @@ class Worker:
         if got.outcome != lease.ClaimOutcome.started:
             queue.done(self.redis, self.keys, job_id, entry_id)
             return
-        log.info("worker %s: job %s attempt %d", self.id, job_id, got.attempt)
+        log.info("worker %s: job %s attempt %d", self.id, job_id, got.attempt, extra=self._about(job_id, got.attempt))
         BUSY.set(1)
         try:
             JOBS.labels(self.supervise(entry_id, job_id, got.token)).inc()
@@ -198,7 +199,9 @@ class Worker:
             except lease.OwnershipLost:
                 if self._ended(job_id):
                     break  # the child has just recorded the end; it is exiting
-                log.warning("worker %s: lost the lease of %s; stopping its attempt", self.id, job_id)
+                log.warning(
+                    "worker %s: lost the lease of %s; stopping its attempt", self.id, job_id, extra=self._about(job_id)
+                )
                 lost = True
                 self._stop_child(child, grace=0)
                 break
@@ -241,6 +244,9 @@ class Worker:
         queue.enqueue(self.redis, self.keys, job_id, replaces=entry_id)
         return "requeued"
 
+    def _about(self, job_id: str, attempt: int | None = None) -> dict:
+        return {"job_id": job_id, "worker_id": self.id} | ({"attempt": attempt} if attempt else {})
+
     def _ended(self, job_id: str) -> bool:
         with transaction(self.sessions) as session:
             return session.get(Job, job_id).status.terminal
@@ -265,9 +271,7 @@ class Worker:
 
 
 def main(settings: Settings | None = None, *, max_jobs: int | None = None) -> None:
-    logging.basicConfig(
-        level=logging.INFO, format='{"time": "%(asctime)s", "level": "%(levelname)s", "msg": "%(message)s"}'
-    )
+    configure()
     worker = Worker(settings or Settings.from_env())
     worker.install_signals()
     worker.run(max_jobs=max_jobs)
