@@ -40,7 +40,9 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "begin")
         def _begin(connection) -> None:
             # Take the write lock up front: a read-then-write transaction cannot fail half way.
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # Autocommit reads (single statements) take no transaction and no lock.
+            if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     # No pre-ping (a round trip per request): a connection broken by a server restart fails one

@@ -63,6 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = make_engine(settings.db_url)
     app.state.sessions = make_sessionmaker(app.state.engine)
+    # Single-statement reads (status polls, key checks, event streams) need no transaction: one round trip.
+    app.state.reads = make_sessionmaker(app.state.engine.execution_options(isolation_level="AUTOCOMMIT"))
     app.state.redis = queue.connect(settings.redis_url)
     app.state.key_cache = KeyCache()
     app.state.artifacts = artifact_store(settings)

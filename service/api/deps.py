@@ -66,7 +66,7 @@ async def get_key(
     cache: KeyCache = request.app.state.key_cache
     key = cache.get(plain) if plain else None
     if key is None and plain:
-        key = await run_in_threadpool(_lookup, request.app.state.sessions, plain)
+        key = await run_in_threadpool(_lookup, request.app.state.reads, plain)
         if key is not None:
             cache.put(plain, key)
     if key is None:

@@ -206,3 +206,12 @@ def test_a_job_committed_while_redis_is_down_is_still_accepted(settings):
     assert response.status_code == 202
     with transaction(make_sessionmaker(make_engine(settings.db_url))) as session:
         assert session.get(Job, response.json()["id"]).status == JobStatus.queued  # the reconciler publishes it
+
+
+def test_cors_origins_are_configurable(settings):
+    app = create_app(settings.model_copy(update={"cors_origins": ("https://dash.example",)}))
+    with TestClient(app) as c:
+        allowed = c.get("/healthz", headers={"Origin": "https://dash.example"})
+        other = c.get("/healthz", headers={"Origin": "https://evil.example"})
+    assert allowed.headers["access-control-allow-origin"] == "https://dash.example"
+    assert "access-control-allow-origin" not in other.headers

@@ -114,7 +114,7 @@ async def get_job(job_id: str, request: Request, key: KeyDep) -> JobOut:
     """The job's state, progress and result (the endpoint pipelines poll: one thread hop, one query)."""
 
     def read() -> JobOut:
-        with request.app.state.sessions() as session:
+        with request.app.state.reads() as session:
             return JobOut.model_validate(found(session, job_id, key))
 
     return await run_in_threadpool(read)
