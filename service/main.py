@@ -14,6 +14,7 @@ from service.db import make_engine, make_sessionmaker
 from service.metrics import ServiceCollector
 from service.settings import Settings
 from service.storage import artifact_store
+from service.web import router as web
 
 
 class BodyLimit:
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics.register(ServiceCollector(app.state.sessions, app.state.redis, queue.Keys(settings.redis_prefix)))
     app.include_router(jobs.router, prefix="/v1")
     app.include_router(meta.router)
+    app.include_router(web.router)  # the dashboard: GET / and /static/*
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"], allow_headers=["*"]

@@ -47,6 +47,10 @@ class KeyCache:
         self._keys[plain] = (time.monotonic(), key)
 
 
+#: Set by the dashboard's sign-in (service/web); read-only requests only, so a cross-site form cannot act with it.
+KEY_COOKIE = "adapruner_key"
+
+
 def _lookup(sessions, plain: str) -> ApiKey | None:
     with sessions() as session:
         key = crud.find_api_key(session, plain=plain)
@@ -63,6 +67,8 @@ async def get_key(
     plain = x_api_key
     if authorization and authorization.lower().startswith("bearer "):
         plain = authorization[7:].strip()
+    if not plain and request.method == "GET":  # the dashboard's cookie: EventSource and downloads send no header
+        plain = request.cookies.get(KEY_COOKIE)
     cache: KeyCache = request.app.state.key_cache
     key = cache.get(plain) if plain else None
     if key is None and plain:

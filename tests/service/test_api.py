@@ -215,3 +215,26 @@ def test_cors_origins_are_configurable(settings):
         other = c.get("/healthz", headers={"Origin": "https://evil.example"})
     assert allowed.headers["access-control-allow-origin"] == "https://dash.example"
     assert "access-control-allow-origin" not in other.headers
+
+
+def test_the_dashboard_sign_in_cookie_authenticates_reads_and_the_event_stream_but_not_writes(app, client):
+    auth = new_key(app)
+    job_id = client.post("/v1/jobs", json=prune_request(), headers=auth).json()["id"]
+    assert client.post(f"/v1/jobs/{job_id}/cancel", headers=auth).status_code == 200  # ended: the stream ends
+    assert client.post("/web/session", headers={"Authorization": "Bearer apk_wrong"}).status_code == 401
+    assert "adapruner_key" not in client.cookies
+    signed = client.post("/web/session", headers=auth)
+    assert signed.status_code == 200 and signed.json() == {"name": "alice"}
+    cookie = signed.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie
+    # No header from here on: the browser's EventSource and download links send only the cookie.
+    assert client.get("/v1/jobs").json()["total"] == 1
+    with client.stream("GET", f"/v1/jobs/{job_id}/events") as response:
+        assert response.status_code == 200
+        text = "".join(response.iter_text())
+    assert "event: state" in text and "cancelled" in text and text.rstrip().endswith("event: end\ndata: {}")
+    # A cross-site form could send the cookie too: requests that change something need the header.
+    assert client.post(f"/v1/jobs/{job_id}/retry").status_code == 401
+    assert client.post("/v1/jobs", json=prune_request()).status_code == 401
+    assert client.delete("/web/session").status_code == 204
+    assert client.get("/v1/jobs").status_code == 401

@@ -1,0 +1,1 @@
+"""The web dashboard: static pages (plain HTML, ES modules, CSS; nothing from a CDN) over the REST API."""
