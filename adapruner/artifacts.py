@@ -1,7 +1,8 @@
 """Pruned-model artifacts: safetensors weights, config, tokenizer and a manifest of per-layer widths.
 
 Where every layer has the same widths, ``config.json`` holds them and stock
-``AutoModelForCausalLM.from_pretrained(path)`` loads the folder. Otherwise ``config.json`` keeps the
+``AutoModelForCausalLM.from_pretrained(path)`` loads the folder (unless the manifest lists output-projection
+``biases`` added by compensation, which only :func:`load_pruned` restores). Otherwise ``config.json`` keeps the
 dense widths and :func:`load_pruned` shrinks each layer to the manifest's widths before loading.
 """
 
@@ -17,6 +18,7 @@ from safetensors.torch import load_file
 from adapruner.adapters import get_adapter
 from adapruner.errors import UserError
 from adapruner.models.loading import MANIFEST_NAME
+from adapruner.stats import consumer_modules
 
 FORMAT_VERSION = 1
 
@@ -46,11 +48,29 @@ def save_pruned(
         "uniform": uniform,
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "widths": adapter.widths(),
+        "biases": output_biases(adapter),
         "job": job,
         **(extra or {}),
     }
     (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
     return out
+
+
+def output_biases(adapter: Any) -> list[str]:
+    """Output projections (o_proj, down_proj) that carry a bias, e.g. from FLAP's bias compensation.
+    LLaMA-style configs cannot ask for these alone (``attention_bias``/``mlp_bias`` also add q/k/v or
+    gate/up biases), so the manifest lists them and :func:`load_pruned` recreates them; stock
+    ``from_pretrained`` would drop them."""
+    return [name for name in consumer_modules(adapter) if adapter.linear(name).bias is not None]
+
+
+def add_biases(adapter: Any, names: list[str]) -> None:
+    """Give each named Linear a zero bias where the freshly built model has none (then loaded)."""
+    for name in names:
+        linear = adapter.linear(name)
+        if linear.bias is None:
+            weight = linear.weight
+            linear.bias = torch.nn.Parameter(torch.zeros(linear.out_features, dtype=weight.dtype, device=weight.device))
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
@@ -74,7 +94,9 @@ def load_pruned(
     config = AutoConfig.from_pretrained(path)
     dtype = dtype or getattr(torch, manifest["dtype"])
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    get_adapter(model).set_widths(manifest["widths"])
+    adapter = get_adapter(model)
+    adapter.set_widths(manifest["widths"])
+    add_biases(adapter, manifest.get("biases", []))
     state: dict[str, torch.Tensor] = {}
     for file in sorted(path.glob("*.safetensors")):
         state.update(load_file(file))

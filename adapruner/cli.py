@@ -12,7 +12,8 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from adapruner.catalog import BUILTIN_CORPORA, METRICS
+from adapruner import service_cli
+from adapruner.catalog import BLOCK_CRITERIA, BUILTIN_CORPORA, COMPENSATORS, METRICS, RECOVERY, ZERO_SHOT_TASKS
 from adapruner.config import DataSource, ModelSpec, PruneJob, SearchJob
 from adapruner.errors import UserError
 
@@ -28,10 +29,15 @@ OPTION_OF = {
     "prune.ratio": "--ratio",
     "prune.targets": "--targets",
     "prune.allocation": "--allocation",
+    "compensate.method": "--compensate",
+    "compensate.damping": "--compensate-damping",
+    "space.compensators": "--compensators",
     "prune.attn_share": "--attn-share",
     "prune.protect_first": "--protect",
     "prune.protect_last": "--protect",
     "prune.channel_multiple": "--channel-multiple",
+    "prune.depth_share": "--depth-share",
+    "prune.block_criterion": "--block-criterion",
     "evaluate.texts": "--eval-text",
     "evaluate.seq_len": "--eval-seq-len",
     "evaluate.max_tokens": "--eval-tokens",
@@ -40,6 +46,10 @@ OPTION_OF = {
     "space.metrics": "--metrics",
     "space.samples": "--samples",
     "space.pool_size": "--pool-size",
+    "space.seq_lens": "--seq-lens",
+    "space.ratio": "--ratio-range",
+    "search.second_objective": "--second-objective",
+    "search.second_cap": "--second-cap",
     "search.trials": "--trials",
     "search.n_init": "--n-init",
     "search.validation": "--val-text",
@@ -47,6 +57,18 @@ OPTION_OF = {
     "search.patience": "--patience",
     "search.validation_tokens": "--val-tokens",
     "search.chunk_tokens": "--chunk-tokens",
+    "recover.method": "--recover",
+    "recover.steps": "--recover-steps",
+    "recover.max_tokens": "--recover-tokens",
+    "recover.learning_rate": "--recover-lr",
+    "recover.batch_size": "--recover-batch",
+    "recover.seq_len": "--recover-seq-len",
+    "recover.source": "--recover-text",
+    "recover.rank": "--lora-rank",
+    "recover.alpha": "--lora-alpha",
+    "recover": "--recover-text",
+    "evaluate.zero_shot": "--zero-shot",
+    "evaluate.zero_shot_limit": "--zero-shot-limit",
 }
 
 
@@ -85,12 +107,61 @@ def parse_mix(text: str) -> dict[str, float]:
     return mix
 
 
+def parse_range(option: str, text: str) -> dict[str, float]:
+    """``LOW,HIGH`` (or one number, a fixed value) -> a ``Range`` payload."""
+    low, _, high = text.partition(",")
+    try:
+        return {"low": float(low), "high": float(high or low)}
+    except ValueError:
+        raise CliError(f"{option}: {text!r} is not LOW,HIGH (two numbers)") from None
+
+
 def parse_source(spec: str) -> DataSource:
     try:
         return DataSource.parse(spec)
     except (ValueError, ValidationError) as error:
         detail = _one_line(error) if isinstance(error, ValidationError) else str(error)
         raise CliError(f"data source {spec!r}: {detail}") from None
+
+
+def add_recover_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("recovery after pruning and zero-shot evaluation")
+    group.add_argument("--recover", default="none", help=f"none, {', '.join(RECOVERY.names())}")
+    group.add_argument("--recover-steps", type=int, default=100, help="optimiser steps")
+    group.add_argument("--recover-tokens", type=int, help="token budget (whichever of steps and tokens ends first)")
+    group.add_argument("--recover-lr", type=float, help="learning rate (default: lora 2e-4, cpt 2e-5)")
+    group.add_argument("--recover-batch", type=int, default=4, help="windows per step")
+    group.add_argument("--recover-seq-len", type=int, default=256, help="tokens per window")
+    group.add_argument("--recover-text", help="text trained on (its train partition; default pydoc)")
+    group.add_argument("--lora-rank", type=int, default=8)
+    group.add_argument("--lora-alpha", type=float, default=16.0)
+    group.add_argument(
+        "--zero-shot",
+        help=f"comma-separated lm-eval tasks: {', '.join(ZERO_SHOT_TASKS)} (online) or cloze:CORPUS (offline)",
+    )
+    group.add_argument("--zero-shot-limit", type=int, help="examples per zero-shot task")
+
+
+def recover_payload(args: argparse.Namespace) -> dict[str, Any]:
+    recover: dict[str, Any] = {
+        "method": args.recover,
+        "steps": args.recover_steps,
+        "max_tokens": args.recover_tokens,
+        "learning_rate": args.recover_lr,
+        "batch_size": args.recover_batch,
+        "seq_len": args.recover_seq_len,
+        "rank": args.lora_rank,
+        "alpha": args.lora_alpha,
+        "seed": args.seed,
+    }
+    if args.recover_text:
+        recover["source"] = parse_source(args.recover_text)
+    return recover
+
+
+def zero_shot_payload(args: argparse.Namespace) -> dict[str, Any]:
+    tasks = tuple(t.strip() for t in args.zero_shot.split(",") if t.strip()) if args.zero_shot else ()
+    return {"zero_shot": tasks, "zero_shot_limit": args.zero_shot_limit}
 
 
 def build_parser() -> Parser:
@@ -115,10 +186,28 @@ def build_parser() -> Parser:
     prune.add_argument("--seq-len", type=int, default=256)
     prune.add_argument("--seed", type=int, default=0)
     prune.add_argument("--targets", default="heads,channels", help="heads, channels or both")
-    prune.add_argument("--allocation", default="uniform", help="uniform or protected")
+    prune.add_argument(
+        "--allocation", default="uniform", help="uniform, protected or nirvana (NIRVANA: raw scores pick the layers)"
+    )
+    prune.add_argument(
+        "--compensate",
+        default="none",
+        help=f"update the remaining weights after pruning, one of: {', '.join(COMPENSATORS.names())}",
+    )
+    prune.add_argument(
+        "--compensate-damping", type=float, help="damping relative to the mean input variance (method default)"
+    )
     prune.add_argument("--protect", default="4,2", help="FIRST,LAST blocks kept whole with --allocation protected")
     prune.add_argument("--attn-share", type=float, help="share of the removed params taken from attention")
     prune.add_argument("--channel-multiple", type=int, default=8)
+    prune.add_argument(
+        "--depth-share", type=float, default=0.0, help="share of the removed params taken as whole blocks (0..1)"
+    )
+    prune.add_argument(
+        "--block-criterion",
+        default="block_influence",
+        help=f"which blocks go with --depth-share: {', '.join(BLOCK_CRITERIA.names())}",
+    )
     prune.add_argument("--eval-text", action="append", help="held-out text to report PPL on (repeatable)")
     prune.add_argument("--eval-seq-len", type=int, default=512)
     prune.add_argument("--eval-tokens", type=int, default=16_384, help="max tokens of each eval text")
@@ -127,6 +216,7 @@ def build_parser() -> Parser:
     prune.add_argument("--dtype", default="float32")
     prune.add_argument("--out", required=True, help="folder for the pruned model and report.json")
     prune.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_recover_options(prune)
 
     search = sub.add_parser("search", help="Bayesian search over calibration data x metric mix x allocation")
     search.add_argument("--model", default="smollm2-135m", help="hub id, folder, .gguf file or alias")
@@ -137,8 +227,24 @@ def build_parser() -> Parser:
     search.add_argument("--val-text", action="append", help="validation text the search optimises (repeatable)")
     search.add_argument("--eval-text", action="append", help="held-out text the final report uses (repeatable)")
     search.add_argument("--metrics", help=f"metrics to mix, from: {', '.join(METRICS.names())}")
+    search.add_argument(
+        "--compensators",
+        help=f"compensators to choose from (a search dimension), from: {', '.join(COMPENSATORS.names())}",
+    )
     search.add_argument("--samples", help="LOW,HIGH calibration samples per trial")
     search.add_argument("--pool-size", type=int, default=32, help="candidate samples per source")
+    search.add_argument(
+        "--seq-lens", help="calibration window lengths to choose from, e.g. 128,256 (one pool each: warm-up adds up)"
+    )
+    search.add_argument(
+        "--second-objective",
+        choices=("latency", "params"),
+        help="also minimise forward latency or non-embedding params; the report gets the Pareto front",
+    )
+    search.add_argument("--ratio-range", help="LOW,HIGH searched ratio (needs --second-objective; params needs it)")
+    search.add_argument(
+        "--second-cap", type=float, help="the artifact: best trial with latency (s) or params at most this"
+    )
     search.add_argument("--val-tokens", type=int, default=8192, help="validation tokens per domain")
     search.add_argument("--chunk-tokens", type=int, default=1024, help="validation chunk (early-stop step)")
     search.add_argument("--time-budget", type=float, help="seconds of trials before stopping")
@@ -149,6 +255,7 @@ def build_parser() -> Parser:
     search.add_argument("--device", default="auto")
     search.add_argument("--out", required=True, help="folder for the model, report.json and the search state")
     search.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_recover_options(search)
 
     evaluate = sub.add_parser("eval", help="perplexity of a model or pruned artifact on a text")
     evaluate.add_argument("model", help="hub id, folder, .gguf file, alias or pruned artifact")
@@ -160,6 +267,7 @@ def build_parser() -> Parser:
     evaluate.add_argument("--max-tokens", type=int, default=100_000)
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--json", action="store_true")
+    service_cli.add_commands(sub, parser_class=Parser)
     return parser
 
 
@@ -177,6 +285,7 @@ def job_from_args(args: argparse.Namespace) -> PruneJob:
         "seq_len": args.eval_seq_len,
         "max_tokens": args.eval_tokens,
         "speed": not args.no_speed,
+        **zero_shot_payload(args),
     }
     if args.eval_text:
         evaluate["texts"] = tuple(parse_source(s) for s in args.eval_text)
@@ -199,8 +308,12 @@ def job_from_args(args: argparse.Namespace) -> PruneJob:
                 "protect_last": protect[1],
                 "attn_share": args.attn_share,
                 "channel_multiple": args.channel_multiple,
+                "depth_share": args.depth_share,
+                "block_criterion": args.block_criterion,
             },
+            "compensate": {"method": args.compensate, "damping": args.compensate_damping},
             "evaluate": evaluate,
+            "recover": recover_payload(args),
         }
     )
 
@@ -211,12 +324,17 @@ def search_job_from_args(args: argparse.Namespace) -> SearchJob:
         space["sources"] = tuple(parse_source(s) for s in args.calib)
     if args.metrics:
         space["metrics"] = tuple(m.strip() for m in args.metrics.split(","))
+    if args.compensators:
+        space["compensators"] = tuple(c.strip() for c in args.compensators.split(","))
     if args.samples:
-        low, _, high = args.samples.partition(",")
+        space["samples"] = parse_range("--samples", args.samples)
+    if args.ratio_range:
+        space["ratio"] = parse_range("--ratio-range", args.ratio_range)
+    if args.seq_lens:
         try:
-            space["samples"] = {"low": float(low), "high": float(high or low)}
+            space["seq_lens"] = tuple(int(n) for n in args.seq_lens.split(","))
         except ValueError:
-            raise CliError(f"--samples: {args.samples!r} is not LOW,HIGH (two numbers)") from None
+            raise CliError(f"--seq-lens: {args.seq_lens!r} is not a list of whole numbers, e.g. 128,256") from None
     search: dict[str, Any] = {
         "trials": args.trials,
         "n_init": args.n_init,
@@ -226,6 +344,8 @@ def search_job_from_args(args: argparse.Namespace) -> SearchJob:
         "time_budget_s": args.time_budget,
         "patience": args.patience,
         "early_reject": not args.no_early_reject,
+        "second_objective": args.second_objective,
+        "second_cap": args.second_cap,
     }
     if args.val_text:
         search["validation"] = tuple(parse_source(s) for s in args.val_text)
@@ -237,6 +357,9 @@ def search_job_from_args(args: argparse.Namespace) -> SearchJob:
     }
     if args.eval_text:
         payload["evaluate"] = {"texts": tuple(parse_source(s) for s in args.eval_text)}
+    if args.zero_shot:
+        payload.setdefault("evaluate", {"texts": SearchJob().evaluate.texts}).update(zero_shot_payload(args))
+    payload["recover"] = recover_payload(args)
     return SearchJob.model_validate(payload)
 
 
@@ -257,11 +380,24 @@ def _progress_bar():
     return progress
 
 
+def _loss_printer(steps: int):
+    """Print the recovery's training loss about ten times over the run."""
+    from tqdm import tqdm
+
+    every = max(1, steps // 10)
+
+    def on_loss(step: int, loss: float) -> None:
+        if step % every == 0 or step == 1:
+            tqdm.write(f"recovery step {step}: loss {loss:.4f}", file=sys.stderr)
+
+    return on_loss
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
     from adapruner.pipeline import format_table, run_prune, summary_rows
 
     job = job_from_args(args)
-    outcome = run_prune(job, out=args.out, progress=_progress_bar())
+    outcome = run_prune(job, out=args.out, progress=_progress_bar(), on_loss=_loss_printer(job.recover.steps))
     report = outcome.report
     if args.json:
         print(json.dumps(report, indent=2))
@@ -274,6 +410,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
     print(format_table(summary_rows(report), ("", "dense", "pruned")))
     speed = f", measured {report['measured_speedup']:.2f}x" if "measured_speedup" in report else ""
     print(f"ideal speed-up from FLOPs {report['ideal_speedup']:.2f}x{speed}")
+    if "recovery" in report:
+        r = report["recovery"]
+        print(
+            f"recovery {r['method']}: {r['steps']} steps, {r['tokens']:,} tokens in {r['seconds']:.0f}s; "
+            f"PPL on {r['heldout']} {r['heldout_ppl_before']:.2f} -> {r['heldout_ppl_after']:.2f}"
+        )
     print(f"saved to {Path(args.out).resolve()} (report.json)")
     return 0
 
@@ -317,6 +459,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         else:
             early = " (stopped early)" if record["stopped_early"] else ""
             line = f"val PPL {record['validation_ppl']:8.2f}{early}"
+            if "latency_s" in record:
+                line += f"  latency {1000 * record['latency_s']:.1f} ms"
         best = record["best_value"]
         best_text = f"best {math.exp(best):8.2f}" if best is not None else ""
         print(
@@ -346,7 +490,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(
         f"  allocation: attn_share={recipe['attn_share']:.2f}, depth_slope={recipe['depth_slope']:.2f}, "
         f"protect={recipe['protect_first']},{recipe['protect_last']}; "
-        f"{recipe['aggregation']} aggregation, {recipe['normalization']} normalisation"
+        f"{recipe['aggregation']} aggregation, {recipe['normalization']} normalisation; "
+        f"compensation {recipe.get('compensate', 'none')}"
     )
     print(format_table(summary_rows(report), ("", "dense", "pruned")))
     cost = report["trial_cost"]
@@ -354,11 +499,17 @@ def cmd_search(args: argparse.Namespace) -> int:
         f"mean trial {cost['mean_trial_vs_pass']:.2f}x one validation pass; "
         f"{cost['stopped_early']} trials stopped early"
     )
+    if "pareto" in report:
+        field = report["pick"]["field"]
+        print(f"Pareto front (validation PPL vs {report['pick']['second_objective']}):")
+        for point in report["pareto"]:
+            second = f"{1000 * point[field]:.1f} ms" if field == "latency_s" else f"{point[field]:,} params"
+            print(f"  #{point['index']}: PPL {point['validation_ppl']:.2f}, {second}, ratio {point['ratio']:.3f}")
     print(f"saved to {Path(args.out).resolve()} (report.json, search_state.json)")
     return 0
 
 
-COMMANDS = {"prune": cmd_prune, "search": cmd_search, "eval": cmd_eval}
+COMMANDS = {"prune": cmd_prune, "search": cmd_search, "eval": cmd_eval, **service_cli.COMMANDS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

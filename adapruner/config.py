@@ -11,7 +11,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from adapruner.catalog import BUILTIN_CORPORA, METRICS
+from adapruner.catalog import (
+    BLOCK_CRITERIA,
+    BUILTIN_CORPORA,
+    COMPENSATORS,
+    METRICS,
+    OFFLINE_ZERO_SHOT,
+    RECOVERY,
+    ZERO_SHOT_TASKS,
+)
 
 Split = Literal["train", "validation", "test"]
 PARTITION_SPLITS: tuple[str, ...] = ("train", "validation", "test")
@@ -162,17 +170,26 @@ class PruneConfig(StrictModel):
     takes the same ratio from attention and MLP as far as whole KV groups allow. ``depth_slope`` tilts
     the per-layer share of the budget linearly with depth: 0 is uniform, positive prunes later layers
     more, negative earlier ones (layer weight ``1 + slope * (2 * position - 1)``, position in [0, 1]).
+    ``allocation='nirvana'`` (NIRVANA's adaptive sparsity allocation) keeps the attention/MLP split but
+    lets the raw (unnormalised) scores decide which layers lose the units: the globally lowest-scored KV
+    groups and channel chunks go first, so layers differ in how much they lose (``depth_slope`` unused).
+    ``depth_share`` is the share of the removed parameters taken as whole decoder blocks (depth pruning,
+    Shortened LLaMA / ShortGPT), rounded to whole blocks; the rest is removed in width. The blocks with
+    the lowest ``block_criterion`` score go (a name from ``BLOCK_CRITERIA``: ``ppl``, ``taylor_plus``,
+    ``block_influence``); with ``allocation='protected'`` the protected blocks are never removed.
     """
 
     ratio: float = Field(default=0.2, ge=0.0, lt=1.0)
     targets: tuple[Literal["heads", "channels"], ...] = ("heads", "channels")
-    allocation: Literal["uniform", "protected"] = "uniform"
+    allocation: Literal["uniform", "protected", "nirvana"] = "uniform"
     protect_first: int = Field(default=4, ge=0)
     protect_last: int = Field(default=2, ge=0)
     attn_share: float | None = Field(default=None, ge=0.0, le=1.0)
     channel_multiple: int = Field(default=8, ge=1)
     min_kv_groups: int = Field(default=1, ge=1)
     depth_slope: float = Field(default=0.0, ge=-1.0, le=1.0)
+    depth_share: float = Field(default=0.0, ge=0.0, le=1.0)
+    block_criterion: str = "block_influence"
 
     @field_validator("targets")
     @classmethod
@@ -180,6 +197,28 @@ class PruneConfig(StrictModel):
         if not targets:
             raise ValueError("name at least one of heads, channels")
         return tuple(dict.fromkeys(targets))
+
+    @field_validator("block_criterion")
+    @classmethod
+    def _check_block_criterion(cls, name: str) -> str:
+        return BLOCK_CRITERIA.check(name)
+
+
+class CompensateConfig(StrictModel):
+    """Update of the remaining weights after pruning, from the dense model's calibration statistics.
+
+    ``method``: a name from ``COMPENSATORS`` (``none``, ``bias``, ``reformation``, ``obs``,
+    ``numerical``); ``damping`` is relative to the mean diagonal of the input covariance (``None``: the
+    method's default).
+    """
+
+    method: str = "none"
+    damping: float | None = Field(default=None, ge=0.0)
+
+    @field_validator("method")
+    @classmethod
+    def _check_method(cls, method: str) -> str:
+        return COMPENSATORS.check(method)
 
 
 class EvalConfig(StrictModel):
@@ -195,6 +234,117 @@ class EvalConfig(StrictModel):
     speed: bool = True
     speed_batch: int = Field(default=4, ge=1)
     speed_seq_len: int = Field(default=256, ge=8)
+    gen_prompt_len: int = Field(default=128, ge=1, description="prompt tokens before timed generation")
+    gen_new_tokens: int = Field(default=32, ge=1, description="new tokens generated with the KV cache")
+    gen_batch: int = Field(default=8, ge=1, description="batch of the generation throughput measurement")
+    zero_shot: tuple[str, ...] = Field(
+        default=(), description="lm-eval tasks: standard names (online) or cloze:CORPUS (offline, built-in corpus)"
+    )
+    zero_shot_limit: int | None = Field(default=None, ge=1, description="examples per zero-shot task (None: all)")
+
+    @field_validator("zero_shot")
+    @classmethod
+    def _check_zero_shot(cls, tasks: tuple[str, ...]) -> tuple[str, ...]:
+        for task in tasks:
+            kind, colon, corpus = task.partition(":")
+            if colon and kind in OFFLINE_ZERO_SHOT:
+                BUILTIN_CORPORA.check(corpus)
+            elif colon or task not in ZERO_SHOT_TASKS:
+                offline = ", ".join(f"{k}:CORPUS" for k in OFFLINE_ZERO_SHOT)
+                raise ValueError(
+                    f"unknown zero-shot task {task!r}; valid: {', '.join(ZERO_SHOT_TASKS)} (online), "
+                    f"{offline} with CORPUS one of {', '.join(BUILTIN_CORPORA.names())} (offline)"
+                )
+        return tuple(dict.fromkeys(tasks))
+
+
+def _default_recover_source() -> DataSource:
+    return DataSource(kind="builtin", name="pydoc")
+
+
+#: Attention and MLP projections of LLaMA-family blocks: the default LoRA targets (LLM-Pruner tunes these).
+LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class RecoverConfig(StrictModel):
+    """Training after pruning, on the training partition of ``source`` (never the report text).
+
+    ``method``: ``none``, ``lora`` (low-rank adapters of ``rank`` / ``alpha`` / ``dropout`` on
+    ``target_modules``, merged into the weights afterwards, as LLM-Pruner) or ``cpt`` (continued
+    pretraining of every parameter). Both train a causal LM loss on windows of ``seq_len`` tokens,
+    ``batch_size`` windows per step, for ``steps`` steps or until ``max_tokens`` tokens were trained on,
+    whichever comes first. ``learning_rate`` ``None`` is the method's default (lora 2e-4, cpt 2e-5).
+    ``heldout_tokens`` of the source's validation partition measure the PPL before and after.
+    """
+
+    method: str = "none"
+    source: DataSource = Field(default_factory=_default_recover_source)
+    steps: int = Field(default=100, ge=1, le=1_000_000)
+    max_tokens: int | None = Field(default=None, ge=1, description="token budget; None = steps x batch x seq_len")
+    batch_size: int = Field(default=4, ge=1)
+    seq_len: int = Field(default=256, ge=8)
+    learning_rate: float | None = Field(default=None, gt=0, lt=1)
+    warmup_steps: int = Field(default=10, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    rank: int = Field(default=8, ge=1)
+    alpha: float = Field(default=16.0, gt=0)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: tuple[str, ...] = LORA_TARGETS
+    heldout_tokens: int = Field(default=8192, ge=16)
+    seed: int = 0
+
+    @field_validator("method")
+    @classmethod
+    def _check_method(cls, method: str) -> str:
+        if method != "none" and method not in RECOVERY:
+            raise ValueError(f"unknown recovery method {method!r}; valid: none, {', '.join(RECOVERY.names())}")
+        return method
+
+    @field_validator("target_modules")
+    @classmethod
+    def _check_targets(cls, targets: tuple[str, ...]) -> tuple[str, ...]:
+        if not targets:
+            raise ValueError(f"name at least one module, e.g. {', '.join(LORA_TARGETS)}")
+        return tuple(dict.fromkeys(targets))
+
+    @model_validator(mode="after")
+    def _train_split(self) -> RecoverConfig:
+        if self.source.kind != "hf" and self.source.split in ("validation", "test"):
+            raise ValueError(
+                f"source: {self.source.label()} is a held-out partition; train on the train partition (no split)"
+            )
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.method != "none"
+
+    @property
+    def train_source(self) -> DataSource:
+        """The text trained on: a builtin or file source's train partition unless a split is named."""
+        if self.source.kind == "hf" or self.source.split:
+            return self.source
+        return self.source.model_copy(update={"split": "train"})
+
+    @property
+    def heldout_source(self) -> DataSource:
+        """The text the before/after PPL of recovery is measured on: the source's validation split."""
+        return self.source.model_copy(update={"split": "validation"})
+
+
+def check_recovery_held_out(recover: RecoverConfig, texts: tuple[DataSource, ...]) -> None:
+    """Raise when recovery would train on text the final report is measured on (a whole file, split
+    ``all``, overlaps each of its partitions)."""
+    if not recover.enabled:
+        return
+    kind, name, config, split = text_key(recover.train_source, "calibration")
+    for text in texts:
+        other = text_key(text, "evaluation")
+        if other[:3] == (kind, name, config) and (other[3] == split or "all" in (other[3], split)):
+            raise ValueError(
+                f"recover.source: {recover.source.label()} is also in evaluate.texts; "
+                "recover on other text than the report's"
+            )
 
 
 class PruneJob(StrictModel):
@@ -204,7 +354,9 @@ class PruneJob(StrictModel):
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     importance: ImportanceConfig = Field(default_factory=ImportanceConfig)
     prune: PruneConfig = Field(default_factory=PruneConfig)
+    compensate: CompensateConfig = Field(default_factory=CompensateConfig)
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
+    recover: RecoverConfig = Field(default_factory=RecoverConfig)
 
     @model_validator(mode="after")
     def _no_shared_text(self) -> PruneJob:
@@ -214,6 +366,7 @@ class PruneJob(StrictModel):
                 raise ValueError(
                     f"evaluate.texts: {text.label()} is also a calibration source; report on held-out text"
                 )
+        check_recovery_held_out(self.recover, self.evaluate.texts)
         return self
 
 
@@ -258,20 +411,68 @@ class SearchSpace(StrictModel):
     how many samples (``samples``) and which of the candidate pool (``subset_seeds`` seeded subsets).
     Metric: a weight per metric in ``metrics`` (normalised to a simplex), ``aggregations``,
     ``normalizations``. Allocation: ``attn_share``, ``depth_slope``, ``protect_first``/``protect_last``.
+    Compensation: ``compensators`` (names from ``COMPENSATORS``; a categorical dimension when more than one).
+    Depth: ``depth_share`` (share of the budget removed as whole blocks; fixed at 0 by default) and
+    ``block_criteria`` (names from ``BLOCK_CRITERIA``; a categorical dimension when more than one).
+
+    ``seq_lens``: the calibration window lengths to choose from (a categorical dimension when more than
+    one; ``seq_len: N`` is accepted for ``seq_lens: [N]``). Every choice has its own pool of statistics,
+    so the warm-up costs about ``sum(seq_lens) / seq_lens[0]`` times that of the first alone; the default
+    is one length. ``ratio``: a searched pruning ratio (``None``: the job's ``ratio``), only with a second
+    objective (quality alone always prefers the lowest ratio); required for ``second_objective="params"``,
+    since at a fixed ratio the parameter count barely moves.
     """
 
     sources: tuple[DataSource, ...] = Field(default_factory=_default_search_sources, min_length=1)
     samples: Range = Field(default_factory=lambda: Range(low=8, high=32))
-    seq_len: int = Field(default=256, ge=8)
+    seq_lens: tuple[int, ...] = Field(default=(256,), min_length=1, description="calibration window lengths")
     pool_size: int = Field(default=32, ge=1, description="candidate calibration samples per source")
     subset_seeds: int = Field(default=8, ge=1, description="number of seeded subsets of the pool to choose from")
     metrics: tuple[str, ...] = ("taylor", "taylor_vector", "wanda", "flap", "l2")
     aggregations: tuple[Literal["sum", "mean", "max", "prod"], ...] = ("sum",)
     normalizations: tuple[Literal["none", "mean", "max", "l2", "zscore", "rank"], ...] = ("mean", "rank")
     attn_share: Range = Field(default_factory=lambda: Range(low=0.0, high=0.3))
-    depth_slope: Range = Field(default_factory=lambda: Range(low=-0.5, high=0.5))
+    depth_slope: Range = Field(default_factory=lambda: Range(low=-1.0, high=1.0))
     protect_first: Range = Field(default_factory=lambda: _fixed(0))
     protect_last: Range = Field(default_factory=lambda: _fixed(0))
+    compensators: tuple[str, ...] = ("none",)
+    ratio: Range | None = Field(default=None, description="searched pruning ratio; None = the job's ratio")
+    depth_share: Range = Field(default_factory=lambda: _fixed(0))
+    block_criteria: tuple[str, ...] = ("block_influence",)
+
+    @field_validator("block_criteria")
+    @classmethod
+    def _check_block_criteria(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        if not names:
+            raise ValueError("name at least one block criterion")
+        for name in names:
+            BLOCK_CRITERIA.check(name)
+        return tuple(dict.fromkeys(names))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_seq_len(cls, data):
+        if isinstance(data, dict) and "seq_len" in data:
+            if "seq_lens" in data:
+                raise ValueError("give seq_lens or seq_len, not both")
+            data = {k: v for k, v in data.items() if k != "seq_len"} | {"seq_lens": (data["seq_len"],)}
+        return data
+
+    @field_validator("seq_lens")
+    @classmethod
+    def _check_seq_lens(cls, values: tuple[int, ...]) -> tuple[int, ...]:
+        if any(v < 8 for v in values):
+            raise ValueError(f"every calibration window needs >= 8 tokens, got {list(values)}")
+        return tuple(dict.fromkeys(values))
+
+    @field_validator("compensators")
+    @classmethod
+    def _check_compensators(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        if not names:
+            raise ValueError("name at least one compensator (none for no compensation)")
+        for name in names:
+            COMPENSATORS.check(name)
+        return tuple(dict.fromkeys(names))
 
     @field_validator("metrics")
     @classmethod
@@ -296,7 +497,7 @@ class SearchSpace(StrictModel):
                 f"samples: {self.samples.low:g}..{self.samples.high:g} must lie in 1..pool_size x sources "
                 f"= {self.pool_size * len(self.sources)}"
             )
-        for name in ("attn_share",):
+        for name in ("attn_share", "depth_share"):
             r = getattr(self, name)
             if r.low < 0 or r.high > 1:
                 raise ValueError(f"{name}: must lie in 0..1")
@@ -304,6 +505,8 @@ class SearchSpace(StrictModel):
             raise ValueError("depth_slope: must lie in -1..1")
         if self.protect_first.low < 0 or self.protect_last.low < 0:
             raise ValueError("protect_first/protect_last: must be >= 0")
+        if self.ratio is not None and not (0 < self.ratio.low and self.ratio.high < 1):
+            raise ValueError(f"ratio: {self.ratio.low:g}..{self.ratio.high:g} must lie strictly between 0 and 1")
         return self
 
 
@@ -314,6 +517,16 @@ class SearchConfig(StrictModel):
     text, read in ``chunk_tokens`` chunks interleaved across domains; a trial whose running estimate is
     clearly worse than the incumbent (``reject_z`` standard errors) stops after ``min_fraction`` of the
     chunks. ``validation`` must never be the text the final report uses (``evaluate.texts``).
+
+    ``second_objective`` adds a second objective to minimise and makes the search multi-objective (log
+    noisy expected hypervolume improvement; the report gets the Pareto front): ``latency`` is the
+    median forward latency of the pruned model on ``latency_batch`` x ``latency_seq_len`` random tokens
+    (``latency_repeats`` timed passes after one warm-up, measured the same way in every trial);
+    ``params`` is its non-embedding parameter count (needs a searched ``space.ratio``). Both enter the
+    GP as logarithms. A trial then stops early only against a full trial that is no worse in the second
+    objective. The artifact is the best-quality trial whose second objective is at most
+    ``second_cap`` (seconds or parameters; ``None``: no cap; the fastest or smallest trial when no trial
+    meets it).
     """
 
     trials: int = Field(default=30, ge=1, le=10_000)
@@ -331,6 +544,17 @@ class SearchConfig(StrictModel):
     top_k: int = Field(default=3, ge=1, description="best trials re-evaluated on more validation text")
     acq_restarts: int = Field(default=8, ge=1)
     raw_samples: int = Field(default=256, ge=4)
+    second_objective: Literal["latency", "params"] | None = None
+    second_cap: float | None = Field(default=None, gt=0, description="cap on the second objective for the artifact")
+    latency_batch: int = Field(default=1, ge=1)
+    latency_seq_len: int = Field(default=256, ge=8)
+    latency_repeats: int = Field(default=5, ge=1)
+
+    @model_validator(mode="after")
+    def _cap_needs_objective(self) -> SearchConfig:
+        if self.second_cap is not None and self.second_objective is None:
+            raise ValueError("second_cap: set second_objective (latency or params) too, or drop the cap")
+        return self
 
 
 class SearchJob(StrictModel):
@@ -342,6 +566,7 @@ class SearchJob(StrictModel):
     space: SearchSpace = Field(default_factory=SearchSpace)
     search: SearchConfig = Field(default_factory=SearchConfig)
     evaluate: EvalConfig = Field(default_factory=lambda: EvalConfig(texts=_default_test_sources()))
+    recover: RecoverConfig = Field(default_factory=RecoverConfig, description="applied to the best trial")
 
     @model_validator(mode="after")
     def _held_out(self) -> SearchJob:
@@ -353,4 +578,45 @@ class SearchJob(StrictModel):
                     f"evaluate.texts: {text.label()} is also used to choose (calibration or validation); "
                     "report on held-out text, e.g. the test split"
                 )
+        check_recovery_held_out(self.recover, self.evaluate.texts)
         return self
+
+    @model_validator(mode="after")
+    def _searched_ratio(self) -> SearchJob:
+        searched = self.space.ratio is not None and not self.space.ratio.fixed
+        if searched and self.search.second_objective is None:
+            raise ValueError(
+                "space.ratio: a searched ratio needs search.second_objective (quality alone prefers the lowest "
+                "ratio); fix the ratio with the job's ratio or set a second objective"
+            )
+        if self.search.second_objective == "params" and not searched:
+            raise ValueError(
+                "space.ratio: search.second_objective 'params' needs a searched ratio range (low < high), "
+                "e.g. {low: 0.1, high: 0.3}: at a fixed ratio the parameter count barely moves"
+            )
+        return self
+
+
+class JobOptions(StrictModel):
+    """How the service runs a job: ``deadline_s`` from its first start (``None``: the server default),
+    ``max_attempts`` deliveries before it is dead-lettered (``None``: the server default)."""
+
+    deadline_s: float | None = Field(default=None, gt=0)
+    max_attempts: int | None = Field(default=None, ge=1, le=20)
+
+
+class PruneRequest(JobOptions):
+    """A prune job submitted to the service."""
+
+    kind: Literal["prune"] = "prune"
+    spec: PruneJob = Field(default_factory=PruneJob)
+
+
+class SearchRequest(JobOptions):
+    """A search job submitted to the service."""
+
+    kind: Literal["search"] = "search"
+    spec: SearchJob = Field(default_factory=SearchJob)
+
+
+JOB_SPECS: dict[str, type[StrictModel]] = {"prune": PruneJob, "search": SearchJob}

@@ -16,18 +16,21 @@ import torch
 from adapruner.adapters import get_adapter
 from adapruner.artifacts import save_pruned
 from adapruner.calibration import sample_windows, stack, token_stream
-from adapruner.config import EvalConfig, PruneJob
+from adapruner.compensate import build_compensator, pruned_inputs
+from adapruner.config import EvalConfig, PruneJob, RecoverConfig
 from adapruner.evaluate import (
     count_parameters,
     forward_flops,
     ideal_speedup,
+    measure_generation,
     measure_speed,
     perplexity,
     weights_bytes,
 )
 from adapruner.importance import metric_needs, score_groups
 from adapruner.models import LoadedModel, load_model
-from adapruner.prune import apply_plan, layer_shapes, plan_widths
+from adapruner.prune import apply_plan, plan_model, remove_planned_blocks, unit_saliency
+from adapruner.prune.depth import block_scores
 from adapruner.stats import collect_statistics
 
 Progress = Callable[[str, int, int], None]
@@ -57,8 +60,11 @@ def eval_texts(tokenizer: Any, config: EvalConfig) -> dict[str, torch.Tensor]:
     }
 
 
-def evaluate_model(model: Any, texts: dict[str, torch.Tensor], config: EvalConfig) -> dict[str, Any]:
-    """Perplexity on each text, parameter counts, FLOPs and (optionally) measured speed."""
+def evaluate_model(
+    model: Any, texts: dict[str, torch.Tensor], config: EvalConfig, *, tokenizer: Any = None
+) -> dict[str, Any]:
+    """Perplexity on each text, parameter counts, FLOPs, (optionally) measured speed and generation
+    latency, and zero-shot accuracy on ``config.zero_shot`` (needs ``tokenizer``)."""
     result: dict[str, Any] = {
         "perplexity": {
             label: perplexity(
@@ -73,6 +79,22 @@ def evaluate_model(model: Any, texts: dict[str, torch.Tensor], config: EvalConfi
     }
     if config.speed:
         result["speed"] = asdict(measure_speed(model, batch=config.speed_batch, seq_len=config.speed_seq_len))
+        result["generation"] = {
+            name: asdict(
+                measure_generation(
+                    model, batch=batch, prompt_len=config.gen_prompt_len, new_tokens=config.gen_new_tokens
+                )
+            )
+            for name, batch in (("batch1", 1), ("batched", config.gen_batch))
+        }
+    if config.zero_shot:
+        if tokenizer is None:
+            raise ValueError("evaluate_model: evaluate.zero_shot needs the tokenizer")
+        from adapruner.evaluate.zeroshot import zero_shot
+
+        result["zero_shot"] = zero_shot(
+            model, tokenizer, config.zero_shot, limit=config.zero_shot_limit, batch_size=config.batch_size
+        )
     return result
 
 
@@ -89,11 +111,12 @@ def prune_copy(
     with _timed(timings, "calibration_s"):
         samples = sample_windows(loaded.tokenizer, job.calibration)
     mix = job.importance.mix
+    compensator = build_compensator(job.compensate.method, damping=job.compensate.damping)
     with _timed(timings, "statistics_s"):
         stats = collect_statistics(
             adapter,
             stack(samples),
-            needs=metric_needs(mix),
+            needs=metric_needs(mix) | compensator.needs,
             progress=(lambda done, total: progress("statistics", done, total)) if progress else None,
         )
     with _timed(timings, "scoring_s"):
@@ -107,17 +130,68 @@ def prune_copy(
             normalization=job.importance.normalization,
             seed=job.importance.seed,
         )
-    del stats
+        saliency = None
+        if job.prune.allocation == "nirvana":  # raw scores, comparable across layers
+            raw = score_groups(
+                adapter,
+                groups,
+                stats,
+                mix=mix,
+                aggregation=job.importance.aggregation,
+                normalization="none",
+                seed=job.importance.seed,
+            )
+            saliency = unit_saliency(raw, adapter.n_layers)
+
+    def blocks(criterion: str) -> torch.Tensor:  # depth pruning: scored on the dense model, once
+        with _timed(timings, "block_scores_s"):
+            return block_scores(
+                adapter,
+                stack(samples),
+                criterion=criterion,
+                progress=(lambda done, total: progress("block scores", done, total)) if progress else None,
+            )
+
     with _timed(timings, "pruning_s"):
         before = count_parameters(model, non_embedding=True)
-        plan = plan_widths(layer_shapes(adapter), params_before=before, config=job.prune)
-        apply_plan(adapter, scores, plan)
+        plan = plan_model(adapter, params_before=before, config=job.prune, block_scores=blocks, saliency=saliency)
+        targets = pruned_inputs(adapter, scores, plan) if compensator.needs else []
+        apply_plan(adapter, scores, plan, drop_blocks=False)
+    with _timed(timings, "compensation_s"):
+        compensator(adapter, targets, stats)
+    remove_planned_blocks(adapter, plan)  # after compensation, which addresses the dense layer indices
+    del stats, targets
     facts = {
         "calibration_samples": [s.id for s in samples],
         "planned_ratio": plan.ratio_achieved,
+        "blocks_removed": list(plan.drop),
         "widths": adapter.widths(),
     }
     return model, facts
+
+
+def recover_pruned(
+    model: Any,
+    tokenizer: Any,
+    config: RecoverConfig,
+    *,
+    texts: dict[str, torch.Tensor],
+    evaluate: EvalConfig,
+    progress: Progress | None = None,
+    on_loss: Callable[[int, float], None] | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Run the recovery ``config`` names on the pruned ``model``; returns the plain trained model and the
+    report's ``recovery`` record, with the PPL on each held-out text before recovery."""
+    from adapruner.recover import recover_model
+
+    before = {
+        label: perplexity(
+            model, tokens, seq_len=evaluate.seq_len, stride=evaluate.stride, batch_size=evaluate.batch_size
+        ).ppl
+        for label, tokens in texts.items()
+    }
+    model, result = recover_model(model, tokenizer, config, progress=progress, on_loss=on_loss)
+    return model, result.as_dict() | {"perplexity_before": before}
 
 
 def run_prune(
@@ -126,10 +200,13 @@ def run_prune(
     out: str | Path | None = None,
     loaded: LoadedModel | None = None,
     progress: Progress | None = None,
+    on_loss: Callable[[int, float], None] | None = None,
 ) -> PruneOutcome:
-    """Load, calibrate, score, prune, evaluate against the dense model and save (when ``out`` is given).
+    """Load, calibrate, score, prune, recover (when ``job.recover`` says), evaluate against the dense
+    model and save (when ``out`` is given).
 
-    ``loaded`` lets a caller that runs many jobs on one model load it once.
+    ``loaded`` lets a caller that runs many jobs on one model load it once; ``on_loss(step, loss)``
+    follows the recovery's training loss.
     """
     timings: dict[str, float] = {}
     if loaded is None:
@@ -138,10 +215,21 @@ def run_prune(
     with _timed(timings, "eval_text_s"):
         texts = eval_texts(loaded.tokenizer, job.evaluate)
     with _timed(timings, "eval_dense_s"):
-        dense_eval = evaluate_model(loaded.model, texts, job.evaluate)
+        dense_eval = evaluate_model(loaded.model, texts, job.evaluate, tokenizer=loaded.tokenizer)
     model, facts = prune_copy(loaded, job, progress=progress, timings=timings)
+    if job.recover.enabled:
+        with _timed(timings, "recovery_s"):
+            model, facts["recovery"] = recover_pruned(
+                model,
+                loaded.tokenizer,
+                job.recover,
+                texts=texts,
+                evaluate=job.evaluate,
+                progress=progress,
+                on_loss=on_loss,
+            )
     with _timed(timings, "eval_pruned_s"):
-        pruned_eval = evaluate_model(model, texts, job.evaluate)
+        pruned_eval = evaluate_model(model, texts, job.evaluate, tokenizer=loaded.tokenizer)
     report = build_report(
         source=job.model.source,
         ratio_target=job.prune.ratio,
@@ -187,6 +275,11 @@ def build_report(
     }
     if "speed" in dense and "speed" in pruned:
         report["measured_speedup"] = pruned["speed"]["tokens_per_s"] / dense["speed"]["tokens_per_s"]
+    if "generation" in dense and "generation" in pruned:
+        report["generation_speedup"] = {
+            name: dense["generation"][name]["per_token_s"] / pruned["generation"][name]["per_token_s"]
+            for name in dense["generation"]
+        }
     return report
 
 
@@ -205,8 +298,32 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         (f"PPL {label}", f"{dense['perplexity'][label]:.2f}", f"{pruned['perplexity'][label]:.2f}")
         for label in dense["perplexity"]
     ]
+    if "recovery" in report:
+        recovery = report["recovery"]
+        rows += [
+            (f"PPL {label} before {recovery['method']}", f"{dense['perplexity'][label]:.2f}", f"{ppl:.2f}")
+            for label, ppl in recovery["perplexity_before"].items()
+        ]
+    for task, result in pruned.get("zero_shot", {}).items():
+        rows.append((f"zero-shot acc {task}", f"{dense['zero_shot'][task]['acc']:.3f}", f"{result['acc']:.3f}"))
     if "speed" in dense and "speed" in pruned:
         rows.append(("tokens/s", f"{dense['speed']['tokens_per_s']:.0f}", f"{pruned['speed']['tokens_per_s']:.0f}"))
+    if "generation" in dense and "generation" in pruned:
+        one, many = dense["generation"]["batch1"], dense["generation"]["batched"]
+        rows.append(
+            (
+                f"ms/new token, batch 1, prompt {one['prompt_len']}",
+                f"{1e3 * one['per_token_s']:.1f}",
+                f"{1e3 * pruned['generation']['batch1']['per_token_s']:.1f}",
+            )
+        )
+        rows.append(
+            (
+                f"generated tokens/s, batch {many['batch']}",
+                f"{many['tokens_per_s']:.0f}",
+                f"{pruned['generation']['batched']['tokens_per_s']:.0f}",
+            )
+        )
     rows.append(("GFLOPs/token", f"{dense['flops_per_token'] / 1e9:.3f}", f"{pruned['flops_per_token'] / 1e9:.3f}"))
     rows.append(("weights MB", f"{dense['weights_bytes'] / 2**20:.1f}", f"{pruned['weights_bytes'] / 2**20:.1f}"))
     return rows

@@ -4,7 +4,11 @@ One pass over the calibration batch collects, for every Linear that belongs to a
   - ``act_sq[name]``: ``[in_features]`` sum over tokens of x^2 of the module's input;
   - ``act_sum[name]``: ``[in_features]`` sum over tokens of x;
   - ``grad[name]``: weight-shaped sum over samples of dL_s/dW (L_s: mean next-token loss of sample s);
-  - ``fisher[name]``: weight-shaped sum over samples of (dL_s/dW)^2 (the diagonal empirical Fisher).
+  - ``fisher[name]``: weight-shaped sum over samples of (dL_s/dW)^2 (the diagonal empirical Fisher);
+  - ``cov[name]``: ``[in_features, in_features]`` sum over tokens of x x^T, for the modules whose input
+    columns carry the units (o_proj, down_proj): what least-squares compensation and Newton scores read;
+  - ``out_grad[name]``: weight-shaped sum over samples of dF_s/dW, F_s the sample's logits maximised over
+    positions and averaged over the vocabulary (the network output NIRVANA's NTK saliency differentiates).
 Gradients are collected only when a metric needs them; the Fisher needs one backward pass per sample.
 """
 
@@ -20,7 +24,7 @@ from torch import nn
 
 from adapruner.adapters.base import ModelAdapter
 
-NEEDS = ("act", "grad", "fisher")
+NEEDS = ("act", "grad", "fisher", "cov", "out_grad")
 
 
 @dataclass
@@ -31,6 +35,8 @@ class Statistics:
     act_sum: dict[str, torch.Tensor] = field(default_factory=dict)
     grad: dict[str, torch.Tensor] = field(default_factory=dict)
     fisher: dict[str, torch.Tensor] = field(default_factory=dict)
+    cov: dict[str, torch.Tensor] = field(default_factory=dict)
+    out_grad: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def act_norm(self, name: str) -> torch.Tensor:
         """``[in_features]`` L2 norm of each input channel over all calibration tokens."""
@@ -48,6 +54,17 @@ def unit_modules(adapter: ModelAdapter) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def consumer_modules(adapter: ModelAdapter) -> list[str]:
+    """Names of the Linears whose input columns carry the units (o_proj, down_proj), in layer order."""
+    return list(dict.fromkeys(group.consumer().module for group in adapter.groups()))
+
+
+def output_objective(logits: torch.Tensor) -> torch.Tensor:
+    """NIRVANA's scalar network output for a chunk (``logits: [batch, seq, vocab]``): per sample, the
+    logits maximised over positions and averaged over the vocabulary, summed over samples."""
+    return logits.float().max(dim=1).values.mean(dim=-1).sum()
+
+
 def collect_statistics(
     adapter: ModelAdapter,
     batch: torch.Tensor,
@@ -58,7 +75,7 @@ def collect_statistics(
 ) -> Statistics:
     """Run the calibration ``batch`` (``[n_samples, seq_len]`` token ids) through the model once.
 
-    ``needs`` is a subset of ``("act", "grad", "fisher")``. The model is left unchanged (no gradients
+    ``needs`` is a subset of :data:`NEEDS`. The model is left unchanged (no gradients
     kept on it, ``requires_grad`` restored).
     """
     needs = set(needs)
@@ -86,8 +103,22 @@ def collect_statistics(
             return record
 
         handles = [module.register_forward_pre_hook(hook(name)) for name, module in modules.items()]
+    if "cov" in needs:
 
-    use_grad = bool(needs & {"grad", "fisher"})
+        def cov_hook(name: str):
+            def record(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+                x = inputs[0].detach().float().reshape(-1, inputs[0].shape[-1])
+                _accumulate(stats.cov, name, x.t() @ x)
+
+            return record
+
+        handles += [
+            adapter.linear(name).register_forward_pre_hook(cov_hook(name)) for name in consumer_modules(adapter)
+        ]
+
+    use_loss = bool(needs & {"grad", "fisher"})
+    use_output = "out_grad" in needs
+    use_grad = use_loss or use_output
     per_sample = "fisher" in needs
     step = 1 if per_sample else batch_size
     trained = [m.weight for m in modules.values()] if use_grad else []
@@ -95,10 +126,10 @@ def collect_statistics(
         for start in range(0, batch.shape[0], step):
             ids = batch[start : start + step].to(device)
             with torch.set_grad_enabled(use_grad):
-                out = model(ids, labels=ids if use_grad else None, use_cache=False)
-            if use_grad:
+                out = model(ids, labels=ids if use_loss else None, use_cache=False)
+            if use_loss:
                 # HF's loss is the mean over the chunk's tokens; scale to a sum of per-sample means.
-                (out.loss * ids.shape[0]).backward()
+                (out.loss * ids.shape[0]).backward(retain_graph=use_output)
                 for name, module in modules.items():
                     g = module.weight.grad.float()
                     module.weight.grad = None
@@ -106,6 +137,12 @@ def collect_statistics(
                         _accumulate(stats.grad, name, g)
                     if per_sample:
                         _accumulate(stats.fisher, name, g.square())
+            if use_output:
+                output_objective(out.logits).backward()
+                for name, module in modules.items():
+                    _accumulate(stats.out_grad, name, module.weight.grad.float())
+                    module.weight.grad = None
+            del out
             stats.n_samples += ids.shape[0]
             stats.n_tokens += ids.numel()
             if progress:

@@ -5,6 +5,10 @@ partitions of ``jargon`` and ``gnu-standards`` (domains calibration did not see)
 test partition (same domain, different text). Writes its table into BENCHMARKS.md between markers.
 
     .venv/bin/python bench/baseline.py [--ratio 0.2] [--samples 32] [--seq-len 256] [--eval-tokens 16384]
+        [--metrics a,b] [--compensate none,bias,...] [--allocation uniform|nirvana] [--section NAME]
+
+``--compensate`` adds one row per metric and compensator (``metric + compensator``; ``none`` is the
+metric alone).
 """
 
 from __future__ import annotations
@@ -18,8 +22,16 @@ from pathlib import Path
 
 import torch
 
-from adapruner.catalog import METRICS
-from adapruner.config import CalibrationConfig, DataSource, EvalConfig, ImportanceConfig, PruneConfig, PruneJob
+from adapruner.catalog import COMPENSATORS, METRICS
+from adapruner.config import (
+    CalibrationConfig,
+    CompensateConfig,
+    DataSource,
+    EvalConfig,
+    ImportanceConfig,
+    PruneConfig,
+    PruneJob,
+)
 from adapruner.models import load_model
 from adapruner.pipeline import eval_texts, evaluate_model, prune_copy
 
@@ -49,6 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", default=",".join(METRICS.names()))
     parser.add_argument("--targets", default="heads,channels", help="unit kinds to prune")
     parser.add_argument("--section", default="baseline", help="BENCHMARKS.md section to (re)write")
+    parser.add_argument("--compensate", default="none", help=f"compensators, from: {', '.join(COMPENSATORS.names())}")
+    parser.add_argument("--allocation", default="uniform", help="uniform or nirvana")
     args = parser.parse_args(argv)
 
     texts_cfg = tuple(DataSource(kind="builtin", name=n) for n in ("jargon", "gnu-standards", "pydoc"))
@@ -58,20 +72,23 @@ def main(argv: list[str] | None = None) -> None:
     dense = evaluate_model(loaded.model, texts, evaluate)
     rows = []
     for metric in args.metrics.split(","):
-        job = PruneJob(
-            calibration=CalibrationConfig(samples=args.samples, seq_len=args.seq_len),
-            importance=ImportanceConfig(mix={metric: 1.0}),
-            prune=PruneConfig(ratio=args.ratio, targets=tuple(args.targets.split(","))),
-            evaluate=evaluate,
-        )
-        timings: dict[str, float] = {}
-        start = time.perf_counter()
-        model, _ = prune_copy(loaded, job, timings=timings)
-        prune_s = time.perf_counter() - start
-        result = evaluate_model(model, texts, evaluate)
-        rows.append((metric, result, prune_s))
-        print(f"{metric}: {result['perplexity']} in {prune_s:.1f}s", file=sys.stderr)
-        del model
+        for method in args.compensate.split(","):
+            job = PruneJob(
+                calibration=CalibrationConfig(samples=args.samples, seq_len=args.seq_len),
+                importance=ImportanceConfig(mix={metric: 1.0}),
+                prune=PruneConfig(ratio=args.ratio, targets=tuple(args.targets.split(",")), allocation=args.allocation),
+                compensate=CompensateConfig(method=method),
+                evaluate=evaluate,
+            )
+            timings: dict[str, float] = {}
+            start = time.perf_counter()
+            model, _ = prune_copy(loaded, job, timings=timings)
+            prune_s = time.perf_counter() - start
+            result = evaluate_model(model, texts, evaluate)
+            name = metric if method == "none" else f"{metric} + {method}"
+            rows.append((name, result, prune_s))
+            print(f"{name}: {result['perplexity']} in {prune_s:.1f}s", file=sys.stderr)
+            del model
 
     labels = list(texts)
     header = [
@@ -106,10 +123,11 @@ def main(argv: list[str] | None = None) -> None:
             f"torch {torch.__version__}, {torch.get_num_threads()} threads).",
             "",
             f"Calibration: {args.samples} samples x {args.seq_len} tokens from the pydoc train partition, "
-            f"uniform allocation over {args.targets} (heads are whole KV groups). PPL: sliding windows of 512 tokens over "
+            f"{args.allocation} allocation over {args.targets} (heads are whole KV groups). PPL: sliding windows of 512 tokens over "
             f"at most {args.eval_tokens:,} tokens of each corpus's test partition (jargon and gnu-standards were "
             "not used for calibration; pydoc test is same-domain, unseen text). Speed: forward throughput, "
-            f"batch {evaluate.speed_batch} x {evaluate.speed_seq_len} tokens.",
+            f'batch {evaluate.speed_batch} x {evaluate.speed_seq_len} tokens. "score+prune s" includes the '
+            "statistics pass and, for `metric + compensator` rows, the compensation.",
             "",
             *lines,
             "",

@@ -4,7 +4,12 @@ search with the same trial budget, on SmolLM2-135M.
 Validation (used to choose): the validation partitions of jargon and gnu-standards. Report (never
 used to choose): their test partitions. Writes its tables into BENCHMARKS.md.
 
-    .venv/bin/python bench/search.py [--ratio 0.2] [--trials 30]
+    .venv/bin/python bench/search.py [--ratio 0.2] [--trials 30] [--seq-lens 128,256]
+    .venv/bin/python bench/search.py --second-objective latency [--ratio-range 0.1,0.3]   # section search-latency
+    .venv/bin/python bench/search.py --second-objective params --ratio-range 0.1,0.3      # section search-params
+
+With ``--second-objective`` the section adds the Pareto fronts (validation PPL vs latency or parameters)
+of the GP search (log noisy EHVI) and of random search, with the hypervolume each dominates.
 """
 
 from __future__ import annotations
@@ -22,19 +27,19 @@ from pathlib import Path
 import torch
 
 from adapruner.adapters import get_adapter
-from adapruner.config import SearchJob, SearchSpace
+from adapruner.config import SearchJob
 from adapruner.models import load_model
 from adapruner.pipeline import eval_texts, evaluate_model
-from adapruner.search.cache import load_pool
+from adapruner.search.cache import load_pools
 from adapruner.search.objective import observe, validation_chunks
-from adapruner.search.run import DEFAULT_CACHE, prune_recipe, run_search
+from adapruner.search.run import DEFAULT_CACHE, SECOND_FIELD, prune_recipe, run_search
 from adapruner.search.space import Recipe
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline import write_section  # noqa: E402
 
 
-def fixed_recipe(source: str, metric: str, samples: int) -> Recipe:
+def fixed_recipe(source: str, metric: str, samples: int, seq_len: int) -> Recipe:
     """A fixed choice: one metric, one calibration source, the same ratio from attention and MLP."""
     return Recipe(
         source_weights={source: 1.0},
@@ -47,18 +52,69 @@ def fixed_recipe(source: str, metric: str, samples: int) -> Recipe:
         depth_slope=0.0,
         protect_first=0,
         protect_last=0,
+        seq_len=seq_len,
     )
+
+
+def hypervolume(points: list[tuple[float, float]], reference: tuple[float, float]) -> float:
+    """Area dominated by ``points`` (both coordinates minimised) and bounded by ``reference``."""
+    area, ceiling = 0.0, reference[1]
+    for x, y in sorted(p for p in points if p[0] < reference[0] and p[1] < reference[1]):
+        if y < ceiling:
+            area += (reference[0] - x) * (ceiling - y)
+            ceiling = y
+    return area
+
+
+def pareto_section(results: dict[str, dict], second: str) -> list[str]:
+    """Both searches' fronts (log PPL vs log of the second objective) and their hypervolumes."""
+    field = SECOND_FIELD[second]
+    fronts = {name: r["report"]["pareto"] for name, r in results.items()}
+    logs = {name: [(p["value"], math.log(p[field])) for p in front] for name, front in fronts.items()}
+    every = [pt for pts in logs.values() for pt in pts]
+    worst = (max(x for x, _ in every), max(y for _, y in every))
+    span = (worst[0] - min(x for x, _ in every), worst[1] - min(y for _, y in every))
+    reference = (worst[0] + 0.1 * span[0] + 1e-9, worst[1] + 0.1 * span[1] + 1e-9)
+    unit = "latency ms" if second == "latency" else "non-emb params"
+    lines = ["| method | trial | validation PPL | " + unit + " | ratio |", "|---|---|---|---|---|"]
+    for name, front in fronts.items():
+        for p in front:
+            value = f"{1000 * p[field]:.1f}" if second == "latency" else f"{p[field]:,}"
+            lines.append(f"| {name} | {p['index']} | {p['validation_ppl']:.2f} | {value} | {p['ratio']:.3f} |")
+    hv = "; ".join(f"{name} {hypervolume(pts, reference):.4f}" for name, pts in logs.items())
+    lines += ["", f"Hypervolume of each front in (log validation PPL, log {unit}), one reference point: {hv}."]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ratio", type=float, default=0.2)
     parser.add_argument("--trials", type=int, default=30)
-    parser.add_argument("--section", default="search")
+    parser.add_argument("--section", help="BENCHMARKS.md section (default search, or search-<second objective>)")
+    parser.add_argument("--seq-lens", help="calibration window lengths to choose from, e.g. 128,256")
+    parser.add_argument("--second-objective", choices=("latency", "params"))
+    parser.add_argument("--ratio-range", help="LOW,HIGH searched ratio (with --second-objective)")
+    parser.add_argument("--metrics", help="metrics the search mixes (default: SearchSpace's)")
+    parser.add_argument("--compensators", help="compensators the search chooses from (default: none)")
     args = parser.parse_args(argv)
     command = "python bench/search.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    section = args.section or ("search" if args.second_objective is None else f"search-{args.second_objective}")
 
-    job = SearchJob(ratio=args.ratio, search={"trials": args.trials})
+    space_args: dict = {}
+    if args.metrics:
+        space_args["metrics"] = tuple(args.metrics.split(","))
+    if args.compensators:
+        space_args["compensators"] = tuple(args.compensators.split(","))
+    if args.seq_lens:
+        space_args["seq_lens"] = tuple(int(n) for n in args.seq_lens.split(","))
+    if args.ratio_range:
+        low, high = (float(v) for v in args.ratio_range.split(","))
+        space_args["ratio"] = {"low": low, "high": high}
+    job = SearchJob(
+        ratio=args.ratio,
+        space=space_args,
+        search={"trials": args.trials, "second_objective": args.second_objective},
+    )
     random_job = job.model_copy(update={"search": job.search.model_copy(update={"n_init": args.trials})})
     loaded = load_model(job.model)
     texts = eval_texts(loaded.tokenizer, job.evaluate)
@@ -88,13 +144,13 @@ def main(argv: list[str] | None = None) -> None:
             print(name, results[name]["test"], file=sys.stderr)
 
     # Fixed metric-and-source pairs, each scored on the same validation text; the best is chosen there.
-    space = SearchSpace()
-    pool = load_pool(
+    space = job.space
+    pools = load_pools(
         get_adapter(loaded.model),
         loaded.tokenizer,
         space.sources,
         pool_size=space.pool_size,
-        seq_len=space.seq_len,
+        seq_lens=space.seq_lens,
         seed=job.search.seed,
         cache_dir=DEFAULT_CACHE,
     )
@@ -109,8 +165,8 @@ def main(argv: list[str] | None = None) -> None:
     pairs = []
     for source in space.sources:
         for metric in space.metrics:
-            recipe = fixed_recipe(source.label(), metric, samples=int(space.samples.high))
-            model, _ = prune_recipe(loaded, pool, recipe, ratio=job.ratio, targets=job.targets, seed=0)
+            recipe = fixed_recipe(source.label(), metric, samples=int(space.samples.high), seq_len=space.seq_lens[0])
+            model, _ = prune_recipe(loaded, pools, recipe, ratio=job.ratio, targets=job.targets, seed=0)
             value = observe(model, validation, reference=zeros).value
             pairs.append((value, source.label(), metric, model))
             print(source.label(), metric, math.exp(value), file=sys.stderr)
@@ -143,16 +199,23 @@ def main(argv: list[str] | None = None) -> None:
     best = report["best"]["recipe"]
     body = "\n".join(
         [
-            f"## Search: SmolLM2-135M at {args.ratio:.0%}, {args.trials} trials",
+            f"## Search: SmolLM2-135M at {args.ratio:.0%}, {args.trials} trials"
+            + (f", second objective {args.second_objective}" if args.second_objective else ""),
             "",
             f"Command: `{command.strip()}` ({time.strftime('%Y-%m-%d')}, {platform.machine()} CPU, "
             f"torch {torch.__version__}, {torch.get_num_threads()} threads).",
             "",
-            "Candidate calibration sources: train partitions of pydoc, jargon, gnu-standards (32 samples x 256 "
-            "tokens each in the pool). Validation (the objective): validation partitions of jargon and "
+            "Candidate calibration sources: train partitions of pydoc, jargon, gnu-standards "
+            f"({space.pool_size} samples x {'/'.join(map(str, space.seq_lens))} tokens each in the pool). Validation (the objective): validation partitions of jargon and "
             "gnu-standards. Test (this table, never used to choose): their test partitions, "
             f"{job.evaluate.max_tokens:,} tokens each. Fixed pairs use {int(space.samples.high)} samples and the "
-            "same ratio from attention and MLP.",
+            "same ratio from attention and MLP."
+            + (
+                f" The search rows choose their ratio in {space.ratio.low:g}..{space.ratio.high:g} (the best-quality"
+                f" trial is reported); the fixed pairs prune {args.ratio:g}: compare them on the Pareto table."
+                if space.ratio is not None
+                else ""
+            ),
             "",
             *rows,
             "",
@@ -169,10 +232,13 @@ def main(argv: list[str] | None = None) -> None:
             f"Best recipe: mix {', '.join(f'{k}={v:.2f}' for k, v in best['mix'].items())}; calibration "
             f"{', '.join(f'{k}={v:.2f}' for k, v in best['source_weights'].items())}, {best['samples']} samples; "
             f"attn_share {best['attn_share']:.2f}, depth_slope {best['depth_slope']:.2f}, "
-            f"{best['normalization']} normalisation.",
+            f"{best['normalization']} normalisation, compensation {best.get('compensate', 'none')}, "
+            f"calibration windows of {best.get('seq_len', space.seq_lens[0])} tokens"
+            + (f", ratio {best['ratio']:.3f}." if best.get("ratio") is not None else "."),
+            *(["", *pareto_section(results, args.second_objective)] if args.second_objective else []),
         ]
     )
-    write_section(args.section, body)
+    write_section(section, body)
     print(body)
 
 

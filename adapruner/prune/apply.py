@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
 from adapruner.adapters.base import ModelAdapter
-from adapruner.prune.plan import LayerShape, Plan
+from adapruner.config import PruneConfig
+from adapruner.prune.depth import choose_blocks
+from adapruner.prune.plan import LayerShape, Plan, blocks_to_remove, plan_widths, pruned_layers
 
 
 def layer_shapes(adapter: ModelAdapter) -> list[LayerShape]:
@@ -20,9 +22,32 @@ def layer_shapes(adapter: ModelAdapter) -> list[LayerShape]:
                 head_params=adapter.params_per_unit(heads),
                 channels=channels.n_units,
                 channel_params=adapter.params_per_unit(channels),
+                block_params=sum(p.numel() for p in adapter.layers[layer].parameters()),
             )
         )
     return shapes
+
+
+def plan_model(
+    adapter: ModelAdapter,
+    *,
+    params_before: int,
+    config: PruneConfig,
+    block_scores: Callable[[str], torch.Tensor] | None = None,
+    saliency: Sequence[Mapping[str, Sequence[float]]] | None = None,
+) -> Plan:
+    """The plan for ``adapter``'s model: with ``config.depth_share > 0`` first the whole blocks with the
+    lowest ``block_scores(config.block_criterion)`` (``[n_layers]``, called only then), then the widths
+    that remove the rest of the budget."""
+    shapes = layer_shapes(adapter)
+    n_drop = blocks_to_remove(shapes, params_before=params_before, config=config)
+    drop: list[int] = []
+    if n_drop:
+        if block_scores is None:
+            raise ValueError("prune.depth_share > 0 needs block scores")
+        candidates = pruned_layers(len(shapes), config)
+        drop = choose_blocks(block_scores(config.block_criterion), n_drop, candidates=candidates)
+    return plan_widths(shapes, params_before=params_before, config=config, saliency=saliency, drop=drop)
 
 
 def top_units(scores: torch.Tensor, keep: int) -> torch.Tensor:
@@ -32,11 +57,35 @@ def top_units(scores: torch.Tensor, keep: int) -> torch.Tensor:
     return order[:keep].sort().values
 
 
-def apply_plan(adapter: ModelAdapter, scores: Mapping[tuple[int, str], torch.Tensor], plan: Plan) -> None:
-    """Keep, in every group, the ``plan.keep`` best-scoring units; remove the rest."""
+def apply_plan(
+    adapter: ModelAdapter, scores: Mapping[tuple[int, str], torch.Tensor], plan: Plan, *, drop_blocks: bool = True
+) -> None:
+    """Keep, in every group, the ``plan.keep`` best-scoring units; remove the rest; then remove the
+    blocks ``plan.drop`` unless ``drop_blocks`` is false (a caller that still addresses modules by
+    their dense layer index, e.g. compensation, calls :func:`remove_planned_blocks` afterwards)."""
     for layer, widths in enumerate(plan.keep):
+        if layer in plan.drop:
+            continue
         for kind, keep in widths.items():
             group = adapter.unit_group(layer, kind)
             if keep < group.n_units:
                 adapter.remove_units(group, top_units(scores[group.key], keep))
+    if drop_blocks:
+        remove_planned_blocks(adapter, plan)
     adapter.sync_config()
+
+
+def remove_planned_blocks(adapter: ModelAdapter, plan: Plan) -> None:
+    """Remove the whole blocks of ``plan.drop`` (indices of the model the plan was made for)."""
+    if plan.drop:
+        adapter.remove_blocks(plan.drop)
+        adapter.sync_config()
+
+
+def unit_saliency(scores: Mapping[tuple[int, str], torch.Tensor], n_layers: int) -> list[dict[str, list[float]]]:
+    """Per-layer score lists for :func:`adapruner.prune.plan.plan_widths` (``allocation='nirvana'``):
+    ``[{kind: [n_units floats]}, ...]`` from ``{(layer, kind): scores [n_units]}``."""
+    out: list[dict[str, list[float]]] = [{} for _ in range(n_layers)]
+    for (layer, kind), values in scores.items():
+        out[layer][kind] = values.double().cpu().tolist()
+    return out

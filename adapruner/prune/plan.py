@@ -6,7 +6,7 @@ each layer keeps; the importance scores then decide *which*.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from adapruner.config import PruneConfig
@@ -25,6 +25,7 @@ class LayerShape:
     head_params: int
     channels: int
     channel_params: int
+    block_params: int = 0  # every parameter of the block (projections and norms): what removing it saves
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Plan:
     params_before: int
     params_removed: int
     target_removed: int
+    drop: tuple[int, ...] = ()  # whole blocks removed (indices before removal); their ``keep`` is unchanged
 
     @property
     def ratio_achieved(self) -> float:
@@ -75,6 +77,25 @@ def _take(total: int, capacity: Sequence[int], weights: Sequence[float] | None) 
     return taken
 
 
+def _take_lowest(total: int, candidates: Sequence[Sequence[float]]) -> list[int]:
+    """NIRVANA's global threshold: remove the ``total`` lowest-scored candidates over all layers, where
+    ``candidates[i]`` lists layer i's removable candidates in ascending order (capacity = its length);
+    returns how many each layer loses. Ties go to the earlier layer."""
+    pool = sorted((score, i, rank) for i, scores in enumerate(candidates) for rank, score in enumerate(scores))
+    taken = [0] * len(candidates)
+    for _score, i, _rank in pool[:total]:
+        taken[i] += 1
+    return taken
+
+
+def _nirvana_candidates(scores: Sequence[float], cap: int, size: int) -> list[float]:
+    """Layer candidates for :func:`_take_lowest`: the ascending scores grouped in chunks of ``size``
+    units, each chunk scored by its largest member (a chunk is under a threshold when all its units are),
+    at most ``cap`` chunks."""
+    ordered = sorted(scores)
+    return [ordered[(c + 1) * size - 1] for c in range(min(cap, len(ordered) // size))]
+
+
 def depth_weights(n: int, slope: float) -> list[float] | None:
     """Per-layer budget weights ``1 + slope * (2 * position - 1)``; ``None`` (even) when slope is 0."""
     if slope == 0 or n < 2:
@@ -83,7 +104,7 @@ def depth_weights(n: int, slope: float) -> list[float] | None:
 
 
 def pruned_layers(n_layers: int, config: PruneConfig) -> list[int]:
-    if config.allocation == "uniform":
+    if config.allocation != "protected":  # uniform and nirvana prune every layer
         return list(range(n_layers))
     layers = list(range(config.protect_first, n_layers - config.protect_last))
     if not layers:
@@ -94,14 +115,27 @@ def pruned_layers(n_layers: int, config: PruneConfig) -> list[int]:
     return layers
 
 
-def plan_widths(shapes: Sequence[LayerShape], *, params_before: int, config: PruneConfig) -> Plan:
+def plan_widths(
+    shapes: Sequence[LayerShape],
+    *,
+    params_before: int,
+    config: PruneConfig,
+    saliency: Sequence[Mapping[str, Sequence[float]]] | None = None,
+    drop: Sequence[int] = (),
+) -> Plan:
     """Plan the kept widths that remove ``config.ratio`` of ``params_before`` (non-embedding params).
 
     Attention is pruned in whole KV groups (at least ``min_kv_groups`` stay), channels in multiples of
-    ``channel_multiple``; channels absorb the rounding of the coarse attention units.
+    ``channel_multiple``; channels absorb the rounding of the coarse attention units. With
+    ``allocation='nirvana'``, ``saliency[i][kind]`` (one raw score per unit of layer i) decides which
+    layers lose the units (NIRVANA, Ai et al., 2025, arXiv 2509.14230): the same number of KV groups and
+    channel chunks is removed as otherwise, so the ratio is met as exactly. ``drop`` lists whole blocks
+    removed first (:func:`blocks_to_remove`); the rest of the budget is spread over the other layers.
     """
     target = round(config.ratio * params_before)
-    layers = pruned_layers(len(shapes), config)
+    dropped = set(drop)
+    layers = [i for i in pruned_layers(len(shapes), config) if i not in dropped]
+    blocks_removed = sum(shapes[i].block_params for i in drop)
     heads_on, channels_on = "heads" in config.targets, "channels" in config.targets
     head_cap = [max(shapes[i].heads - config.min_kv_groups, 0) if heads_on else 0 for i in layers]
     chunk = [config.channel_multiple * shapes[i].channel_params for i in layers]
@@ -121,13 +155,28 @@ def plan_widths(shapes: Sequence[LayerShape], *, params_before: int, config: Pru
         share = config.attn_share
 
     weights = depth_weights(len(layers), config.depth_slope)
+    if config.allocation == "nirvana" and saliency is None:
+        raise PlanError("prune.allocation='nirvana' needs unit scores (saliency); use uniform or protected here")
+
+    def take(total: int, capacity: list[int], kind: str, size: int) -> list[int]:
+        if config.allocation != "nirvana":
+            return _take(total, capacity, weights)
+        candidates = [
+            _nirvana_candidates(saliency[i][kind], cap, size) for i, cap in zip(layers, capacity, strict=True)
+        ]
+        return _take_lowest(total, candidates)
+
     head_unit = max(shapes[i].head_params for i in layers)
-    heads_removed = _take(round(share * target / head_unit), head_cap, weights) if heads_on else [0] * len(layers)
-    removed = sum(n * shapes[i].head_params for n, i in zip(heads_removed, layers, strict=True))
+    width_target = target - blocks_removed
+    heads_removed = (
+        take(max(round(share * width_target / head_unit), 0), head_cap, "heads", 1) if heads_on else [0] * len(layers)
+    )
+    removed = blocks_removed + sum(n * shapes[i].head_params for n, i in zip(heads_removed, layers, strict=True))
     chunks_removed = [0] * len(layers)
     if channels_on:
         chunk_unit = max(chunk)
-        chunks_removed = _take(max(round((target - removed) / chunk_unit), 0), chunk_cap, weights)
+        total_chunks = max(round((target - removed) / chunk_unit), 0)
+        chunks_removed = take(total_chunks, chunk_cap, "channels", config.channel_multiple)
         removed += sum(n * c for n, c in zip(chunks_removed, chunk, strict=True))
 
     if target and abs(removed - target) > 0.01 * target:
@@ -139,4 +188,26 @@ def plan_widths(shapes: Sequence[LayerShape], *, params_before: int, config: Pru
     keep = [{"heads": s.heads, "channels": s.channels} for s in shapes]
     for i, heads, chunks in zip(layers, heads_removed, chunks_removed, strict=True):
         keep[i] = {"heads": shapes[i].heads - heads, "channels": shapes[i].channels - chunks * config.channel_multiple}
-    return Plan(tuple(keep), params_before, removed, target)
+    return Plan(tuple(keep), params_before, removed, target, tuple(sorted(drop)))
+
+
+def blocks_to_remove(shapes: Sequence[LayerShape], *, params_before: int, config: PruneConfig) -> int:
+    """How many whole blocks ``config.depth_share`` of the removal budget buys (depth pruning): the
+    nearest whole number of (mean-sized) prunable blocks, one fewer when that would overshoot the
+    budget by more than 1%; at least one prunable block stays."""
+    if config.depth_share == 0:
+        return 0
+    layers = pruned_layers(len(shapes), config)
+    block = sum(shapes[i].block_params for i in layers) / len(layers)
+    if block <= 0:
+        raise ValueError("LayerShape.block_params is needed to plan depth pruning")
+    target = round(config.ratio * params_before)
+    n = round(config.depth_share * target / block)
+    if n * block > 1.01 * target:
+        n -= 1
+    if n > len(layers) - 1:
+        raise PlanError(
+            f"prune.depth_share {config.depth_share} asks for {n} of the {len(layers)} prunable blocks; "
+            "lower prune.depth_share or prune.ratio"
+        )
+    return n

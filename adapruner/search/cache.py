@@ -7,12 +7,19 @@ For every pool sample s (one forward and one backward pass each) the cache store
   - ``taylor_abs``: ``[n, U]`` per slice and unit, sum over the unit's weights of |W * g_s|;
   - ``taylor_vec``: ``[n, U]`` per slice and unit, sum over the unit's weights of W * g_s (signed);
   - ``taylor2_abs``: ``[n, U]`` per slice and unit, sum of |W * g_s - 1/2 * W^2 * g_s^2|;
-  (U = sum over unit groups and their slices of n_units; g_s = dL_s/dW).
+  - ``nirvana_abs``: ``[n, U]`` per slice and unit, sum of |W * f_s| (NIRVANA's saliency of sample s);
+  (U = sum over unit groups and their slices of n_units; g_s = dL_s/dW; f_s = dF_s/dW with F_s the network
+  output of :func:`adapruner.stats.output_objective`, one more backward pass per sample);
+  - ``tokens``: ``[n, seq_len]`` the samples' token ids, so that a trial can re-run its chosen samples
+    (compensation reads their input covariance, too large to cache per sample).
 
 Combining a subset S of samples is exact for activation metrics (``wanda``, ``flap``: sums of
 moments), for ``taylor_vector`` (|sum_s sum W g_s| = |sum W * sum_s g_s|) and for the data-free ones.
-It is an approximation for ``taylor`` and ``taylor2``: sum_s |W g_s| bounds |W sum_s g_s| from above
-(the triangle inequality), i.e. per-sample saliencies are added instead of per-sample gradients.
+It is an approximation for ``taylor``, ``taylor2`` and ``nirvana``: sum_s |W g_s| bounds |W sum_s g_s|
+from above (the triangle inequality), i.e. per-sample saliencies are added instead of per-sample
+gradients. ``bip`` is exact (activation moments). ``numerical`` is approximate: its Newton scores need the
+full input covariance, of which only the diagonal is cached, so correlations between units are ignored
+(see :mod:`adapruner.importance.numerical`).
 """
 
 from __future__ import annotations
@@ -31,16 +38,20 @@ from adapruner.calibration import Sample, sample_windows
 from adapruner.config import CalibrationConfig, DataSource
 from adapruner.importance.base import aggregate, build_metric, normalize
 from adapruner.prune.plan import spread
-from adapruner.stats import Statistics, calibration_mode, unit_modules
+from adapruner.stats import Statistics, calibration_mode, output_objective, unit_modules
 
-PER_UNIT = ("taylor_abs", "taylor_vec", "taylor2_abs")
+PER_UNIT = ("taylor_abs", "taylor_vec", "taylor2_abs", "nirvana_abs")
 PER_CHANNEL = ("act_sq", "act_sum")
 # metric -> (pooled per-unit statistic, take |.| after summing over samples)
 POOLED_GRADIENT = {
     "taylor": ("taylor_abs", False),
     "taylor2": ("taylor2_abs", False),
     "taylor_vector": ("taylor_vec", True),
+    "nirvana": ("nirvana_abs", False),
 }
+# metrics combined from the cache with a documented approximation of statistics it does not hold
+POOLED_APPROXIMATE = {"numerical": "diagonal of the input covariance"}
+CACHE_VERSION = "v2"  # v2: nirvana_abs and tokens
 
 
 @dataclass(frozen=True)
@@ -91,6 +102,7 @@ class PoolStats:
     sources: list[str]
     tokens_per_sample: int
     tensors: dict[str, torch.Tensor]  # PER_CHANNEL: [n, A]; PER_UNIT: [n, U]
+    tokens: torch.Tensor | None = None  # [n, seq_len] token ids
 
     def rows(self, ids: Sequence[str]) -> torch.Tensor:
         index = {sid: i for i, sid in enumerate(self.sample_ids)}
@@ -103,6 +115,7 @@ class PoolStats:
             [s for p in parts for s in p.sources],
             parts[0].tokens_per_sample,
             {k: torch.cat([p.tensors[k] for p in parts]) for k in parts[0].tensors},
+            torch.cat([p.tokens for p in parts]) if all(p.tokens is not None for p in parts) else None,
         )
 
 
@@ -129,17 +142,18 @@ def collect_pool_stats(
         return record
 
     handles = [linears[name].register_forward_pre_hook(hook(name)) for name in linears]
+    # The slices in the order Layout.of lists them (a fused module holds several slices of one group).
+    slices = [slice_ for group in groups for slice_ in group.slices]
     with calibration_mode(model, trainable=[m.weight for m in linears.values()], hooks=handles):
         for row, sample in enumerate(samples):
             ids = sample.input_ids[None].to(device)
-            model(ids, labels=ids, use_cache=False).loss.backward()
+            output = model(ids, labels=ids, use_cache=False)
+            output.loss.backward(retain_graph=True)
             for name, offset, width in layout.modules:
                 moments = current[name].cpu()
                 out["act_sq"][row, offset : offset + width] = moments[0]
                 out["act_sum"][row, offset : offset + width] = moments[1]
-            for group_index, module, offset, n_units in layout.slices:
-                group = groups[group_index]
-                slice_ = next(s for s in group.slices if s.module == module)
+            for (_, module, offset, n_units), slice_ in zip(layout.slices, slices, strict=True):
                 weight = linears[module].weight
                 w, g = weight.detach().float(), weight.grad.float()
                 wg = w * g
@@ -150,9 +164,20 @@ def collect_pool_stats(
                 out["taylor2_abs"][row, span] = slice_weight(second, slice_, n_units).sum((1, 2)).cpu()
             for linear in linears.values():
                 linear.weight.grad = None
+            output_objective(output.logits).backward()
+            del output
+            for (_, module, offset, n_units), slice_ in zip(layout.slices, slices, strict=True):
+                weight = linears[module].weight
+                saliency = (weight.detach().float() * weight.grad.float()).abs()
+                out["nirvana_abs"][row, offset : offset + n_units] = (
+                    slice_weight(saliency, slice_, n_units).sum((1, 2)).cpu()
+                )
+            for linear in linears.values():
+                linear.weight.grad = None
             if progress:
                 progress(row + 1, n)
-    return PoolStats([s.id for s in samples], [s.source for s in samples], samples[0].input_ids.numel(), out)
+    tokens = torch.stack([s.input_ids for s in samples])
+    return PoolStats([s.id for s in samples], [s.source for s in samples], samples[0].input_ids.numel(), out, tokens)
 
 
 def load_pool(
@@ -174,11 +199,15 @@ def load_pool(
     fingerprint = model_fingerprint(adapter.model) if cache_dir else ""
     parts = []
     for source in sources:
-        key = hashlib.sha256(f"{source.model_dump_json()}|{seq_len}|{seed}|{pool_size}|v1".encode()).hexdigest()[:16]
+        key = hashlib.sha256(
+            f"{source.model_dump_json()}|{seq_len}|{seed}|{pool_size}|{CACHE_VERSION}".encode()
+        ).hexdigest()[:16]
         path = Path(cache_dir) / fingerprint / f"{key}.pt" if cache_dir else None
         if path is not None and path.is_file():
             saved = torch.load(path, weights_only=True)
-            parts.append(PoolStats(saved["ids"], saved["sources"], saved["tokens"], saved["tensors"]))
+            parts.append(
+                PoolStats(saved["ids"], saved["sources"], saved["tokens"], saved["tensors"], saved["token_ids"])
+            )
             continue
         samples = sample_windows(
             tokenizer, CalibrationConfig(sources=(source,), samples=pool_size, seq_len=seq_len, seed=seed)
@@ -198,12 +227,45 @@ def load_pool(
                     "sources": pool.sources,
                     "tokens": pool.tokens_per_sample,
                     "tensors": pool.tensors,
+                    "token_ids": pool.tokens,
                 },
                 tmp,
             )
             tmp.replace(path)
         parts.append(pool)
     return PoolStats.concat(parts)
+
+
+def load_pools(
+    adapter: ModelAdapter,
+    tokenizer,
+    sources: Sequence[DataSource],
+    *,
+    pool_size: int,
+    seq_lens: Sequence[int],
+    seed: int,
+    cache_dir: Path | None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[int, PoolStats]:
+    """One candidate pool per calibration window length (``{seq_len: pool}``), each cached under its own
+    key. The warm-up cost adds up: about ``sum(seq_lens)`` tokens per pool sample instead of one length's.
+    Sample ids name their window (``source@offset+length``), so a choice is stable per length."""
+    pools = {}
+    for seq_len in seq_lens:
+        tagged = progress
+        if progress and len(seq_lens) > 1:
+            tagged = lambda stage, done, total, n=seq_len: progress(f"{stage} @{n}", done, total)  # noqa: E731
+        pools[seq_len] = load_pool(
+            adapter,
+            tokenizer,
+            sources,
+            pool_size=pool_size,
+            seq_len=seq_len,
+            seed=seed,
+            cache_dir=cache_dir,
+            progress=tagged,
+        )
+    return pools
 
 
 def choose_samples(pool: PoolStats, *, weights: dict[str, float], n: int, subset_seed: int) -> list[str]:
@@ -226,6 +288,13 @@ def choose_samples(pool: PoolStats, *, weights: dict[str, float], n: int, subset
     for label, count in zip(labels, counts, strict=True):
         chosen += random.Random(f"{subset_seed}:{label}").sample(by_source[label], count)
     return chosen
+
+
+def pool_tokens(pool: PoolStats, sample_ids: Sequence[str]) -> torch.Tensor:
+    """The token ids ``[n, seq_len]`` of the chosen pool samples."""
+    if pool.tokens is None:
+        raise ValueError("this pool holds no token ids; rebuild its cache")
+    return pool.tokens[pool.rows(sample_ids)]
 
 
 def pooled_scores(

@@ -5,6 +5,12 @@ Built on BoTorch/GPyTorch: a scrambled Sobol design for the first ``n_init`` tri
 expected improvement acquisition (``qLogNoisyExpectedImprovement``). The whole state is plain JSON,
 and restoring it gives the same next suggestion as an uninterrupted run with the same seed.
 
+With ``n_objectives > 1`` every trial is told a vector of objectives (all minimised); each gets its own
+GP (a ``ModelListGP``) and the acquisition is the log noisy expected hypervolume improvement
+(``qLogNoisyExpectedHypervolumeImprovement``, Daulton et al., NeurIPS 2021; Ament et al., NeurIPS
+2023) over a reference point just beyond the worst observed value of each objective. :meth:`best`
+stays the choice on the first objective; :meth:`pareto` gives the non-dominated trials.
+
 Conventions:
 
 * The objective is *minimised* (the GP models ``-value``, since BoTorch maximises).
@@ -15,6 +21,9 @@ Conventions:
   at fidelity 1, so the GP extrapolates early-stopped trials to a full evaluation.
 * Failed trials enter the GP at fidelity 1 with the *worst* observed value (and the largest observed
   noise, when noise is known), so that the search moves away from them instead of proposing them again.
+* Only the first objective has a fidelity and a known noise: the other objectives (cheap,
+  measured in full on every trial, such as latency or parameter count) enter at fidelity 1 with noise
+  inferred by their GP.
 * Every random step is seeded from ``(seed, trial index)`` (or the fitted data, for the GP fit) inside
   ``torch.random.fork_rng()``: the global RNG is left untouched and ``ask()`` is reproducible, in
   the same process or after ``from_state(json.loads(json.dumps(state_dict())))``. GP steps run on
@@ -33,13 +42,13 @@ import re
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import torch
 
 Value = float | int | str
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: n_objectives and Trial.secondary; version 1 states load as single-objective
 MAX_CHOICE_COMBINATIONS = 32
 # L-BFGS iterations of a GP fit: the mixed kernel converges slowly in the last digits (~600 function
 # evaluations); 200 iterations reach the optimum's marginal likelihood to ~1e-2 at a third of the cost.
@@ -97,7 +106,8 @@ class Trial:
     index: int
     params: dict[str, Value]
     status: Literal["pending", "completed", "failed"] = "pending"
-    value: float | None = None  # objective, minimised
+    value: float | None = None  # (first) objective, minimised
+    secondary: list[float] = field(default_factory=list)  # the other objectives, minimised
     noise: float | None = None  # observation variance (sem**2); None when unknown
     fidelity: float = 1.0  # 1.0 = full evaluation; < 1 = early-stopped on a prefix
     generator: str = ""  # "sobol", "gp" or "sobol-fallback"
@@ -110,6 +120,7 @@ class _Settings:
     acq_restarts: int = 8
     raw_samples: int = 256
     max_fit_points: int = 200
+    n_objectives: int = 1
 
 
 # Numerical failures of a GP fit or of the acquisition optimisation: these fall back to a Sobol point.
@@ -180,6 +191,7 @@ class BayesOptimizer:
         acq_restarts: Multistart restarts of the acquisition optimisation.
         raw_samples: Raw samples used to pick the acquisition starting points.
         max_fit_points: At most this many told trials are fitted (the best quarter plus the most recent).
+        n_objectives: Number of objectives told per trial (1: log noisy EI; more: log noisy EHVI).
     """
 
     def __init__(
@@ -191,22 +203,25 @@ class BayesOptimizer:
         acq_restarts: int = 8,
         raw_samples: int = 256,
         max_fit_points: int = 200,
+        n_objectives: int = 1,
     ) -> None:
         if not dims:
             raise ValueError("the search space has no free dimension; fix fewer parameters")
         names = [d.name for d in dims]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate dimension names in {names}")
-        if n_init < 1 or acq_restarts < 1 or raw_samples < 1 or max_fit_points < 2:
+        if n_init < 1 or acq_restarts < 1 or raw_samples < 1 or max_fit_points < 2 or n_objectives < 1:
             raise ValueError(
-                "need n_init >= 1, acq_restarts >= 1, raw_samples >= 1 and max_fit_points >= 2, got "
-                f"{n_init}, {acq_restarts}, {raw_samples}, {max_fit_points}"
+                "need n_init >= 1, acq_restarts >= 1, raw_samples >= 1, max_fit_points >= 2 and n_objectives >= 1,"
+                f" got {n_init}, {acq_restarts}, {raw_samples}, {max_fit_points}, {n_objectives}"
             )
         self.dims = tuple(dims)
-        self.settings = _Settings(int(seed), int(n_init), int(acq_restarts), int(raw_samples), int(max_fit_points))
+        self.settings = _Settings(
+            int(seed), int(n_init), int(acq_restarts), int(raw_samples), int(max_fit_points), int(n_objectives)
+        )
         self._trials: list[Trial] = []
         self._fit_key: tuple[tuple[int, str], ...] | None = None
-        self._fit_model: Any = None
+        self._fit_models: list[Any] = []
 
     # ---- ask / tell ------------------------------------------------------------------------------
     def ask(self) -> Trial:
@@ -233,19 +248,21 @@ class BayesOptimizer:
         self,
         index: int,
         *,
-        value: float | None,
+        value: float | Sequence[float] | None,
         noise: float | None = None,
         fidelity: float = 1.0,
         failed: bool = False,
     ) -> None:
         """Record the outcome of trial ``index``.
 
-        ``failed=True``, ``value=None`` or a non-finite value record the trial as failed. ``noise`` is
-        the observation variance (a non-finite or negative one is treated as unknown). ``fidelity``
-        must be in ``(0, 1]``.
+        ``value`` is the objective, or with several objectives the sequence of all of them (the first
+        is the one ``noise`` and ``fidelity`` describe). ``failed=True``, ``value=None`` or any
+        non-finite value record the trial as failed. ``noise`` is the observation variance of the first
+        objective (a non-finite or negative one is treated as unknown). ``fidelity`` must be in ``(0, 1]``.
 
         Raises:
-            ValueError: the trial was never asked or was already told, or the fidelity is out of range.
+            ValueError: the trial was never asked or was already told, the fidelity is out of range, or
+                ``value`` does not have one entry per objective.
         """
         if not 0 <= index < len(self._trials):
             raise ValueError(f"trial {index} was never asked")
@@ -254,11 +271,16 @@ class BayesOptimizer:
             raise ValueError(f"trial {index} was already told ({trial.status})")
         if not (math.isfinite(fidelity) and 0.0 < fidelity <= 1.0):
             raise ValueError(f"trial {index}: fidelity must be in (0, 1], got {fidelity}")
+        values = None if value is None else [float(v) for v in ([value] if isinstance(value, int | float) else value)]
+        if values is not None and len(values) != self.settings.n_objectives:
+            raise ValueError(
+                f"trial {index}: expected {self.settings.n_objectives} objective value(s), got {len(values)}"
+            )
         trial.fidelity = float(fidelity)
-        if failed or value is None or not math.isfinite(value):
+        if failed or values is None or not all(math.isfinite(v) for v in values):
             trial.status = "failed"
             return
-        trial.status, trial.value = "completed", float(value)
+        trial.status, trial.value, trial.secondary = "completed", values[0], values[1:]
         trial.noise = float(noise) if noise is not None and math.isfinite(noise) and noise >= 0 else None
 
     def trials(self) -> list[Trial]:
@@ -285,8 +307,25 @@ class BayesOptimizer:
                 return full[min(range(len(full)), key=lambda i: (means[i], full[i].value, i))]
         return min(full, key=lambda t: (t.value, t.index))
 
+    def pareto(self) -> list[Trial]:
+        """The completed full-fidelity trials that no other one dominates on the observed objectives
+        (all minimised; a dominates b when it is no worse in every objective and better in one), by
+        first objective. With one objective: the trials with the lowest value."""
+        full = [t for t in self._trials if t.status == "completed" and t.fidelity >= 1.0]
+        points = {t.index: (t.value, *t.secondary) for t in full}
+
+        def dominated(a: Trial) -> bool:
+            pa = points[a.index]
+            return any(
+                all(x <= y for x, y in zip(pb, pa, strict=True)) and pb != pa
+                for b, pb in ((b, points[b.index]) for b in full)
+                if b is not a
+            )
+
+        return sorted((t for t in full if not dominated(t)), key=lambda t: (t.value, t.index))
+
     def posterior(self, params_list: Sequence[dict[str, Value]]) -> list[tuple[float, float]]:
-        """``(mean, std)`` of the (latent, noise-free) objective at each parameter set, at fidelity 1.
+        """``(mean, std)`` of the (latent, noise-free) first objective at each parameter set, at fidelity 1.
 
         Defined from one completed trial on (with a single one the fit is degenerate: a flat mean).
 
@@ -295,7 +334,7 @@ class BayesOptimizer:
         """
         if not params_list:
             return []
-        model = self._model()
+        model = self._models()[0]
         x = torch.tensor([self._encode(p) + [1.0] for p in params_list], dtype=_DTYPE)
         with _gp_step(self.settings.seed), torch.no_grad():
             post = model.posterior(x)
@@ -318,8 +357,8 @@ class BayesOptimizer:
     def from_state(cls, state: dict[str, Any]) -> BayesOptimizer:
         """Rebuild an optimizer from :meth:`state_dict` (also after a JSON round trip)."""
         version = state.get("version", STATE_VERSION)
-        if version != STATE_VERSION:
-            raise ValueError(f"unsupported optimizer state version {version} (expected {STATE_VERSION})")
+        if version not in (1, STATE_VERSION):
+            raise ValueError(f"unsupported optimizer state version {version} (expected 1 or {STATE_VERSION})")
         dims = [Dim(**(d | {"choices": tuple(d.get("choices", ()))})) for d in state["dims"]]
         settings = dict(state["settings"])
         settings.setdefault("seed", state.get("seed", 0))
@@ -365,17 +404,28 @@ class BayesOptimizer:
             keep.add(t.index)
         return [t for t in told if t.index in keep]
 
-    def _training_data(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """``X`` (encoded params + fidelity), ``Y = -value`` and ``Yvar`` (None if any noise is unknown)."""
+    def _training_data(self, objective: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``X`` (encoded params + fidelity), ``Y = -value`` and ``Yvar`` (None if any noise is unknown) of
+        objective number ``objective`` (the others: fidelity 1 and unknown noise)."""
         told = self._fit_trials()
         done = [t for t in told if t.status == "completed"]
         if not done:
             raise ValueError("no completed trial to fit the GP on")
-        worst = max(t.value for t in done)
+
+        def observed(t: Trial) -> float:
+            return t.value if objective == 0 else t.secondary[objective - 1]
+
+        worst = max(observed(t) for t in done)
         x = torch.tensor(
-            [self._encode(t.params) + [t.fidelity if t.status == "completed" else 1.0] for t in told], dtype=_DTYPE
+            [
+                self._encode(t.params) + [t.fidelity if t.status == "completed" and objective == 0 else 1.0]
+                for t in told
+            ],
+            dtype=_DTYPE,
         )
-        y = torch.tensor([[-(t.value if t.status == "completed" else worst)] for t in told], dtype=_DTYPE)
+        y = torch.tensor([[-(observed(t) if t.status == "completed" else worst)] for t in told], dtype=_DTYPE)
+        if objective:
+            return x, y, None
         noises = [t.noise for t in done]
         if any(n is None for n in noises):
             return x, y, None
@@ -385,37 +435,66 @@ class BayesOptimizer:
         yvar = torch.tensor([[t.noise if t.status == "completed" else largest] for t in told], dtype=_DTYPE)
         return x, y, yvar.clamp_min(floor)
 
-    def _model(self) -> Any:
-        """The GP on the told trials, fitted once per data set (seeded by it, hence reproducible)."""
+    def _models(self) -> list[Any]:
+        """One GP per objective on the told trials, fitted once per data set (seeded by it, hence
+        reproducible)."""
         key = tuple((t.index, t.status) for t in self._fit_trials())
         if self._fit_key == key:
-            return self._fit_model
+            return self._fit_models
         from botorch.fit import fit_gpytorch_mll
         from botorch.models import MixedSingleTaskGP, SingleTaskGP
         from botorch.models.transforms import Standardize
         from gpytorch.mlls import ExactMarginalLogLikelihood
 
-        x, y, yvar = self._training_data()
         cat_dims = self._cat_dims()
-        with _gp_step(self.settings.seed * _SEED_STRIDE + key[-1][0]):  # seeded by the last fitted trial
-            if cat_dims:
-                model = MixedSingleTaskGP(x, y, cat_dims=cat_dims, train_Yvar=yvar, outcome_transform=Standardize(m=1))
-            else:
-                model = SingleTaskGP(x, y, train_Yvar=yvar, outcome_transform=Standardize(m=1))
-            fit_gpytorch_mll(
-                ExactMarginalLogLikelihood(model.likelihood, model),
-                optimizer_kwargs={"options": {"maxiter": FIT_MAXITER}},
+        models = []
+        for objective in range(self.settings.n_objectives):
+            x, y, yvar = self._training_data(objective)
+            # Seeded by the last fitted trial (and the objective).
+            with _gp_step(self.settings.seed * _SEED_STRIDE + key[-1][0] + objective * 7919):
+                if cat_dims:
+                    model = MixedSingleTaskGP(
+                        x, y, cat_dims=cat_dims, train_Yvar=yvar, outcome_transform=Standardize(m=1)
+                    )
+                else:
+                    model = SingleTaskGP(x, y, train_Yvar=yvar, outcome_transform=Standardize(m=1))
+                fit_gpytorch_mll(
+                    ExactMarginalLogLikelihood(model.likelihood, model),
+                    optimizer_kwargs={"options": {"maxiter": FIT_MAXITER}},
+                )
+            model.eval()
+            models.append(model)
+        self._fit_key, self._fit_models = key, models
+        return models
+
+    def _acquisition(self, models: list[Any], baseline: torch.Tensor, x_pending: torch.Tensor | None) -> Any:
+        """qLogNEI of ``-value`` with one objective; qLogNEHVI of ``-values`` over a ``ModelListGP`` with
+        several, the reference point 10% of each objective's observed range beyond its worst value."""
+        if len(models) == 1:
+            from botorch.acquisition.logei import qLogNoisyExpectedImprovement
+
+            return qLogNoisyExpectedImprovement(
+                models[0], X_baseline=baseline, X_pending=x_pending, prune_baseline=True
             )
-        model.eval()
-        self._fit_key, self._fit_model = key, model
-        return model
+        from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
+        from botorch.models import ModelListGP
+
+        ys = torch.cat([self._training_data(i)[1] for i in range(len(models))], dim=-1)  # maximised: -values
+        low, high = ys.min(0).values, ys.max(0).values
+        span = torch.where(high > low, high - low, low.abs().clamp_min(1e-3))
+        return qLogNoisyExpectedHypervolumeImprovement(
+            ModelListGP(*models),
+            ref_point=(low - 0.1 * span).tolist(),
+            X_baseline=baseline,
+            X_pending=x_pending,
+            prune_baseline=True,
+        )
 
     def _acquire(self, index: int) -> list[float]:
-        """Maximise qLogNEI (of ``-value``) at fidelity 1 with the pending trials as ``X_pending``."""
-        from botorch.acquisition.logei import qLogNoisyExpectedImprovement
+        """Maximise the acquisition at fidelity 1 with the pending trials as ``X_pending``."""
         from botorch.optim import optimize_acqf, optimize_acqf_mixed
 
-        model = self._model()
+        models = self._models()
         x_train, _, _ = self._training_data()
         baseline = x_train.clone()
         baseline[:, -1] = 1.0  # the incumbent is judged at full fidelity
@@ -427,7 +506,7 @@ class BayesOptimizer:
         cat_dims = self._cat_dims()
         fidelity = {d: 1.0}
         with _gp_step(self.settings.seed * _SEED_STRIDE + index):
-            acq = qLogNoisyExpectedImprovement(model, X_baseline=baseline, X_pending=x_pending, prune_baseline=True)
+            acq = self._acquisition(models, baseline, x_pending)
             search = {
                 "bounds": bounds,
                 "q": 1,

@@ -5,6 +5,11 @@ trial then combines cached statistics for its samples and metric weights, prunes
 and reads validation text chunk by chunk (stopping early when clearly worse than the incumbent).
 The final choice is the GP's posterior-mean best, confirmed on more validation text among the top few;
 only then is the held-out test text read, for the report.
+
+With ``search.second_objective`` (latency or non-embedding parameters, measured on every trial) the
+search is multi-objective: a trial stops early only against a full trial no worse in the second
+objective, the report adds the Pareto front (``pareto``) and how the artifact was picked (``pick``: the
+best-quality trial within ``search.second_cap``, if given).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import json
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,19 +29,32 @@ import torch
 from adapruner.adapters import get_adapter
 from adapruner.artifacts import save_pruned
 from adapruner.catalog import METRICS
+from adapruner.compensate import build_compensator, pruned_inputs
 from adapruner.config import SearchJob
 from adapruner.errors import UserError
-from adapruner.evaluate import count_parameters
+from adapruner.evaluate import count_parameters, measure_speed
 from adapruner.models import LoadedModel, load_model
-from adapruner.pipeline import build_report, eval_texts, evaluate_model, write_report
-from adapruner.prune import apply_plan, layer_shapes, plan_widths
+from adapruner.pipeline import build_report, eval_texts, evaluate_model, recover_pruned, write_report
+from adapruner.prune import apply_plan, plan_model, remove_planned_blocks
+from adapruner.prune.depth import BlockScores, fixed_batch
 from adapruner.prune.plan import PlanError
-from adapruner.search.cache import POOLED_GRADIENT, PoolStats, choose_samples, load_pool, pooled_scores
+from adapruner.search.cache import (
+    POOLED_APPROXIMATE,
+    POOLED_GRADIENT,
+    PoolStats,
+    choose_samples,
+    load_pools,
+    pool_tokens,
+    pooled_scores,
+)
 from adapruner.search.objective import Observation, Validation, observe, validation_chunks
 from adapruner.search.optimizer import BayesOptimizer
 from adapruner.search.space import Recipe, decode, dims
+from adapruner.stats import collect_statistics
 
 STATE_NAME = "search_state.json"
+# The trial record field of each second objective (it enters the GP as a logarithm).
+SECOND_FIELD = {"latency": "latency_s", "params": "non_embedding_params"}
 DEFAULT_CACHE = Path.home() / ".cache" / "adapruner" / "stats"
 
 Progress = Callable[[str, int, int], None]
@@ -58,14 +76,27 @@ def check_poolable(metrics: tuple[str, ...]) -> None:
     """Every searched metric must be computable from the pooled statistics."""
     for name in metrics:
         needs = METRICS.get(name).needs
-        if needs - {"act"} and name not in POOLED_GRADIENT:
+        if needs - {"act"} and name not in POOLED_GRADIENT and name not in POOLED_APPROXIMATE:
             raise UserError(f"space.metrics: {name!r} cannot be combined from cached statistics yet")
 
 
 def prune_recipe(
-    loaded: LoadedModel, pool: PoolStats, recipe: Recipe, *, ratio: float, targets: tuple[str, ...], seed: int
+    loaded: LoadedModel,
+    pools: Mapping[int, PoolStats],
+    recipe: Recipe,
+    *,
+    ratio: float,
+    targets: tuple[str, ...],
+    seed: int,
+    blocks: Callable[[str], torch.Tensor] | None = None,
 ) -> tuple[Any, list[str]]:
-    """A pruned copy of ``loaded.model`` for ``recipe``; returns it with the calibration sample ids."""
+    """A pruned copy of ``loaded.model`` for ``recipe``; returns it with the calibration sample ids.
+    ``pools`` holds one pool of statistics per calibration window length; the recipe's ``seq_len`` picks.
+    ``blocks(criterion)`` gives the dense model's block scores ``[n_layers]`` when the recipe removes
+    whole blocks (``depth_share > 0``): a :class:`~adapruner.prune.depth.BlockScores` shared by every
+    trial of a search, computed once per criterion on a fixed calibration batch (not on the trial's
+    samples: one-shot block criteria such as PPL cost a forward pass per block)."""
+    pool = pools[recipe.seq_len]
     dense_adapter = get_adapter(loaded.model)
     ids = choose_samples(pool, weights=recipe.source_weights, n=recipe.samples, subset_seed=recipe.subset_seed)
     scores = pooled_scores(
@@ -78,14 +109,36 @@ def prune_recipe(
         kinds=targets,
         seed=seed,
     )
-    plan = plan_widths(
-        layer_shapes(dense_adapter),
+    plan = plan_model(
+        dense_adapter,
         params_before=count_parameters(loaded.model, non_embedding=True),
         config=recipe.prune_config(ratio=ratio, targets=targets),
+        block_scores=blocks,
     )
     model = copy.deepcopy(loaded.model)
-    apply_plan(get_adapter(model), scores, plan)
+    adapter = get_adapter(model)
+    compensator = build_compensator(recipe.compensate)
+    targets, stats = [], None
+    if compensator.needs:  # the dense model's statistics of the chosen samples (one forward pass)
+        targets = pruned_inputs(adapter, scores, plan)
+        stats = collect_statistics(dense_adapter, pool_tokens(pool, ids), needs=compensator.needs)
+    apply_plan(adapter, scores, plan, drop_blocks=False)
+    compensator(adapter, targets, stats)
+    remove_planned_blocks(adapter, plan)  # after compensation, which addresses the dense layer indices
     return model, ids
+
+
+def second_value(model, job: SearchJob) -> dict[str, float]:
+    """The non-embedding parameter count of ``model`` and, when the second objective is latency, its
+    median forward latency (seconds) on ``latency_batch`` x ``latency_seq_len`` seeded random tokens."""
+    search = job.search
+    out: dict[str, float] = {"non_embedding_params": count_parameters(model, non_embedding=True)}
+    if search.second_objective == "latency":
+        speed = measure_speed(
+            model, batch=search.latency_batch, seq_len=search.latency_seq_len, warmup=1, repeats=search.latency_repeats
+        )
+        out["latency_s"] = speed.latency_s
+    return out
 
 
 def _timed_observe(model, validation: Validation, **kwargs) -> tuple[Observation, float]:
@@ -141,17 +194,19 @@ def run_search(
     adapter = get_adapter(loaded.model)
     space, search = job.space, job.search
     warm = time.perf_counter()
-    pool = load_pool(
+    pools = load_pools(
         adapter,
         loaded.tokenizer,
         space.sources,
         pool_size=space.pool_size,
-        seq_len=space.seq_len,
+        seq_lens=space.seq_lens,
         seed=search.seed,
         cache_dir=cache_dir,
         progress=progress,
     )
     timings.setdefault("warmup_s", round(time.perf_counter() - warm, 3))
+    # Block scores for depth pruning: once per criterion, on first use, on a fixed batch of the pool.
+    blocks = BlockScores(adapter, lambda: fixed_batch(pools[space.seq_lens[0]].tokens))
     validation = validation_chunks(
         loaded.tokenizer,
         search.validation,
@@ -171,10 +226,16 @@ def run_search(
             n_init=search.n_init,
             acq_restarts=search.acq_restarts,
             raw_samples=search.raw_samples,
+            n_objectives=1 if search.second_objective is None else 2,
         )
+    second_field = SECOND_FIELD.get(search.second_objective)
 
-    def incumbent() -> dict[str, Any] | None:
+    def incumbent(second: dict[str, float] | None = None) -> dict[str, Any] | None:
+        """The best full trial; given a trial's second objective, the best among those no worse in it
+        (with two objectives a trial is only stopped early when it is dominated)."""
         full = [r for r in records.values() if r["status"] == "completed" and not r["stopped_early"]]
+        if second is not None and second_field:
+            full = [r for r in full if r[second_field] <= second[second_field]]
         return min(full, key=lambda r: r["value"]) if full else None
 
     def finished() -> int:
@@ -200,8 +261,11 @@ def run_search(
         record: dict[str, Any] = {"index": trial.index, "params": trial.params, "recipe": recipe.as_dict()}
         t0 = time.perf_counter()
         try:
-            model, ids = prune_recipe(loaded, pool, recipe, ratio=job.ratio, targets=job.targets, seed=search.seed)
-            best = incumbent()
+            model, ids = prune_recipe(
+                loaded, pools, recipe, ratio=job.ratio, targets=job.targets, seed=search.seed, blocks=blocks
+            )
+            second = second_value(model, job)
+            best = incumbent(second)
             observation, eval_s = _timed_observe(
                 model,
                 validation,
@@ -211,8 +275,9 @@ def run_search(
                 min_fraction=search.min_fraction,
             )
             del model
-            optimizer.tell(trial.index, value=observation.value, noise=observation.noise, fidelity=observation.fidelity)
-            record |= {
+            values = [observation.value] + ([math.log(second[second_field])] if second_field else [])
+            optimizer.tell(trial.index, value=values, noise=observation.noise, fidelity=observation.fidelity)
+            record |= second | {
                 "status": "completed",
                 "value": observation.value,
                 "noise": observation.noise,
@@ -248,19 +313,53 @@ def run_search(
 
     if max_new_trials is not None and not out_of_budget():
         return None
-    return _finish(job, out, loaded, pool, optimizer, records, timings, dense_obs, start)
+    return _finish(job, out, loaded, pools, optimizer, records, timings, dense_obs, start, blocks=blocks)
+
+
+def _eligible(job: SearchJob, full: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The full trials the artifact may come from: all of them, or with a second objective and
+    ``second_cap`` those within the cap (the trial lowest in the second objective when none is); with
+    a second objective also how the pick was made, for the report."""
+    kind, cap = job.search.second_objective, job.search.second_cap
+    if kind is None:
+        return full, None
+    key = SECOND_FIELD[kind]
+    within = full if cap is None else [r for r in full if r[key] <= cap]
+    pick = {"second_objective": kind, "field": key, "cap": cap, "cap_met": bool(within)}
+    return within or [min(full, key=lambda r: (r[key], r["value"]))], pick
+
+
+def _pareto(job: SearchJob, optimizer: BayesOptimizer, records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The non-dominated full trials (validation NLL vs the second objective), by validation NLL."""
+    key = SECOND_FIELD[job.search.second_objective]
+    points = []
+    for trial in optimizer.pareto():
+        record = records[str(trial.index)]
+        points.append(
+            {
+                "index": trial.index,
+                "value": record["value"],
+                "validation_ppl": record["validation_ppl"],
+                key: record[key],
+                "non_embedding_params": record["non_embedding_params"],
+                "ratio": job.ratio if record["recipe"].get("ratio") is None else record["recipe"]["ratio"],
+            }
+        )
+    return points
 
 
 def _finish(
     job: SearchJob,
     out: Path,
     loaded: LoadedModel,
-    pool: PoolStats,
+    pools: Mapping[int, PoolStats],
     optimizer: BayesOptimizer,
     records: dict[str, dict[str, Any]],
     timings: dict[str, float],
     dense_obs: Observation,
     start: float,
+    *,
+    blocks: BlockScores | None = None,
 ) -> SearchOutcome:
     search = job.search
     full = [r for r in records.values() if r["status"] == "completed" and not r["stopped_early"]]
@@ -269,7 +368,8 @@ def _finish(
     means = optimizer.posterior([r["params"] for r in full])
     for record, (mean, std) in zip(full, means, strict=True):
         record["posterior_mean"], record["posterior_std"] = mean, std
-    top = sorted(full, key=lambda r: r["posterior_mean"])[: search.top_k]
+    eligible, pick = _eligible(job, full)
+    top = sorted(eligible, key=lambda r: r["posterior_mean"])[: search.top_k]
     # Confirm the top few on more validation text (the search chunks and, where there is more, more).
     more = validation_chunks(
         loaded.tokenizer,
@@ -282,25 +382,33 @@ def _finish(
     candidates = []
     for record in top:
         recipe = Recipe(**record["recipe"])
-        model, ids = prune_recipe(loaded, pool, recipe, ratio=job.ratio, targets=job.targets, seed=search.seed)
+        model, ids = prune_recipe(
+            loaded, pools, recipe, ratio=job.ratio, targets=job.targets, seed=search.seed, blocks=blocks
+        )
         confirm = statistics.fmean(observe(model, more, reference=[0.0] * len(more.chunks)).chunk_nlls)
         candidates.append((confirm, record, model, ids))
     candidates.sort(key=lambda c: c[0])
     confirm_value, best, model, ids = candidates[0]
 
     eval_start = time.perf_counter()
-    dense_eval = evaluate_model(loaded.model, texts, job.evaluate)
-    pruned_eval = evaluate_model(model, texts, job.evaluate)
+    dense_eval = evaluate_model(loaded.model, texts, job.evaluate, tokenizer=loaded.tokenizer)
+    recovery = None
+    if job.recover.enabled:  # the best trial only; its test PPL before recovery is kept for the agreement
+        model, recovery = recover_pruned(model, loaded.tokenizer, job.recover, texts=texts, evaluate=job.evaluate)
+    pruned_eval = evaluate_model(model, texts, job.evaluate, tokenizer=loaded.tokenizer)
     # Validation vs test for every confirmed candidate (report only: the choice is already made).
     agreement = []
-    no_speed = job.evaluate.model_copy(update={"speed": False})
+    no_speed = job.evaluate.model_copy(update={"speed": False, "zero_shot": ()})
     for value, record, candidate, _ in candidates:
-        test = pruned_eval if candidate is model else evaluate_model(candidate, texts, no_speed)
+        if record is best:
+            test_ppl = recovery["perplexity_before"] if recovery else pruned_eval["perplexity"]
+        else:
+            test_ppl = evaluate_model(candidate, texts, no_speed)["perplexity"]
         agreement.append(
             {
                 "index": record["index"],
                 "validation_ppl": math.exp(value),
-                "test_ppl": {label: test["perplexity"][label] for label in texts},
+                "test_ppl": {label: test_ppl[label] for label in texts},
             }
         )
     timings["final_eval_s"] = round(time.perf_counter() - eval_start, 3)
@@ -324,7 +432,10 @@ def _finish(
         "trial_cost": {
             "validation_pass_s": timings["validation_pass_s"],
             "warmup_s": timings["warmup_s"],
-            "warmup_passes_per_source": timings["warmup_s"] / timings["validation_pass_s"] / len(job.space.sources),
+            # per source and calibration window length (one pool each)
+            "warmup_passes_per_source": timings["warmup_s"]
+            / timings["validation_pass_s"]
+            / (len(job.space.sources) * len(job.space.seq_lens)),
             "mean_trial_vs_pass": statistics.fmean(r["cost_vs_validation_pass"] for r in done) if done else None,
             "max_full_trial_vs_pass": max(
                 (r["cost_vs_validation_pass"] for r in done if not r["stopped_early"]), default=None
@@ -332,9 +443,14 @@ def _finish(
             "stopped_early": sum(1 for r in done if r["stopped_early"]),
         },
     }
+    if pick is not None:
+        facts["pick"] = pick
+        facts["pareto"] = _pareto(job, optimizer, records)
+    if recovery:
+        facts["recovery"] = recovery
     report = build_report(
         source=job.model.source,
-        ratio_target=job.ratio,
+        ratio_target=job.ratio if best["recipe"].get("ratio") is None else best["recipe"]["ratio"],
         config=job.model_dump(mode="json"),
         dense=dense_eval,
         pruned=pruned_eval,

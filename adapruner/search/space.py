@@ -13,7 +13,7 @@ SOURCE_PREFIX, METRIC_PREFIX = "source:", "metric:"
 
 @dataclass(frozen=True)
 class Recipe:
-    """What one trial prunes with: calibration choice, metric mix and allocation."""
+    """What one trial prunes with: calibration choice, metric mix, allocation and compensation."""
 
     source_weights: dict[str, float]
     samples: int
@@ -25,17 +25,25 @@ class Recipe:
     depth_slope: float
     protect_first: int
     protect_last: int
+    compensate: str = "none"  # a COMPENSATORS name (default for states written before the dimension)
+    seq_len: int = 256  # calibration window length: picks the pool of statistics
+    ratio: float | None = None  # a searched pruning ratio; None: the job's
+    depth_share: float = 0.0  # share of the budget removed as whole blocks
+    block_criterion: str = "block_influence"  # a BLOCK_CRITERIA name: which blocks go
 
     def prune_config(self, *, ratio: float, targets: tuple[str, ...]) -> PruneConfig:
+        """The prune config of this recipe; ``ratio`` (the job's) applies unless the recipe searched one."""
         protected = self.protect_first > 0 or self.protect_last > 0
         return PruneConfig(
-            ratio=ratio,
+            ratio=ratio if self.ratio is None else self.ratio,
             targets=targets,
             allocation="protected" if protected else "uniform",
             protect_first=self.protect_first,
             protect_last=self.protect_last,
             attn_share=self.attn_share if {"heads", "channels"} <= set(targets) else None,
             depth_slope=self.depth_slope,
+            depth_share=self.depth_share,
+            block_criterion=self.block_criterion,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -64,6 +72,15 @@ def dims(space: SearchSpace) -> list[Dim]:
     out.append(_range_dim("depth_slope", space.depth_slope, "float"))
     out.append(_range_dim("protect_first", space.protect_first, "int"))
     out.append(_range_dim("protect_last", space.protect_last, "int"))
+    if len(space.compensators) > 1:
+        out.append(Dim("compensate", "choice", choices=space.compensators))
+    if len(space.seq_lens) > 1:
+        out.append(Dim("seq_len", "choice", choices=tuple(str(n) for n in space.seq_lens)))
+    if space.ratio is not None:
+        out.append(_range_dim("ratio", space.ratio, "float"))
+    out.append(_range_dim("depth_share", space.depth_share, "float"))
+    if len(space.block_criteria) > 1:
+        out.append(Dim("block_criterion", "choice", choices=space.block_criteria))
     return [d for d in out if d is not None]
 
 
@@ -93,4 +110,9 @@ def decode(space: SearchSpace, params: dict[str, Any]) -> Recipe:
         depth_slope=value("depth_slope", space.depth_slope),
         protect_first=int(round(value("protect_first", space.protect_first))),
         protect_last=int(round(value("protect_last", space.protect_last))),
+        compensate=str(params.get("compensate", space.compensators[0])),
+        seq_len=int(params.get("seq_len", space.seq_lens[0])),
+        ratio=None if space.ratio is None else value("ratio", space.ratio),
+        depth_share=value("depth_share", space.depth_share),
+        block_criterion=str(params.get("block_criterion", space.block_criteria[0])),
     )

@@ -1,6 +1,7 @@
 """The contract every model adapter must pass, on tiny random configs with and without GQA.
 
-A new architecture adds its tiny config factories to ``CASES``; nothing else changes here.
+A new architecture adds its tiny config factories to ``CASES`` (tests/adapters/families.py); nothing
+else changes here.
 """
 
 from __future__ import annotations
@@ -11,14 +12,10 @@ import pytest
 import torch
 
 from adapruner.adapters import UNIT_KINDS, get_adapter
+from adapruner.artifacts import load_pruned, save_pruned
 from adapruner.catalog import ADAPTERS
+from tests.adapters.families import CASES
 from tests.conftest import tiny_llama
-
-CASES = {
-    "llama-gqa": lambda: tiny_llama(gqa=True),
-    "llama-mha": lambda: tiny_llama(gqa=False),
-    "llama-bias": lambda: tiny_llama(gqa=True, attention_bias=True, mlp_bias=True),
-}
 
 
 @pytest.fixture(params=sorted(CASES))
@@ -108,8 +105,55 @@ def test_sync_config_reports_uniform_widths(model):
     assert not adapter.sync_config()
 
 
+def test_depth_and_width_pruned_model_reloads_with_identical_logits(model, tiny_batch, tmp_path):
+    adapter = get_adapter(model)
+    adapter.remove_blocks([1])
+    for group in adapter.groups():  # non-uniform widths: layer 0 loses one unit, layer 1 none
+        adapter.remove_units(group, torch.arange(group.n_units - (1 - group.layer % 2)))
+    save_pruned(model, None, tmp_path)
+    reloaded, _ = load_pruned(tmp_path)
+    assert get_adapter(reloaded).widths() == adapter.widths()
+    assert reloaded.config.num_hidden_layers == 2
+    assert torch.equal(logits(reloaded, tiny_batch), logits(model, tiny_batch))
+
+
 def test_unsupported_model_type_lists_supported():
     model = tiny_llama()
     model.config.model_type = "mamba"
-    with pytest.raises(ValueError, match="supported: llama"):
+    with pytest.raises(ValueError, match="supported: " + ", ".join(ADAPTERS.names())):
         get_adapter(model)
+
+
+def test_multimodal_gemma3_is_refused_naming_the_text_type():
+    from transformers import Gemma3Config
+
+    model = tiny_llama()
+    model.config = Gemma3Config()
+    with pytest.raises(ValueError, match="'gemma3' is not supported; supported: .*gemma3_text"):
+        get_adapter(model)
+
+
+def test_pooled_statistics_agree_with_direct_scores(model, tiny_batch):
+    """The search's cached per-sample statistics give the same vector-Taylor scores as one direct pass
+    (an exact identity: |sum_s W * g_s| = |W * sum_s g_s|), fused projections included."""
+    from adapruner.calibration import Sample
+    from adapruner.importance import score_groups
+    from adapruner.search.cache import collect_pool_stats, pooled_scores
+    from adapruner.stats import collect_statistics
+
+    adapter = get_adapter(model)
+    samples = [Sample(f"s@{i}", "s", row) for i, row in enumerate(tiny_batch)]
+    pool = collect_pool_stats(adapter, samples)
+    pooled = pooled_scores(
+        adapter,
+        pool,
+        [s.id for s in samples],
+        mix={"taylor_vector": 1.0},
+        aggregation="sum",
+        normalization="none",
+        kinds=UNIT_KINDS,
+    )
+    stats = collect_statistics(adapter, tiny_batch, needs={"grad"}, batch_size=1)
+    direct = score_groups(adapter, adapter.groups(), stats, mix={"taylor_vector": 1.0}, normalization="none")
+    for key, scores in direct.items():
+        torch.testing.assert_close(pooled[key], scores, rtol=1e-4, atol=1e-6)

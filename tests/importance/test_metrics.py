@@ -6,14 +6,14 @@ import torch
 from adapruner.adapters import get_adapter, slice_weight
 from adapruner.catalog import METRICS
 from adapruner.importance import aggregate, build_metric, metric_needs, normalize, score_groups
-from adapruner.stats import collect_statistics
+from adapruner.stats import NEEDS, collect_statistics
 from tests.conftest import tiny_llama
 
 
 @pytest.fixture
 def setup(tiny_model, tiny_batch):
     adapter = get_adapter(tiny_model)
-    stats = collect_statistics(adapter, tiny_batch, needs={"act", "grad", "fisher"})
+    stats = collect_statistics(adapter, tiny_batch, needs=set(NEEDS))
     return adapter, stats, tiny_batch
 
 

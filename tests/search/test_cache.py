@@ -122,3 +122,51 @@ def test_fingerprint_changes_with_the_weights():
         model.model.layers[0].mlp.up_proj.weight[0, 0] += 1
     assert model_fingerprint(model) != before
     assert model_fingerprint(tiny_llama()) == before
+
+
+def _pooled(adapter, pool, ids, metric, normalization="none"):
+    return pooled_scores(
+        adapter, pool, ids, mix={metric: 1.0}, aggregation="sum", normalization=normalization, kinds=KINDS
+    )
+
+
+def test_pooled_bip_is_exact(pool_setup):
+    adapter, samples, pool = pool_setup
+    subset = samples[1:4]
+    stats = collect_statistics(adapter, stack(subset), needs={"act"})
+    exact = score_groups(adapter, adapter.groups(), stats, mix={"bip": 1.0}, normalization="none")
+    pooled = _pooled(adapter, pool, [s.id for s in subset], "bip")
+    for key in exact:
+        torch.testing.assert_close(pooled[key], exact[key], rtol=1e-4, atol=1e-7)
+
+
+def test_pooled_nirvana_adds_per_sample_saliencies(pool_setup):
+    """Like taylor: sum_s |W f_s| >= |W sum_s f_s| (the documented approximation), equal for one sample."""
+    adapter, samples, pool = pool_setup
+    stats = collect_statistics(adapter, stack(samples), needs={"out_grad"}, batch_size=1)
+    exact = score_groups(adapter, adapter.groups(), stats, mix={"nirvana": 1.0}, normalization="none")
+    pooled = _pooled(adapter, pool, [s.id for s in samples], "nirvana")
+    for key in exact:
+        assert (pooled[key] >= exact[key] * (1 - 1e-5)).all()
+        assert (pooled[key] > exact[key] * (1 + 1e-4)).any()
+    one = samples[:1]
+    stats = collect_statistics(adapter, stack(one), needs={"out_grad"})
+    exact = score_groups(adapter, adapter.groups(), stats, mix={"nirvana": 1.0}, normalization="none")
+    pooled = _pooled(adapter, pool, [one[0].id], "nirvana")
+    for key in exact:
+        torch.testing.assert_close(pooled[key], exact[key], rtol=1e-4, atol=1e-7)
+
+
+def test_pooled_numerical_is_newton_on_the_diagonal_covariance(pool_setup):
+    adapter, samples, pool = pool_setup
+    stats = collect_statistics(adapter, stack(samples), needs={"act"})  # no covariance: its diagonal only
+    exact = score_groups(adapter, adapter.groups(), stats, mix={"numerical": 1.0}, normalization="none")
+    pooled = _pooled(adapter, pool, [s.id for s in samples], "numerical")
+    for key in exact:
+        torch.testing.assert_close(pooled[key], exact[key], rtol=1e-4, atol=1e-7)
+
+
+def test_pool_keeps_the_token_ids(pool_setup):
+    _, samples, pool = pool_setup
+    ids = [samples[3].id, samples[0].id]
+    assert torch.equal(cache.pool_tokens(pool, ids), torch.stack([samples[3].input_ids, samples[0].input_ids]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
@@ -174,3 +175,71 @@ def test_many_choice_combinations_are_sampled_deterministically():
     assert all(all(v in (0.0, 1.0, 2.0) for v in c) for c in combos)
     assert combos == optimizer._choice_combinations(list(range(4)), 9)
     assert combos != optimizer._choice_combinations(list(range(4)), 10)
+
+
+def two_objectives(params: dict, rng: random.Random | None = None) -> list[float]:
+    """The noisy quadratic against a cost that falls as ``x`` grows: a trade-off along ``x``."""
+    return [quadratic(params, rng), math.exp(-params["x"])]
+
+
+def run2(optimizer: BayesOptimizer, n: int, *, rng: random.Random | None = None) -> None:
+    for _ in range(n):
+        trial = optimizer.ask()
+        optimizer.tell(trial.index, value=two_objectives(trial.params, rng), noise=NOISE_SD**2)
+
+
+def test_pareto_is_the_non_dominated_full_fidelity_set():
+    optimizer = BayesOptimizer(MIXED, seed=0, n_init=8, n_objectives=2, **FAST)
+    told = [([1.0, 5.0], 1.0), ([2.0, 2.0], 1.0), ([3.0, 1.0], 1.0), ([2.5, 2.5], 1.0), ([0.5, 0.5], 0.25)]
+    told += [([2.0, 2.0], 1.0)]  # a tie with trial 1: neither dominates the other
+    for values, fidelity in told:
+        optimizer.tell(optimizer.ask().index, value=values, noise=1e-4, fidelity=fidelity)
+    optimizer.tell(optimizer.ask().index, value=None, failed=True)
+    front = optimizer.pareto()
+    assert [t.index for t in front] == [0, 1, 5, 2]  # by first objective; 3 is dominated by 1, 4 stopped early
+    points = [(t.value, *t.secondary) for t in front]
+    for t in optimizer.trials():
+        if t.status == "completed" and t.fidelity == 1 and t not in front:
+            mine = (t.value, *t.secondary)
+            assert any(all(a <= b for a, b in zip(p, mine, strict=True)) for p in points)
+    assert optimizer.best().index in {t.index for t in front}  # best() stays the first objective's choice
+    with pytest.raises(ValueError, match="expected 2 objective value"):
+        optimizer.tell(optimizer.ask().index, value=1.0)
+
+
+def test_two_objectives_use_the_hypervolume_acquisition_and_spread_the_front():
+    rng = random.Random(0)
+    optimizer = BayesOptimizer(QUADRATIC, seed=5, n_init=5, n_objectives=2, **FAST)
+    run2(optimizer, 9, rng=rng)
+    assert [t.generator for t in optimizer.trials()][5:] == ["gp"] * 4
+    assert all(len(t.secondary) == 1 for t in optimizer.trials())
+    front = optimizer.pareto()
+    assert len(front) >= 2  # a trade-off, not a single point
+    costs = [t.secondary[0] for t in front]
+    assert costs == sorted(costs, reverse=True)  # along the front, better quality costs more
+
+
+@pytest.mark.parametrize("stop_after", [3, 7], ids=["sobol-phase", "gp-phase"])
+def test_a_restored_two_objective_state_gives_the_same_next_suggestion(stop_after):
+    straight = BayesOptimizer(MIXED, seed=4, n_init=5, n_objectives=2, **FAST)
+    run2(straight, stop_after, rng=random.Random(2))
+    straight.ask()  # pending
+    state = json.loads(json.dumps(straight.state_dict(), allow_nan=False))
+    restored = BayesOptimizer.from_state(state)
+    assert restored.trials() == straight.trials() and restored.settings.n_objectives == 2
+    a, b = straight.ask(), restored.ask()
+    assert (a.index, a.params, a.generator) == (b.index, b.params, b.generator)
+    if stop_after == 7:
+        assert a.generator == "gp"
+
+
+def test_a_version_1_state_loads_as_single_objective():
+    optimizer = BayesOptimizer(MIXED, seed=0, n_init=3, **FAST)
+    run(optimizer, 2)
+    state = optimizer.state_dict()
+    state["version"] = 1
+    del state["settings"]["n_objectives"]
+    for trial in state["trials"]:
+        del trial["secondary"]
+    restored = BayesOptimizer.from_state(state)
+    assert restored.settings.n_objectives == 1 and restored.trials() == optimizer.trials()

@@ -1,15 +1,19 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 
+from adapruner.adapters import get_adapter
 from adapruner.artifacts import load_pruned
 from adapruner.config import SearchJob
 from adapruner.models import LoadedModel
 from adapruner.search import run as search_run
+from adapruner.search.cache import load_pools
 from adapruner.search.run import SearchStateError, run_search
+from adapruner.search.space import decode
 from tests.conftest import tiny_llama
 
 
@@ -30,44 +34,52 @@ def texts(tmp_path_factory):
     return paths
 
 
-def make_job(texts, *, trials: int = 3) -> SearchJob:
-    return SearchJob.model_validate(
-        {
-            "model": {"source": "tiny"},
-            "ratio": 0.25,
-            "space": {
-                "sources": [{"kind": "file", "name": texts["a"]}, {"kind": "file", "name": texts["b"]}],
-                "pool_size": 4,
-                "seq_len": 16,
-                "samples": {"low": 2, "high": 6},
-                "subset_seeds": 4,
-                "metrics": ["taylor", "wanda", "l2"],
-            },
-            "search": {
-                "trials": trials,
-                "n_init": 2,
-                "acq_restarts": 2,
-                "raw_samples": 16,
-                "validation": [{"kind": "file", "name": texts["val"]}],
-                "validation_tokens": 256,
-                "chunk_tokens": 64,
-                "eval_seq_len": 32,
-                "top_k": 2,
-            },
-            "evaluate": {
-                "texts": [{"kind": "file", "name": texts["test"]}],
-                "seq_len": 32,
-                "max_tokens": 256,
-                "speed": False,
-            },
-        }
-    )
+def make_job(texts, *, trials: int = 3, space: dict | None = None, search: dict | None = None) -> SearchJob:
+    payload = {
+        "model": {"source": "tiny"},
+        "ratio": 0.25,
+        "space": {
+            "sources": [{"kind": "file", "name": texts["a"]}, {"kind": "file", "name": texts["b"]}],
+            "pool_size": 4,
+            "seq_lens": [16],
+            "samples": {"low": 2, "high": 6},
+            "subset_seeds": 4,
+            "metrics": ["taylor", "wanda", "l2"],
+        },
+        "search": {
+            "trials": trials,
+            "n_init": 2,
+            "acq_restarts": 2,
+            "raw_samples": 16,
+            "validation": [{"kind": "file", "name": texts["val"]}],
+            "validation_tokens": 256,
+            "chunk_tokens": 64,
+            "eval_seq_len": 32,
+            "top_k": 2,
+        },
+        "evaluate": {
+            "texts": [{"kind": "file", "name": texts["test"]}],
+            "seq_len": 32,
+            "max_tokens": 256,
+            "speed": False,
+        },
+    }
+    payload["space"] |= space or {}
+    payload["search"] |= search or {}
+    return SearchJob.model_validate(payload)
 
 
 @pytest.fixture
 def loaded(tiny_tokenizer):
     model = tiny_llama(vocab_size=len(tiny_tokenizer), layers=4, intermediate_size=64)
     return LoadedModel(model, tiny_tokenizer, "tiny")
+
+
+@pytest.fixture
+def wide(tiny_tokenizer):
+    """A wider MLP, so that any ratio in a searched range can be met to the plan's 1% (8-channel steps)."""
+    model = tiny_llama(vocab_size=len(tiny_tokenizer), layers=4, intermediate_size=4096)
+    return LoadedModel(model, tiny_tokenizer, "tiny-wide")
 
 
 def test_a_short_search_runs_end_to_end(tmp_path, texts, loaded):
@@ -127,3 +139,122 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, texts, loa
     statuses = [r["status"] for r in report["trials"]]
     assert statuses == ["completed", "failed", "completed"]
     assert "NaN scores" in report["trials"][1]["error"]
+
+
+def dominated(point: tuple[float, float], others: list[tuple[float, float]]) -> bool:
+    return any(o[0] <= point[0] and o[1] <= point[1] and o != point for o in others)
+
+
+@pytest.mark.parametrize(
+    ("second", "space"),
+    [("latency", {"seq_lens": [16, 24]}), ("params", {"ratio": {"low": 0.1, "high": 0.4}})],
+)
+def test_a_two_objective_search_reports_its_pareto_front(tmp_path, texts, wide, second, space):
+    job = make_job(texts, space=space, search={"second_objective": second, "early_reject": False})
+    report = run_search(job, out=tmp_path / "run", loaded=wide, cache_dir=tmp_path / "cache").report
+    field = search_run.SECOND_FIELD[second]
+    full = [r for r in report["trials"] if r["status"] == "completed" and not r["stopped_early"]]
+    assert len(full) == 3 and all(r[field] > 0 and r["non_embedding_params"] > 0 for r in full)
+    points = {r["index"]: (r["value"], r[field]) for r in full}
+    front = report["pareto"]
+    assert front and [p["value"] for p in front] == sorted(p["value"] for p in front)
+    assert {p["index"] for p in front} == {i for i, pt in points.items() if not dominated(pt, list(points.values()))}
+    for p in front:
+        assert p[field] == points[p["index"]][1] and p["validation_ppl"] == pytest.approx(math.exp(p["value"]))
+    assert report["pick"] == {"second_objective": second, "field": field, "cap": None, "cap_met": True}
+    if second == "params":  # the searched ratio is applied: different trials keep different sizes
+        assert len({r["non_embedding_params"] for r in full}) == 3
+        best = next(r for r in full if r["index"] == report["best"]["index"])
+        assert report["params_after"] == best["non_embedding_params"]
+        assert report["ratio_target"] == best["recipe"]["ratio"]
+
+
+def test_the_second_cap_limits_the_artifact_to_trials_within_it(texts):
+    job = make_job(texts, search={"second_objective": "latency", "second_cap": 0.5})
+    full = [
+        {"index": 0, "value": 1.0, "latency_s": 0.9},
+        {"index": 1, "value": 2.0, "latency_s": 0.4},
+        {"index": 2, "value": 3.0, "latency_s": 0.2},
+    ]
+    eligible, pick = search_run._eligible(job, full)
+    assert [r["index"] for r in eligible] == [1, 2] and pick["cap_met"]
+    tight = make_job(texts, search={"second_objective": "latency", "second_cap": 0.1})
+    eligible, pick = search_run._eligible(tight, full)
+    assert [r["index"] for r in eligible] == [2] and not pick["cap_met"]  # none within: the fastest
+    assert search_run._eligible(make_job(texts), full) == (full, None)
+
+
+def test_params_resume_gives_the_same_trials_as_a_straight_run(tmp_path, texts, wide):
+    job = make_job(texts, space={"ratio": {"low": 0.1, "high": 0.4}}, search={"second_objective": "params"})
+    straight = run_search(job, out=tmp_path / "straight", loaded=wide, cache_dir=tmp_path / "cache").report
+    run_search(job, out=tmp_path / "resumed", loaded=wide, cache_dir=tmp_path / "cache", max_new_trials=2)
+    resumed = run_search(job, out=tmp_path / "resumed", loaded=wide, cache_dir=tmp_path / "cache").report
+    assert [r["params"] for r in resumed["trials"]] == [r["params"] for r in straight["trials"]]
+    sizes = [r["non_embedding_params"] for r in straight["trials"]]
+    assert [r["non_embedding_params"] for r in resumed["trials"]] == sizes
+    assert resumed["pareto"] == straight["pareto"]
+
+
+def test_each_seq_len_has_its_pool_and_the_recipe_picks_it(tmp_path, texts, loaded):
+    job = make_job(texts, space={"seq_lens": [16, 24]})
+    adapter = get_adapter(loaded.model)
+    kwargs = dict(pool_size=4, seed=0, cache_dir=tmp_path / "cache")
+    pools = load_pools(adapter, loaded.tokenizer, job.space.sources, seq_lens=job.space.seq_lens, **kwargs)
+    assert {n: p.tokens_per_sample for n, p in pools.items()} == {16: 16, 24: 24}
+    assert len(list((tmp_path / "cache").rglob("*.pt"))) == 2 * len(job.space.sources)
+    # Sample ids are stable: the pool of one length is the same alone or next to another.
+    alone = load_pools(adapter, loaded.tokenizer, job.space.sources, seq_lens=(24,), **kwargs)
+    assert alone[24].sample_ids == pools[24].sample_ids
+    for n in (16, 24):
+        recipe = decode(job.space, {"seq_len": str(n), "samples": 4})
+        _, ids = search_run.prune_recipe(loaded, pools, recipe, ratio=0.25, targets=job.targets, seed=0)
+        assert ids and set(ids) <= set(pools[n].sample_ids) and all(i.endswith(f"+{n}") for i in ids)
+
+
+def test_the_new_metrics_and_compensators_are_searched(tmp_path, texts, loaded):
+    job = make_job(
+        texts,
+        trials=4,
+        space={"metrics": ["bip", "nirvana", "numerical"], "compensators": ["none", "reformation", "bias"]},
+    )
+    outcome = run_search(job, out=tmp_path / "run", loaded=loaded, cache_dir=tmp_path / "cache")
+    trials = outcome.report["trials"]
+    assert all(r["status"] == "completed" for r in trials)
+    assert {r["recipe"]["compensate"] for r in trials} <= {"none", "reformation", "bias"}
+    assert set(trials[0]["recipe"]["mix"]) == {"bip", "nirvana", "numerical"}
+    model, _ = load_pruned(tmp_path / "run")  # whichever compensator won, the artifact reloads
+    ids = torch.arange(10)[None]
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, outcome.model(ids).logits, rtol=0, atol=0)
+
+
+def test_prune_recipe_compensation_lowers_the_output_error(texts, loaded):
+    """The trial's compensator fits the dense statistics of the trial's own samples: on those tokens the
+    first MLP's output is closer to the dense one than without compensation (no heads are pruned here,
+    so that layer's kept inputs are the dense ones)."""
+    from adapruner.search.cache import pool_tokens
+
+    job = make_job(texts, space={"compensators": ["none", "reformation"]})
+    adapter = get_adapter(loaded.model)
+    pools = load_pools(
+        adapter, loaded.tokenizer, job.space.sources, pool_size=4, seq_lens=(16,), seed=0, cache_dir=None
+    )
+    name = "model.layers.0.mlp.down_proj"
+
+    def down_proj_output(model, tokens):
+        seen = []
+        handle = model.get_submodule(name).register_forward_hook(lambda _m, _i, out: seen.append(out))
+        with torch.no_grad():
+            model(tokens)
+        handle.remove()
+        return seen[0]
+
+    errors = {}
+    for method in ("none", "reformation"):
+        recipe = decode(job.space, {"compensate": method})
+        assert recipe.attn_share == 0
+        model, ids = search_run.prune_recipe(loaded, pools, recipe, ratio=0.25, targets=job.targets, seed=0)
+        tokens = pool_tokens(pools[16], ids)
+        dense = down_proj_output(loaded.model, tokens)
+        errors[method] = float((down_proj_output(model, tokens) - dense).square().sum())
+    assert errors["reformation"] < errors["none"]

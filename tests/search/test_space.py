@@ -53,8 +53,41 @@ def test_weights_are_normalised_to_a_simplex():
         ({"space": {"attn_share": {"low": 0.5, "high": 0.2}}}, "low 0.5 > high 0.2"),
         ({"search": {"trials": 0}}, "trials"),
         ({"evaluate": {"texts": [{"kind": "builtin", "name": "jargon", "split": "validation"}]}}, "evaluate.texts"),
+        ({"space": {"seq_lens": [128, 4]}}, "seq_lens"),
+        ({"space": {"seq_lens": []}}, "seq_lens"),
+        ({"space": {"seq_len": 128, "seq_lens": [256]}}, "seq_lens or seq_len"),
+        (
+            {"space": {"ratio": {"low": 0.1, "high": 0.3}}},
+            "space.ratio: a searched ratio needs search.second_objective",
+        ),
+        ({"search": {"second_objective": "params"}}, "space.ratio: search.second_objective 'params'"),
+        ({"space": {"ratio": {"low": 0.0, "high": 0.3}}, "search": {"second_objective": "latency"}}, "ratio: 0..0.3"),
+        ({"search": {"second_cap": 0.5}}, "second_cap"),
+        ({"search": {"second_objective": "flops"}}, "second_objective"),
     ],
 )
 def test_bad_space_names_the_field(payload, needle):
     with pytest.raises(ValidationError, match=needle):
         SearchJob.model_validate(payload)
+
+
+def test_seq_len_is_a_choice_when_there_are_several():
+    assert "seq_len" not in {d.name for d in dims(SearchSpace())}
+    assert decode(SearchSpace(), {}).seq_len == 256
+    assert SearchSpace.model_validate({"seq_len": 128}).seq_lens == (128,)  # the single-value spelling
+    space = SearchSpace(seq_lens=(128, 512, 128))
+    (dim,) = [d for d in dims(space) if d.name == "seq_len"]
+    assert dim.kind == "choice" and dim.choices == ("128", "512")
+    assert decode(space, {"seq_len": dim.decode(1.0)}).seq_len == 512
+    assert decode(space, {}).seq_len == 128
+
+
+def test_a_searched_ratio_is_a_dimension_that_the_recipe_applies():
+    job = SearchJob.model_validate(
+        {"space": {"ratio": {"low": 0.1, "high": 0.4}}, "search": {"second_objective": "params"}}
+    )
+    assert "ratio" in {d.name for d in dims(job.space)}
+    recipe = decode(job.space, {"ratio": 0.3})
+    assert recipe.ratio == 0.3 and recipe.prune_config(ratio=job.ratio, targets=job.targets).ratio == 0.3
+    fixed = decode(SearchSpace(), {})
+    assert fixed.ratio is None and fixed.prune_config(ratio=0.2, targets=("channels",)).ratio == 0.2

@@ -1,0 +1,144 @@
+"""The compensation stage: which output projections lost input columns, and the compensator base class.
+
+Pruning a unit removes input columns of its output projection (o_proj for a KV group, down_proj for an
+MLP channel). A compensator reads the calibration statistics of that projection's *dense* input (collected
+before pruning: the mean for FLAP's bias, the covariance ``X^T X`` for least squares, OBS and Newton) and
+updates the kept weights (or adds a bias) in place. Any compensator can follow any metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from adapruner.adapters.base import ModelAdapter, _keep_mask
+from adapruner.catalog import COMPENSATORS
+from adapruner.prune.apply import top_units
+from adapruner.prune.plan import Plan
+from adapruner.stats import Statistics
+
+
+@dataclass(frozen=True)
+class PrunedInput:
+    """One output projection whose input columns are pruned.
+
+    ``keep: [k]`` ascending indices of the kept input columns of the dense projection; ``dense_weight:
+    [out, d_in]`` its weight before pruning; ``unit_size`` input columns per unit (a KV group's
+    ``n_rep * head_dim`` or 1 for a channel), so that ``keep`` is a union of whole units.
+    """
+
+    module: str
+    keep: torch.Tensor
+    dense_weight: torch.Tensor
+    unit_size: int
+
+    @property
+    def drop(self) -> torch.Tensor:
+        """``[d_in - k]`` ascending indices of the removed input columns."""
+        mask = torch.ones(self.dense_weight.shape[1], dtype=torch.bool)
+        mask[self.keep] = False
+        return mask.nonzero().squeeze(1)
+
+
+def pruned_inputs(
+    adapter: ModelAdapter, scores: Mapping[tuple[int, str], torch.Tensor], plan: Plan
+) -> list[PrunedInput]:
+    """The projections that :func:`adapruner.prune.apply_plan` will shrink, read from the *dense* model
+    (call before ``apply_plan``; the same ``top_units`` choice). Blocks the plan removes whole are skipped."""
+    targets = []
+    for layer, widths in enumerate(plan.keep):
+        if layer in plan.drop:
+            continue
+        for kind, keep in widths.items():
+            group = adapter.unit_group(layer, kind)
+            if keep >= group.n_units:
+                continue
+            consumer = group.consumer()
+            linear = adapter.linear(consumer.module)
+            mask = _keep_mask(linear.in_features, [consumer], top_units(scores[group.key], keep), group.n_units)
+            targets.append(
+                PrunedInput(
+                    module=consumer.module,
+                    keep=mask.nonzero().squeeze(1),
+                    dense_weight=linear.weight.detach().float().cpu().clone(),
+                    unit_size=consumer.unit_size,
+                )
+            )
+    return targets
+
+
+def output_error(dense_weight: torch.Tensor, weight: torch.Tensor, keep: torch.Tensor, cov: torch.Tensor) -> float:
+    """``||X W_dense^T - X_K W^T||_F^2`` over the calibration tokens from the input covariance ``cov:
+    [d_in, d_in]`` (``weight: [out, k]`` the kept columns' weight after any update). A bias ``b`` adds
+    ``2 b^T sum(e) + T ||b||^2``; see :func:`adapruner.compensate.bias.error_with_bias`."""
+    w = dense_weight.double()
+    delta = torch.zeros_like(w)
+    delta[:, keep] = weight.double()
+    diff = w - delta
+    return float(torch.einsum("oi,ij,oj->", diff, cov.double(), diff))
+
+
+class Compensator:
+    """Base class of every compensator; registered by name in ``adapruner.catalog.COMPENSATORS``.
+
+    ``needs`` names the statistics of the dense model it reads (``act`` for means, ``cov`` for the input
+    covariance of the output projections). ``damping`` is relative to the mean diagonal of the
+    covariance; ``None`` takes the method's default.
+    """
+
+    needs: ClassVar[frozenset[str]] = frozenset()
+    default_damping: ClassVar[float] = 0.0
+
+    def __init__(self, *, damping: float | None = None) -> None:
+        self.damping = self.default_damping if damping is None else damping
+
+    def __call__(self, adapter: ModelAdapter, targets: Sequence[PrunedInput], stats: Statistics) -> None:
+        """Update every pruned projection of ``adapter`` (the pruned model) in place."""
+        with torch.no_grad():
+            for target in targets:
+                self.update(adapter.linear(target.module), target, stats)
+
+    def update(self, linear: nn.Linear, target: PrunedInput, stats: Statistics) -> None:
+        raise NotImplementedError
+
+
+class NoCompensation(Compensator):
+    """Leave the remaining weights as they are."""
+
+    def __call__(self, adapter: ModelAdapter, targets: Sequence[PrunedInput], stats: Statistics) -> None:
+        return None
+
+
+def build_compensator(name: str, *, damping: float | None = None) -> Compensator:
+    return COMPENSATORS.get(name)(damping=damping)
+
+
+def run_compensation(
+    adapter: ModelAdapter,
+    targets: Sequence[PrunedInput],
+    stats: Statistics,
+    *,
+    method: str,
+    damping: float | None = None,
+) -> None:
+    """Run the compensator ``method`` on the pruned model's projections in ``targets``."""
+    build_compensator(method, damping=damping)(adapter, targets, stats)
+
+
+def set_weight_(linear: nn.Linear, weight: torch.Tensor) -> None:
+    """Replace ``linear.weight`` values (same shape), keeping its dtype and device."""
+    linear.weight.copy_(weight.to(linear.weight.dtype))
+
+
+def damped(cov: torch.Tensor, damping: float) -> torch.Tensor:
+    """``cov + damping * mean(diag cov) * I`` in float64; dead inputs (zero variance) get a unit
+    diagonal, as SparseGPT does, so the matrix is invertible."""
+    h = cov.double().clone()
+    dead = h.diagonal() == 0
+    h.diagonal()[dead] = 1.0
+    h.diagonal().add_(damping * h.diagonal().mean())
+    return h

@@ -1,0 +1,45 @@
+"""Reformation of the remaining weights (Shen et al., "Search for Efficient Large Language Models",
+NeurIPS 2024, arXiv 2409.17372).
+
+After the input columns J of an output projection are removed, the kept columns K are re-fitted so that
+the projection reproduces its dense output on the calibration tokens:
+
+    W_K' = argmin ||X W^T - X_K W_K'^T||_F^2 + lam ||W_K' - W_K||_F^2
+         = (W H[:, K] + lam W_K) (H_KK + lam I)^{-1},      H = X^T X.
+
+The proximal term (``lam = damping * mean diag H``) keeps the solve well conditioned and guarantees the
+error is never above that of the unchanged kept weights (the paper's ADMM iterations converge to the
+same least-squares optimum under the mask constraint).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from adapruner.compensate.base import Compensator, PrunedInput, set_weight_
+from adapruner.stats import Statistics
+
+
+def least_squares_weight(
+    dense_weight: torch.Tensor, cov: torch.Tensor, keep: torch.Tensor, *, damping: float
+) -> torch.Tensor:
+    """The re-fitted kept columns ``[out, k]`` from ``dense_weight: [out, d_in]``, ``cov: [d_in, d_in]``
+    (sum over tokens of x x^T) and ``keep: [k]``."""
+    w, h = dense_weight.double(), cov.double()
+    h_kk = h[keep][:, keep].clone()
+    lam = damping * h_kk.diagonal().mean().clamp_min(1e-12)
+    rhs = w @ h[:, keep] + lam * w[:, keep]  # [out, k]
+    h_kk.diagonal().add_(lam)
+    return torch.linalg.solve(h_kk, rhs.t()).t()
+
+
+class ReformationCompensator(Compensator):
+    """Least-squares re-fit of every pruned projection's kept columns."""
+
+    needs = frozenset({"cov"})
+    default_damping = 1e-3
+
+    def update(self, linear: nn.Linear, target: PrunedInput, stats: Statistics) -> None:
+        cov = stats.cov[target.module].cpu()
+        set_weight_(linear, least_squares_weight(target.dense_weight, cov, target.keep, damping=self.damping))

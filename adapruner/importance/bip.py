@@ -1,0 +1,50 @@
+"""LLM-BIP: block-wise importance propagation (Wu et al., 2024, arXiv 2412.06419).
+
+A unit (KV group of attention heads, or MLP channel) is scored by the change its removal causes in the
+output of its transformer (sub-)block, bounded from one forward pass with a Lipschitz argument instead of
+gradients. The unit's contribution to the block output over the calibration tokens is ``X_u W_u^T``
+(``X_u: [tokens, unit_size]`` the unit's input columns of o_proj / down_proj, ``W_u: [hidden, unit_size]``
+those columns of the weight), so
+
+    ||X_u W_u^T||_F <= ||W_u||_2 * ||X_u||_F,
+
+with equality when the unit is one column (MLP channels). The Lipschitz constant of the rest of the block
+(residual, norm, the following sub-block) is common to every unit of a group and cancels when scores are
+normalised per group.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from adapruner.adapters.base import CoupledSlice
+from adapruner.importance.base import Importance
+from adapruner.stats import Statistics
+
+
+def bip_bound(weight: torch.Tensor, act_sq: torch.Tensor, *, n_units: int, unit_size: int) -> torch.Tensor:
+    """Upper bound on each unit's block-output change, ``[n_units]``.
+
+    ``weight: [hidden, n_units * unit_size]`` (the consumer's columns of the units), ``act_sq: [n_units *
+    unit_size]`` the sum over tokens of x^2 of those input columns.
+    """
+    blocks = weight.float().t().reshape(n_units, unit_size, -1)  # [n_units, unit_size, hidden]
+    spectral = torch.linalg.matrix_norm(blocks, ord=2)  # = ||W_u||_2
+    return spectral * act_sq.float().reshape(n_units, unit_size).sum(1).clamp_min(0).sqrt()
+
+
+class BipImportance(Importance):
+    """LLM-BIP score of each unit: ``||W_u||_2 * ||X_u||_F`` on its output projection (producer slices
+    are not scored: their effect on the block output passes through the unit's output columns)."""
+
+    needs = frozenset({"act"})
+
+    def slice_scores(
+        self, weight: torch.Tensor, slice_: CoupledSlice, n_units: int, stats: Statistics
+    ) -> torch.Tensor | None:
+        if slice_.dim != 1:
+            return None
+        width = n_units * slice_.unit_size
+        columns = weight.narrow(1, slice_.offset, width)  # [hidden, n_units * unit_size]
+        act = stats.act_sq[slice_.module].narrow(0, slice_.offset, width)
+        return bip_bound(columns, act.to(columns.device), n_units=n_units, unit_size=slice_.unit_size)

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import torch
+
+from adapruner.compensate.obs import obs_update
+from adapruner.compensate.reformation import least_squares_weight
+
+
+def _problem(seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(200, 12, generator=generator, dtype=torch.float64)
+    x[:, 3] = x[:, 1] + 0.1 * x[:, 3]  # correlated inputs: what compensation exploits
+    w = torch.randn(5, 12, generator=generator, dtype=torch.float64)
+    keep = torch.tensor([0, 2, 3, 5, 6, 7, 9, 11])
+    return x, w, keep
+
+
+def test_reformation_is_the_least_squares_fit_of_the_dense_output():
+    x, w, keep = _problem()
+    fitted = least_squares_weight(w, x.t() @ x, keep, damping=0.0)
+    reference = torch.linalg.lstsq(x[:, keep], x @ w.t()).solution.t()
+    torch.testing.assert_close(fitted, reference)
+
+
+def test_damped_reformation_never_raises_the_error():
+    x, w, keep = _problem(1)
+    error = lambda wk: float((x @ w.t() - x[:, keep] @ wk.t()).square().sum())  # noqa: E731
+    for damping in (1e-3, 1.0, 100.0):
+        assert error(least_squares_weight(w, x.t() @ x, keep, damping=damping)) <= error(w[:, keep])
+
+
+def test_structured_obs_without_damping_is_the_least_squares_optimum():
+    """Removing whole columns with the OBS update is the exact least-squares solution (SparseGPT's
+    column loop reaches it for whole columns); damping only regularises it."""
+    x, w, keep = _problem(2)
+    torch.testing.assert_close(
+        obs_update(w, x.t() @ x, keep, damping=0.0), least_squares_weight(w, x.t() @ x, keep, damping=0.0)
+    )
