@@ -17,21 +17,10 @@ from adapruner.search.space import decode
 from tests.conftest import tiny_llama
 
 
-@pytest.fixture(scope="module")
-def texts(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("texts")
-    words = {
-        "a": "the model prunes heads and channels of every layer",
-        "b": "calibration data moves the result of structured pruning",
-        "val": "validation text chooses among the trials of the search",
-        "test": "held out test text is read once for the final report",
-    }
-    paths = {}
-    for name, sentence in words.items():
-        path = folder / f"{name}.txt"
-        path.write_text("\n\n".join(f"{sentence} {i}." * 3 for i in range(40)))
-        paths[name] = str(path)
-    return paths
+@pytest.fixture
+def texts(job_texts):
+    """The four small text files of tests/conftest.py (two calibration sources, validation, test)."""
+    return job_texts
 
 
 def make_job(texts, *, trials: int = 3, space: dict | None = None, search: dict | None = None) -> SearchJob:
