@@ -110,6 +110,13 @@ def test_list_filters_by_status_and_paginates(app, client):
     cancelled = client.get("/v1/jobs", params={"status": "cancelled"}, headers=auth).json()
     assert [j["id"] for j in cancelled["items"]] == [ids[0]]
     assert client.get("/v1/jobs", params={"status": "bogus"}, headers=auth).status_code == 422
+    last = client.get("/v1/jobs", params={"offset": 2**63 - 1}, headers=auth).json()
+    assert last["total"] == 5 and last["items"] == []
+    for name in ("offset", "limit"):  # past a 64-bit SQL integer: 422 naming the parameter, not a 500
+        refused = client.get("/v1/jobs", params={name: 2**63}, headers=auth)
+        assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["query", name]
+    refused = client.get(f"/v1/jobs/{ids[1]}/events", params={"after": 2**63}, headers=auth)
+    assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["query", "after"]
 
 
 def test_cancel_a_queued_job_then_retry_it(app, client):

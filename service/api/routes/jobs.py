@@ -22,6 +22,8 @@ from service.schemas import ArtifactOut, EventOut, JobOut, JobPage, JobRequest, 
 from service.settings import Settings
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+# largest offset or row id a query may name: SQL integers are signed 64-bit
+ROW_MAX = 2**63 - 1
 log = logging.getLogger("adapruner.api")
 
 KEEPALIVE_S = 15.0
@@ -103,7 +105,7 @@ def list_jobs(
     key: KeyDep,
     status_: Annotated[list[JobStatus], Query(alias="status")] = [],  # noqa: B006 (FastAPI query list)
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=ROW_MAX)] = 0,
 ) -> JobPage:
     jobs, total = crud.list_jobs(session, owner=key, statuses=status_, limit=limit, offset=offset)
     return JobPage(items=[JobOut.model_validate(j) for j in jobs], total=total, limit=limit, offset=offset)
@@ -156,8 +158,8 @@ async def events(
     job_id: str,
     request: Request,
     key: KeyDep,
-    after: Annotated[int, Query(ge=0, description="only events with a larger id")] = 0,
-    last_event_id: Annotated[int | None, Header()] = None,
+    after: Annotated[int, Query(ge=0, le=ROW_MAX, description="only events with a larger id")] = 0,
+    last_event_id: Annotated[int | None, Header(ge=0, le=ROW_MAX)] = None,
 ):
     """Server-sent events: ``state``, ``trial``, ``progress`` and ``log``, from ``after`` (or the
     ``Last-Event-ID`` a reconnecting browser sends) until the job has ended."""
