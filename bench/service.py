@@ -79,31 +79,46 @@ def bench_queue(cluster: Cluster, model_dir: Path, texts: dict[str, str], *, job
     }
 
 
-async def load(url: str, key: str, job_id: str, *, rate: float, seconds: float) -> list[float]:
-    import httpx
+async def load(url: str, key: str, job_id: str, *, rate: float, seconds: float, connections: int = 32) -> list[float]:
+    """Open-loop GETs at ``rate`` per second over ``connections`` keep-alive HTTP/1.1 connections
+    (as wrk2): latency counts from each request's scheduled send time, so a backlog counts its wait.
 
+    Plain asyncio streams, not httpx: an httpx client at this rate stalled for tens of seconds even
+    against a constant-response Starlette app (see the notes in BENCHMARKS.md); this one did not.
+    """
+    host, port = url.removeprefix("http://").split(":")
+    request = f"GET /v1/jobs/{job_id} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
+    scheduled_sends: asyncio.Queue[float | None] = asyncio.Queue()
     latencies: list[float] = []
     errors = 0
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    headers = {"Authorization": f"Bearer {key}"}
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10, limits=limits) as client:
 
-        async def one(scheduled: float) -> None:
-            nonlocal errors
-            response = await client.get(f"/v1/jobs/{job_id}")
-            # From the scheduled send time: a request delayed by a backlog counts its wait (open loop).
+    async def connection() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(host, int(port))
+        while (scheduled := await scheduled_sends.get()) is not None:
+            writer.write(request)
+            status = await reader.readline()
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            await reader.readexactly(length)
             latencies.append(time.perf_counter() - scheduled)
-            errors += response.status_code != 200
+            errors += not status.startswith(b"HTTP/1.1 200")
+        writer.close()
 
-        tasks = []
-        begin = time.perf_counter()
-        for i in range(int(rate * seconds)):
-            scheduled = begin + i / rate
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(scheduled)))
-        await asyncio.gather(*tasks)
+    begin = time.perf_counter()
+    senders = [asyncio.create_task(connection()) for _ in range(connections)]
+    for i in range(int(rate * seconds)):
+        scheduled = begin + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        scheduled_sends.put_nowait(scheduled)
+    for _ in senders:
+        scheduled_sends.put_nowait(None)
+    await asyncio.gather(*senders)
     if errors:
         raise RuntimeError(f"{errors} requests failed")
     return latencies
@@ -164,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--api-workers", type=int, default=2, help="uvicorn processes")
+    parser.add_argument("--repeats", type=int, default=3, help="API load runs per database, each one a table row")
     parser.add_argument("--section", default="service")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
@@ -184,14 +200,15 @@ def main(argv: list[str] | None = None) -> None:
             results = []
             for backend in ("postgresql", "sqlite"):
                 url = databases.postgres() if backend == "postgresql" else databases.sqlite()
-                a = bench_api(
-                    make_settings(url, folder / f"home-{backend}"),
-                    rate=args.rate,
-                    seconds=args.seconds,
-                    api_workers=args.api_workers,
-                )
-                print(backend, a)
-                results.append((backend, a))
+                for run in range(args.repeats):
+                    a = bench_api(
+                        make_settings(url, folder / f"home-{backend}-{run}"),
+                        rate=args.rate,
+                        seconds=args.seconds,
+                        api_workers=args.api_workers,
+                    )
+                    print(backend, a)
+                    results.append((backend, a))
             (folder / "logs").mkdir()
             cluster = Cluster(make_settings(databases.postgres(), folder / "home"), folder / "logs")
             try:
@@ -219,8 +236,10 @@ def main(argv: list[str] | None = None) -> None:
                     for b, a in results
                 ),
                 "",
-                f"`GET /v1/jobs/{{id}}` with an API key, `adapruner serve --workers {args.api_workers}`, an open-loop "
-                "client at a fixed rate in another process (the client, the API and the database share the cores).",
+                f"`GET /v1/jobs/{{id}}` with an API key, `adapruner serve --workers {args.api_workers}`, each row "
+                f"{args.seconds:g} s after a 2 s warm-up. The client is open-loop (latency counts from each request's "
+                "scheduled send time) over 32 keep-alive connections, in another process; the client, the API and the "
+                "database share the cores.",
             ]
         finally:
             databases.drop_all()
