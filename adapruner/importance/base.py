@@ -94,6 +94,14 @@ class Importance:
         raise NotImplementedError
 
 
+def consumer_columns(weight: torch.Tensor, slice_: CoupledSlice, n_units: int) -> torch.Tensor | None:
+    """The units' input columns of a consumer (output projection) slice, ``[out, n_units * unit_size]``,
+    or ``None`` for a producer slice (metrics scored on the output projection only)."""
+    if slice_.dim != 1:
+        return None
+    return weight.narrow(1, slice_.offset, n_units * slice_.unit_size)
+
+
 def build_metric(name: str, *, seed: int = 0) -> Importance:
     return METRICS.get(name)(seed=seed)
 

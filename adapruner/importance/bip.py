@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from adapruner.adapters.base import CoupledSlice
-from adapruner.importance.base import Importance
+from adapruner.importance.base import Importance, consumer_columns
 from adapruner.stats import Statistics
 
 
@@ -42,9 +42,8 @@ class BipImportance(Importance):
     def slice_scores(
         self, weight: torch.Tensor, slice_: CoupledSlice, n_units: int, stats: Statistics
     ) -> torch.Tensor | None:
-        if slice_.dim != 1:
+        columns = consumer_columns(weight, slice_, n_units)  # [hidden, n_units * unit_size]
+        if columns is None:
             return None
-        width = n_units * slice_.unit_size
-        columns = weight.narrow(1, slice_.offset, width)  # [hidden, n_units * unit_size]
-        act = stats.act_sq[slice_.module].narrow(0, slice_.offset, width)
+        act = stats.act_sq[slice_.module].narrow(0, slice_.offset, columns.shape[1])
         return bip_bound(columns, act.to(columns.device), n_units=n_units, unit_size=slice_.unit_size)

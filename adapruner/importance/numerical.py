@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 
 from adapruner.adapters.base import CoupledSlice
-from adapruner.importance.base import Importance
+from adapruner.importance.base import Importance, consumer_columns
 from adapruner.stats import Statistics
 
 DAMPING = 0.01
@@ -58,10 +58,10 @@ class NumericalImportance(Importance):
     def slice_scores(
         self, weight: torch.Tensor, slice_: CoupledSlice, n_units: int, stats: Statistics
     ) -> torch.Tensor | None:
-        if slice_.dim != 1:
+        columns = consumer_columns(weight, slice_, n_units)
+        if columns is None:
             return None
-        width = n_units * slice_.unit_size
-        columns = weight.narrow(1, slice_.offset, width)
+        width = columns.shape[1]
         if slice_.module in stats.cov:
             cov = stats.cov[slice_.module].narrow(0, slice_.offset, width).narrow(1, slice_.offset, width)
             gram = unit_gram(columns, cov.to(columns.device), n_units=n_units, unit_size=slice_.unit_size)
