@@ -120,3 +120,46 @@ def job_texts(tmp_path_factory) -> dict[str, str]:
         path.write_text("\n\n".join(f"{sentence} {i}." * 3 for i in range(40)))
         paths[name] = str(path)
     return paths
+
+
+def tiny_search_spec(
+    texts: dict[str, str],
+    *,
+    model: str,
+    trials: int,
+    top_k: int = 2,
+    space: dict | None = None,
+    search: dict | None = None,
+) -> dict:
+    """A search spec over ``job_texts`` for a tiny random LLaMA: each trial takes well under a second on the CPU."""
+    return {
+        "model": {"source": model},
+        "ratio": 0.25,
+        "space": {
+            "sources": [{"kind": "file", "name": texts["a"]}, {"kind": "file", "name": texts["b"]}],
+            "pool_size": 4,
+            "seq_lens": [16],
+            "samples": {"low": 2, "high": 6},
+            "subset_seeds": 4,
+            "metrics": ["taylor", "wanda", "l2"],
+        }
+        | (space or {}),
+        "search": {
+            "trials": trials,
+            "n_init": 2,
+            "acq_restarts": 2,
+            "raw_samples": 16,
+            "validation": [{"kind": "file", "name": texts["val"]}],
+            "validation_tokens": 256,
+            "chunk_tokens": 64,
+            "eval_seq_len": 32,
+            "top_k": top_k,
+        }
+        | (search or {}),
+        "evaluate": {
+            "texts": [{"kind": "file", "name": texts["test"]}],
+            "seq_len": 32,
+            "max_tokens": 256,
+            "speed": False,
+        },
+    }

@@ -14,7 +14,7 @@ from adapruner.search import run as search_run
 from adapruner.search.cache import load_pools
 from adapruner.search.run import SearchStateError, run_search
 from adapruner.search.space import decode
-from tests.conftest import tiny_llama
+from tests.conftest import tiny_llama, tiny_search_spec
 
 
 @pytest.fixture
@@ -24,38 +24,7 @@ def texts(job_texts):
 
 
 def make_job(texts, *, trials: int = 3, space: dict | None = None, search: dict | None = None) -> SearchJob:
-    payload = {
-        "model": {"source": "tiny"},
-        "ratio": 0.25,
-        "space": {
-            "sources": [{"kind": "file", "name": texts["a"]}, {"kind": "file", "name": texts["b"]}],
-            "pool_size": 4,
-            "seq_lens": [16],
-            "samples": {"low": 2, "high": 6},
-            "subset_seeds": 4,
-            "metrics": ["taylor", "wanda", "l2"],
-        },
-        "search": {
-            "trials": trials,
-            "n_init": 2,
-            "acq_restarts": 2,
-            "raw_samples": 16,
-            "validation": [{"kind": "file", "name": texts["val"]}],
-            "validation_tokens": 256,
-            "chunk_tokens": 64,
-            "eval_seq_len": 32,
-            "top_k": 2,
-        },
-        "evaluate": {
-            "texts": [{"kind": "file", "name": texts["test"]}],
-            "seq_len": 32,
-            "max_tokens": 256,
-            "speed": False,
-        },
-    }
-    payload["space"] |= space or {}
-    payload["search"] |= search or {}
-    return SearchJob.model_validate(payload)
+    return SearchJob.model_validate(tiny_search_spec(texts, model="tiny", trials=trials, space=space, search=search))
 
 
 @pytest.fixture

@@ -19,47 +19,15 @@ from service import crud, queue
 from service.db import make_engine, make_sessionmaker, transaction
 from service.models import Job, Trial
 from service.settings import Settings, settings_env
+from tests.conftest import tiny_search_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def search_request(model_dir: Path, texts: dict[str, str], *, trials: int, **options) -> SearchRequest:
-    """A search on a tiny random LLaMA: each trial takes well under a second on the CPU."""
-    return SearchRequest.model_validate(
-        {
-            "kind": "search",
-            "spec": {
-                "model": {"source": str(model_dir)},
-                "ratio": 0.25,
-                "space": {
-                    "sources": [{"kind": "file", "name": texts["a"]}, {"kind": "file", "name": texts["b"]}],
-                    "pool_size": 4,
-                    "seq_len": 16,
-                    "samples": {"low": 2, "high": 6},
-                    "subset_seeds": 4,
-                    "metrics": ["taylor", "wanda", "l2"],
-                },
-                "search": {
-                    "trials": trials,
-                    "n_init": 2,
-                    "acq_restarts": 2,
-                    "raw_samples": 16,
-                    "validation": [{"kind": "file", "name": texts["val"]}],
-                    "validation_tokens": 256,
-                    "chunk_tokens": 64,
-                    "eval_seq_len": 32,
-                    "top_k": 1,
-                },
-                "evaluate": {
-                    "texts": [{"kind": "file", "name": texts["test"]}],
-                    "seq_len": 32,
-                    "max_tokens": 256,
-                    "speed": False,
-                },
-            },
-        }
-        | options
-    )
+    """A search on a tiny random LLaMA (``tests.conftest.tiny_search_spec``)."""
+    spec = tiny_search_spec(texts, model=str(model_dir), trials=trials, top_k=1)
+    return SearchRequest.model_validate({"kind": "search", "spec": spec} | options)
 
 
 class Cluster:
