@@ -137,8 +137,13 @@ def main(argv: list[str] | None = None) -> None:
             f"{args.batch} x {args.seq_len} = {tokens:,} tokens of {recover_source.label()} train (LoRA r=8, "
             f"alpha 16, lr {args.lora_lr:g}, merged; CPT lr {args.cpt_lr:g}); held-out PPL on its validation "
             f"partition. PPL: windows of 512 over at most {args.eval_tokens:,} tokens of each test partition. "
-            "Zero-shot: offline cloze tasks from each corpus's test partition through lm-eval (4 choices, "
-            "chance 0.25). Generation: greedy with the KV cache after a 128-token prompt, 32 new tokens.",
+            + (
+                "Zero-shot: offline cloze tasks from each corpus's test partition through lm-eval (4 choices, "
+                "chance 0.25). "
+                if tasks
+                else ""
+            )
+            + "Generation: greedy with the KV cache after a 128-token prompt, 32 new tokens.",
             "",
             *lines,
         ]
