@@ -5,10 +5,11 @@ partitions of ``jargon`` and ``gnu-standards`` (domains calibration did not see)
 test partition (same domain, different text). Writes its table into BENCHMARKS.md between markers.
 
     .venv/bin/python bench/baseline.py [--ratio 0.2] [--samples 32] [--seq-len 256] [--eval-tokens 16384]
-        [--metrics a,b] [--compensate none,bias,...] [--allocation uniform|nirvana] [--section NAME]
+        [--metrics a,b] [--compensate none,bias,...] [--allocation uniform|nirvana] [--attn-gammas 1,3]
+        [--section NAME]
 
 ``--compensate`` adds one row per metric and compensator (``metric + compensator``; ``none`` is the
-metric alone).
+metric alone); ``--attn-gammas`` one row per NIRVANA gamma (``prune.attn_gamma``).
 """
 
 from __future__ import annotations
@@ -52,6 +53,37 @@ def write_section(name: str, body: str, path: Path = ROOT / "BENCHMARKS.md") -> 
     path.write_text(text)
 
 
+def provenance(script: str, argv: list[str] | None, device: str) -> str:
+    """The line under every table's title: the command that made it, the date, machine, torch and threads."""
+    command = f"python bench/{script} " + shlex.join(sys.argv[1:] if argv is None else argv)
+    return (
+        f"Command: `{command.strip()}` ({time.strftime('%Y-%m-%d')}, {platform.machine()} {device}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads)."
+    )
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser, *, section: str) -> None:
+    """The evaluation and output options shared by the depth and recovery benchmarks."""
+    parser.add_argument("--eval-tokens", type=int, default=16_384)
+    parser.add_argument("--zero-shot", default="cloze:jargon,cloze:gnu-standards")
+    parser.add_argument("--zero-shot-limit", type=int)
+    parser.add_argument("--section", default=section, help="BENCHMARKS.md section to (re)write")
+    parser.add_argument("--benchmarks", type=Path, default=ROOT / "BENCHMARKS.md", help="file to write")
+
+
+def eval_config(args: argparse.Namespace, corpora: tuple[str, ...]) -> EvalConfig:
+    """PPL in windows of 512 on the test partitions of the built-in ``corpora``, speed, and the zero-shot
+    tasks of :func:`add_eval_arguments`."""
+    return EvalConfig(
+        texts=tuple(DataSource(kind="builtin", name=name) for name in corpora),
+        max_tokens=args.eval_tokens,
+        seq_len=512,
+        speed=True,
+        zero_shot=tuple(task for task in args.zero_shot.split(",") if task),
+        zero_shot_limit=args.zero_shot_limit,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ratio", type=float, default=0.2)
@@ -63,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--section", default="baseline", help="BENCHMARKS.md section to (re)write")
     parser.add_argument("--compensate", default="none", help=f"compensators, from: {', '.join(COMPENSATORS.names())}")
     parser.add_argument("--allocation", default="uniform", help="uniform or nirvana")
+    parser.add_argument("--attn-gammas", help="NIRVANA's gamma (MLP sparsity / attention sparsity), one row per value")
     args = parser.parse_args(argv)
 
     texts_cfg = tuple(DataSource(kind="builtin", name=n) for n in ("jargon", "gnu-standards", "pydoc"))
@@ -71,24 +104,30 @@ def main(argv: list[str] | None = None) -> None:
     texts = eval_texts(loaded.tokenizer, evaluate)
     dense = evaluate_model(loaded.model, texts, evaluate)
     rows = []
-    for metric in args.metrics.split(","):
-        for method in args.compensate.split(","):
-            job = PruneJob(
-                calibration=CalibrationConfig(samples=args.samples, seq_len=args.seq_len),
-                importance=ImportanceConfig(mix={metric: 1.0}),
-                prune=PruneConfig(ratio=args.ratio, targets=tuple(args.targets.split(",")), allocation=args.allocation),
-                compensate=CompensateConfig(method=method),
-                evaluate=evaluate,
-            )
-            timings: dict[str, float] = {}
-            start = time.perf_counter()
-            model, _ = prune_copy(loaded, job, timings=timings)
-            prune_s = time.perf_counter() - start
-            result = evaluate_model(model, texts, evaluate)
-            name = metric if method == "none" else f"{metric} + {method}"
-            rows.append((name, result, prune_s))
-            print(f"{name}: {result['perplexity']} in {prune_s:.1f}s", file=sys.stderr)
-            del model
+    gammas = [float(g) for g in args.attn_gammas.split(",")] if args.attn_gammas else [None]
+    settings = [(m, c, g) for m in args.metrics.split(",") for c in args.compensate.split(",") for g in gammas]
+    for metric, method, gamma in settings:
+        job = PruneJob(
+            calibration=CalibrationConfig(samples=args.samples, seq_len=args.seq_len),
+            importance=ImportanceConfig(mix={metric: 1.0}),
+            prune=PruneConfig(
+                ratio=args.ratio,
+                targets=tuple(args.targets.split(",")),
+                allocation=args.allocation,
+                attn_gamma=gamma,
+            ),
+            compensate=CompensateConfig(method=method),
+            evaluate=evaluate,
+        )
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        model, _ = prune_copy(loaded, job, timings=timings)
+        prune_s = time.perf_counter() - start
+        result = evaluate_model(model, texts, evaluate)
+        name = (metric if method == "none" else f"{metric} + {method}") + (f", gamma {gamma:g}" if gamma else "")
+        rows.append((name, result, prune_s))
+        print(f"{name}: {result['perplexity']} in {prune_s:.1f}s", file=sys.stderr)
+        del model
 
     labels = list(texts)
     header = [
@@ -114,16 +153,16 @@ def main(argv: list[str] | None = None) -> None:
     lines.append(row("dense", dense, "-"))
     lines += [row(name, result, f"{seconds:.1f}") for name, result, seconds in rows]
     pruned_flops = rows[0][1]["flops_per_token"] if rows else dense["flops_per_token"]
-    command = "python bench/baseline.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     body = "\n".join(
         [
             f"## Baseline: every fixed metric, SmolLM2-135M at {args.ratio:.0%}, pruning {args.targets}",
             "",
-            f"Command: `{command.strip()}` ({time.strftime('%Y-%m-%d')}, {platform.machine()} CPU, "
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads).",
+            provenance("baseline.py", argv, str(next(loaded.model.parameters()).device)),
             "",
             f"Calibration: {args.samples} samples x {args.seq_len} tokens from the pydoc train partition, "
-            f"{args.allocation} allocation over {args.targets} (heads are whole KV groups). PPL: sliding windows of 512 tokens over "
+            f"{args.allocation} allocation over {args.targets} (heads are whole KV groups"
+            + ("; gamma: MLP sparsity / attention sparsity" if args.attn_gammas else "")
+            + "). PPL: sliding windows of 512 tokens over "
             f"at most {args.eval_tokens:,} tokens of each corpus's test partition (jargon and gnu-standards were "
             "not used for calibration; pydoc test is same-domain, unseen text). Speed: forward throughput, "
             f'batch {evaluate.speed_batch} x {evaluate.speed_seq_len} tokens. "score+prune s" includes the '

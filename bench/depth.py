@@ -13,21 +13,17 @@ speed. Writes its table into BENCHMARKS.md between markers.
 from __future__ import annotations
 
 import argparse
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 from adapruner.catalog import BLOCK_CRITERIA
-from adapruner.config import CalibrationConfig, DataSource, EvalConfig, ImportanceConfig, PruneConfig, PruneJob
+from adapruner.config import CalibrationConfig, DataSource, ImportanceConfig, PruneConfig, PruneJob
 from adapruner.models import load_model
 from adapruner.pipeline import eval_texts, evaluate_model, prune_copy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baseline import ROOT, write_section  # noqa: E402
+from baseline import add_eval_arguments, eval_config, provenance, write_section  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,21 +36,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calib", default="pydoc", help="calibration source (its train partition)")
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--eval-tokens", type=int, default=16_384)
-    parser.add_argument("--zero-shot", default="cloze:jargon,cloze:gnu-standards")
-    parser.add_argument("--zero-shot-limit", type=int)
-    parser.add_argument("--section", default="depth", help="BENCHMARKS.md section to (re)write")
-    parser.add_argument("--benchmarks", type=Path, default=ROOT / "BENCHMARKS.md", help="file to write")
+    add_eval_arguments(parser, section="depth")
     args = parser.parse_args(argv)
 
-    evaluate = EvalConfig(
-        texts=tuple(DataSource(kind="builtin", name=n) for n in ("jargon", "gnu-standards")),
-        max_tokens=args.eval_tokens,
-        seq_len=512,
-        speed=True,
-        zero_shot=tuple(t for t in args.zero_shot.split(",") if t),
-        zero_shot_limit=args.zero_shot_limit,
-    )
+    evaluate = eval_config(args, ("jargon", "gnu-standards"))
     calibration = CalibrationConfig(sources=(DataSource.parse(args.calib),), samples=args.samples, seq_len=args.seq_len)
     loaded = load_model(args.model)
     texts = eval_texts(loaded.tokenizer, evaluate)
@@ -113,23 +98,25 @@ def main(argv: list[str] | None = None) -> None:
             "-" if seconds is None else f"{seconds:.1f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    command = "python bench/depth.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    device = str(next(loaded.model.parameters()).device)
     body = "\n".join(
         [
             f"## Depth vs width vs combined: {args.model} at {args.ratio:.0%}",
             "",
-            f"Command: `{command.strip()}` ({time.strftime('%Y-%m-%d')}, {platform.machine()} {device}, "
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads).",
+            provenance("depth.py", argv, str(next(loaded.model.parameters()).device)),
             "",
             f"Calibration: {args.samples} x {args.seq_len} tokens of {calibration.sources[0].label()} train, "
             f"{args.metric} for width. Depth share = share of the removed parameters taken as whole blocks "
             "(1 = depth only, the sub-block remainder in width); blocks chosen by Shortened LLaMA's PPL and "
             "Taylor+ (first 4 and last 2 blocks kept) or ShortGPT's Block Influence on the calibration "
             f"batch. PPL: windows of 512 over at most {args.eval_tokens:,} tokens of each test partition. "
-            "Zero-shot: offline cloze tasks from each corpus's test partition through lm-eval (4 choices, "
-            "chance 0.25). Speed: forward throughput (batch 4 x 256) and greedy generation with the KV "
-            "cache after a 128-token prompt.",
+            + (
+                "Zero-shot: offline cloze tasks from each corpus's test partition through lm-eval (4 choices, "
+                "chance 0.25). "
+                if tasks
+                else ""
+            )
+            + "Speed: forward throughput (batch 4 x 256) and greedy generation with the KV cache after a "
+            "128-token prompt.",
             "",
             *lines,
         ]

@@ -1,5 +1,5 @@
 """Recovery benchmark: quality of SmolLM2-135M pruned at a few ratios, before and after a short LoRA and a
-short continued-pretraining (CPT) run, with zero-shot accuracy and generation speed.
+short continued-pretraining (CPT) run, with zero-shot accuracy, and generation speed of the pruned models.
 
 Pruning: the default Taylor metric, 32 calibration samples x 256 tokens of the pydoc train partition.
 Recovery: ``--steps`` steps of ``--batch`` x ``--seq-len`` tokens of the ``--recover-text`` train partition
@@ -14,18 +14,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
-import shlex
 import sys
-import time
 from pathlib import Path
-
-import torch
 
 from adapruner.config import (
     CalibrationConfig,
     DataSource,
-    EvalConfig,
     PruneConfig,
     PruneJob,
     RecoverConfig,
@@ -35,7 +29,7 @@ from adapruner.pipeline import eval_texts, evaluate_model, prune_copy
 from adapruner.recover import recover_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baseline import ROOT, write_section  # noqa: E402
+from baseline import add_eval_arguments, eval_config, provenance, write_section  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -50,22 +44,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cpt-lr", type=float, default=2e-5)
     parser.add_argument("--recover-text", default="pydoc", help="recovery trains on its train partition")
     parser.add_argument("--samples", type=int, default=32)
-    parser.add_argument("--eval-tokens", type=int, default=16_384)
-    parser.add_argument("--zero-shot", default="cloze:jargon,cloze:gnu-standards")
-    parser.add_argument("--zero-shot-limit", type=int)
-    parser.add_argument("--section", default="recover", help="BENCHMARKS.md section to (re)write")
-    parser.add_argument("--benchmarks", type=Path, default=ROOT / "BENCHMARKS.md", help="file to write")
+    parser.add_argument("--no-speed", action="store_true", help="skip generation timing (bench/depth.py has it)")
+    add_eval_arguments(parser, section="recover")
     args = parser.parse_args(argv)
 
-    texts_cfg = tuple(DataSource(kind="builtin", name=n) for n in ("jargon", "gnu-standards", "pydoc"))
-    evaluate = EvalConfig(
-        texts=texts_cfg,
-        max_tokens=args.eval_tokens,
-        seq_len=512,
-        speed=True,
-        zero_shot=tuple(t for t in args.zero_shot.split(",") if t),
-        zero_shot_limit=args.zero_shot_limit,
-    )
+    # Recovery changes weights, never shapes: the recovered models run at the pruned model's speed.
+    quality = eval_config(args, ("jargon", "gnu-standards", "pydoc")).model_copy(update={"speed": False})
+    evaluate = quality if args.no_speed else quality.model_copy(update={"speed": True})
     recover_source = DataSource.parse(args.recover_text)
     loaded = load_model(args.model)
     texts = eval_texts(loaded.tokenizer, evaluate)
@@ -91,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
             )
             model, result = recover_model(copy.deepcopy(pruned), loaded.tokenizer, config)
             rows.append(
-                (f"{ratio:.0%}", method, evaluate_model(model, texts, evaluate, tokenizer=loaded.tokenizer), result)
+                (f"{ratio:.0%}", method, evaluate_model(model, texts, quality, tokenizer=loaded.tokenizer), result)
             )
             print(f"{ratio:.0%} {method}: {rows[-1][2]['perplexity']} in {result.seconds:.0f}s", file=sys.stderr)
             del model
@@ -106,8 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         *(f"acc {task}" for task in tasks),
         "held-out PPL before -> after",
         "recovery s",
-        "ms/token b1",
-        f"gen tok/s b{evaluate.gen_batch}",
+        *(() if args.no_speed else ("ms/token b1", f"gen tok/s b{evaluate.gen_batch}")),
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for ratio, method, result, recovery in rows:
@@ -119,19 +103,20 @@ def main(argv: list[str] | None = None) -> None:
             *(f"{result['zero_shot'][task]['acc']:.3f}" for task in tasks),
             heldout,
             f"{recovery.seconds:.0f}" if recovery else "-",
-            f"{1e3 * result['generation']['batch1']['per_token_s']:.1f}",
-            f"{result['generation']['batched']['tokens_per_s']:.0f}",
         ]
+        if not args.no_speed:
+            generation = result.get("generation")
+            cells += [
+                f"{1e3 * generation['batch1']['per_token_s']:.1f}" if generation else "as pruned",
+                f"{generation['batched']['tokens_per_s']:.0f}" if generation else "as pruned",
+            ]
         lines.append("| " + " | ".join(cells) + " |")
-    command = "python bench/recover.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    device = str(next(loaded.model.parameters()).device)
     tokens = args.steps * args.batch * args.seq_len
     body = "\n".join(
         [
             f"## Recovery: LoRA and continued pretraining after pruning {args.model}",
             "",
-            f"Command: `{command.strip()}` ({time.strftime('%Y-%m-%d')}, {platform.machine()} {device}, "
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads).",
+            provenance("recover.py", argv, str(next(loaded.model.parameters()).device)),
             "",
             f"Pruned with Taylor ({args.samples} x 256 tokens of pydoc train). Recovery: {args.steps} steps x "
             f"{args.batch} x {args.seq_len} = {tokens:,} tokens of {recover_source.label()} train (LoRA r=8, "
@@ -143,7 +128,12 @@ def main(argv: list[str] | None = None) -> None:
                 if tasks
                 else ""
             )
-            + "Generation: greedy with the KV cache after a 128-token prompt, 32 new tokens.",
+            + (
+                "Generation speed: see the depth table."
+                if args.no_speed
+                else "Generation: greedy with the KV cache after a 128-token prompt, 32 new tokens, measured on "
+                "the dense and pruned models (recovery changes weights, not shapes)."
+            ),
             "",
             *lines,
         ]

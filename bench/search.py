@@ -16,15 +16,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
-import shlex
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-import torch
 
 from adapruner.adapters import get_adapter
 from adapruner.config import SearchJob
@@ -36,7 +32,7 @@ from adapruner.search.run import DEFAULT_CACHE, SECOND_FIELD, prune_recipe, run_
 from adapruner.search.space import Recipe
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baseline import write_section  # noqa: E402
+from baseline import provenance, write_section  # noqa: E402
 
 
 def fixed_recipe(source: str, metric: str, samples: int, seq_len: int) -> Recipe:
@@ -97,7 +93,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", help="metrics the search mixes (default: SearchSpace's)")
     parser.add_argument("--compensators", help="compensators the search chooses from (default: none)")
     args = parser.parse_args(argv)
-    command = "python bench/search.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     section = args.section or ("search" if args.second_objective is None else f"search-{args.second_objective}")
 
     space_args: dict = {}
@@ -202,8 +197,7 @@ def main(argv: list[str] | None = None) -> None:
             f"## Search: SmolLM2-135M at {args.ratio:.0%}, {args.trials} trials"
             + (f", second objective {args.second_objective}" if args.second_objective else ""),
             "",
-            f"Command: `{command.strip()}` ({time.strftime('%Y-%m-%d')}, {platform.machine()} CPU, "
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads).",
+            provenance("search.py", argv, str(next(loaded.model.parameters()).device)),
             "",
             "Candidate calibration sources: train partitions of pydoc, jargon, gnu-standards "
             f"({space.pool_size} samples x {'/'.join(map(str, space.seq_lens))} tokens each in the pool). Validation (the objective): validation partitions of jargon and "
