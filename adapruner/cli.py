@@ -33,6 +33,7 @@ OPTION_OF = {
     "compensate.damping": "--compensate-damping",
     "space.compensators": "--compensators",
     "prune.attn_share": "--attn-share",
+    "prune.attn_gamma": "--attn-gamma",
     "prune.protect_first": "--protect",
     "prune.protect_last": "--protect",
     "prune.channel_multiple": "--channel-multiple",
@@ -91,8 +92,12 @@ def _option(loc: Sequence[Any]) -> str:
 
 def _one_line(error: ValidationError) -> str:
     first = error.errors()[0]
-    message = first["msg"].removeprefix("Value error, ")
-    return f"{_option(first['loc'])}: {message}" if first["loc"] else message
+    loc, message = tuple(first["loc"]), first["msg"].removeprefix("Value error, ")
+    # A model-level check names its field first ("attn_gamma: ..."): report it as that field.
+    field, sep, rest = message.partition(": ")
+    if sep and field.isidentifier():
+        loc, message = (*loc, field), rest
+    return f"{_option(loc)}: {message}" if loc else message
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -199,6 +204,9 @@ def build_parser() -> Parser:
     )
     prune.add_argument("--protect", default="4,2", help="FIRST,LAST blocks kept whole with --allocation protected")
     prune.add_argument("--attn-share", type=float, help="share of the removed params taken from attention")
+    prune.add_argument(
+        "--attn-gamma", type=float, help="NIRVANA's gamma: MLP sparsity / attention sparsity (instead of --attn-share)"
+    )
     prune.add_argument("--channel-multiple", type=int, default=8)
     prune.add_argument(
         "--depth-share", type=float, default=0.0, help="share of the removed params taken as whole blocks (0..1)"
@@ -307,6 +315,7 @@ def job_from_args(args: argparse.Namespace) -> PruneJob:
                 "protect_first": protect[0],
                 "protect_last": protect[1],
                 "attn_share": args.attn_share,
+                "attn_gamma": args.attn_gamma,
                 "channel_multiple": args.channel_multiple,
                 "depth_share": args.depth_share,
                 "block_criterion": args.block_criterion,

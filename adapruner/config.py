@@ -167,7 +167,9 @@ class PruneConfig(StrictModel):
     pruned). ``allocation='protected'`` keeps the first ``protect_first`` and last ``protect_last``
     blocks whole and takes the budget from the others (LLM-Pruner keeps the first and last blocks).
     ``attn_share`` is the share of the removed parameters taken from attention (KV groups); ``None``
-    takes the same ratio from attention and MLP as far as whole KV groups allow. ``depth_slope`` tilts
+    takes the same ratio from attention and MLP as far as whole KV groups allow. ``attn_gamma`` is
+    NIRVANA's gamma, the other way to set that split: MLP sparsity = ``attn_gamma`` x attention sparsity
+    (1 is the default split; the NIRVANA paper uses 3-3.4 on Llama-3). ``depth_slope`` tilts
     the per-layer share of the budget linearly with depth: 0 is uniform, positive prunes later layers
     more, negative earlier ones (layer weight ``1 + slope * (2 * position - 1)``, position in [0, 1]).
     ``allocation='nirvana'`` (NIRVANA's adaptive sparsity allocation) keeps the attention/MLP split but
@@ -185,6 +187,7 @@ class PruneConfig(StrictModel):
     protect_first: int = Field(default=4, ge=0)
     protect_last: int = Field(default=2, ge=0)
     attn_share: float | None = Field(default=None, ge=0.0, le=1.0)
+    attn_gamma: float | None = Field(default=None, gt=0.0)
     channel_multiple: int = Field(default=8, ge=1)
     min_kv_groups: int = Field(default=1, ge=1)
     depth_slope: float = Field(default=0.0, ge=-1.0, le=1.0)
@@ -202,6 +205,12 @@ class PruneConfig(StrictModel):
     @classmethod
     def _check_block_criterion(cls, name: str) -> str:
         return BLOCK_CRITERIA.check(name)
+
+    @model_validator(mode="after")
+    def _one_split(self) -> PruneConfig:
+        if self.attn_share is not None and self.attn_gamma is not None:
+            raise ValueError("attn_gamma: attn_share sets the attention/MLP split too; set only one of them")
+        return self
 
 
 class CompensateConfig(StrictModel):

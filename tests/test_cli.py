@@ -28,6 +28,11 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
         ),
         (["prune", "--ratio", "0.2", "--allocation", "greedy", "--out", "x"], "--allocation: "),
         (["prune", "--ratio", "0.2", "--targets", "blocks", "--out", "x"], "--targets: "),
+        (
+            ["prune", "--ratio", "0.2", "--attn-share", "0.1", "--attn-gamma", "3", "--out", "x"],
+            "--attn-gamma: attn_share sets",
+        ),
+        (["search", "--ratio", "0.2", "--samples", "1,500", "--out", "x"], "--samples: 1..500 must lie in"),
         (["prune", "--ratio", "0.2", "--model", "./nowhere", "--out", "x"], "neither a folder"),
         (["eval", "smollm2-135m"], "--text-file --dataset"),
         (["search", "--ratio", "0.2", "--metrics", "taylor,magic", "--out", "x"], "unknown metric 'magic'"),

@@ -149,10 +149,10 @@ def plan_widths(
         share = 1.0
     elif not heads_on:
         share = 0.0
-    elif config.attn_share is None:
-        share = attn_total / (attn_total + mlp_total)
-    else:
+    elif config.attn_share is not None:
         share = config.attn_share
+    else:  # the MLP loses gamma times attention's fraction (NIRVANA's gamma; 1: the same ratio from both)
+        share = attn_total / (attn_total + (config.attn_gamma or 1.0) * mlp_total)
 
     weights = depth_weights(len(layers), config.depth_slope)
     if config.allocation == "nirvana" and saliency is None:

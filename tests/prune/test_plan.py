@@ -59,6 +59,23 @@ def test_attention_share_moves_the_budget():
     assert abs(half.ratio_achieved - 0.2) <= 0.002
 
 
+@pytest.mark.parametrize("gamma", [1.0, 3.0])
+def test_attn_gamma_sets_mlp_sparsity_to_gamma_times_attention_sparsity(gamma):
+    plan = plan_widths(SMOL, params_before=SMOL_PARAMS, config=PruneConfig(ratio=0.2, attn_gamma=gamma))
+    attn_sparsity = sum(3 - k["heads"] for k in plan.keep) / (3 * 30)
+    mlp_sparsity = sum(1536 - k["channels"] for k in plan.keep) / (1536 * 30)
+    # Whole KV groups are coarse (90 in all): the ratio holds to within one group of attention.
+    assert mlp_sparsity / (attn_sparsity + 1 / 90) <= gamma <= mlp_sparsity / (attn_sparsity - 1 / 90)
+    assert abs(plan.ratio_achieved - 0.2) <= 0.002
+    if gamma == 1.0:
+        assert plan.keep == plan_widths(SMOL, params_before=SMOL_PARAMS, config=PruneConfig(ratio=0.2)).keep
+
+
+def test_attn_gamma_and_attn_share_are_exclusive():
+    with pytest.raises(ValueError, match="attn_gamma: attn_share sets the attention/MLP split too"):
+        PruneConfig(attn_share=0.1, attn_gamma=3.0)
+
+
 def test_unreachable_target_names_the_field():
     with pytest.raises(PlanError, match="prune.ratio"):
         plan_widths(SMOL, params_before=SMOL_PARAMS, config=PruneConfig(ratio=0.5, targets=("heads",)))
