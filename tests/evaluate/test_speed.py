@@ -22,12 +22,22 @@ def test_generation_timings_are_consistent():
 
 
 def test_generation_uses_the_kv_cache():
-    """A cached step reads one token: its time barely grows with the prompt, unlike a full forward."""
-    model = tiny_llama(max_position_embeddings=2048)
-    short = measure_generation(model, prompt_len=8, new_tokens=6, repeats=3)
-    long = measure_generation(model, prompt_len=1024, new_tokens=6, repeats=3)
-    assert long.prefill_s > 3 * short.prefill_s
-    assert long.per_token_s < long.prefill_s / 3
+    """After the prefill every timed step reads one new token and gets the cache the last step returned
+    (checked on the calls themselves: a timing comparison would be at the mercy of the machine's load)."""
+    model = tiny_llama()
+    calls = []
+
+    def record(_module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        calls.append((ids.shape[1], None if cache is None else cache.get_seq_length()))
+
+    handle = model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        measure_generation(model, prompt_len=16, new_tokens=6, warmup=0, repeats=1)
+    finally:
+        handle.remove()
+    assert calls == [(16, None), *((1, 16 + step) for step in range(5))]
 
 
 def test_report_has_generation_latency_for_dense_and_pruned():
