@@ -255,7 +255,9 @@ def build_parser() -> Parser:
     )
     search.add_argument("--val-tokens", type=int, default=8192, help="validation tokens per domain")
     search.add_argument("--chunk-tokens", type=int, default=1024, help="validation chunk (early-stop step)")
-    search.add_argument("--time-budget", type=float, help="seconds of trials before stopping")
+    search.add_argument(
+        "--time-budget", type=float, help="start no trial after this many seconds of trials and proposals"
+    )
     search.add_argument("--patience", type=int, help="stop after this many trials without improvement")
     search.add_argument("--no-early-reject", action="store_true")
     search.add_argument("--seed", type=int, default=0)

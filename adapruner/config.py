@@ -540,7 +540,12 @@ class SearchConfig(StrictModel):
 
     trials: int = Field(default=30, ge=1, le=10_000)
     n_init: int = Field(default=8, ge=1)
-    time_budget_s: float | None = Field(default=None, gt=0)
+    time_budget_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="start no trial once the trials and the optimiser's proposals have taken this many seconds"
+        " (summed over resumed runs; warm-up and the final evaluation not counted)",
+    )
     patience: int | None = Field(default=None, ge=1, description="stop after this many trials without improvement")
     seed: int = 0
     validation: tuple[DataSource, ...] = Field(default_factory=_default_validation_sources, min_length=1)

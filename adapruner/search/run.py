@@ -244,7 +244,8 @@ def run_search(
     def out_of_budget() -> bool:
         if finished() >= search.trials:
             return True
-        if search.time_budget_s and timings.get("trials_s", 0.0) >= search.time_budget_s:
+        spent = timings.get("trials_s", 0.0) + timings.get("ask_s", 0.0)
+        if search.time_budget_s and spent >= search.time_budget_s:
             return True
         if search.patience:
             told = sorted((int(i), r) for i, r in records.items() if r["status"] == "completed")
@@ -256,7 +257,9 @@ def run_search(
     new_trials = 0
     while not out_of_budget() and (max_new_trials is None or new_trials < max_new_trials):
         rerun = [t for t in optimizer.trials() if t.status == "pending"]
+        asked = time.perf_counter()
         trial = rerun[0] if rerun else optimizer.ask()
+        timings["ask_s"] = round(timings.get("ask_s", 0.0) + time.perf_counter() - asked, 3)  # GP fit + acquisition
         recipe = decode(space, trial.params)
         record: dict[str, Any] = {"index": trial.index, "params": trial.params, "recipe": recipe.as_dict()}
         t0 = time.perf_counter()
@@ -432,6 +435,7 @@ def _finish(
         "trial_cost": {
             "validation_pass_s": timings["validation_pass_s"],
             "warmup_s": timings["warmup_s"],
+            "ask_s": timings.get("ask_s", 0.0),  # the optimiser's proposals, all trials together
             # per source and calibration window length (one pool each)
             "warmup_passes_per_source": timings["warmup_s"]
             / timings["validation_pass_s"]

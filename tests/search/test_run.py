@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -97,6 +98,22 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, texts, loa
     statuses = [r["status"] for r in report["trials"]]
     assert statuses == ["completed", "failed", "completed"]
     assert "NaN scores" in report["trials"][1]["error"]
+
+
+def test_the_time_budget_counts_the_optimisers_proposals(tmp_path, texts, loaded, monkeypatch):
+    """On a small model the GP's fit and acquisition can cost more than a trial: the budget is wall time."""
+    real = search_run.BayesOptimizer.ask
+
+    def slow_ask(self):
+        time.sleep(0.4)
+        return real(self)
+
+    monkeypatch.setattr(search_run.BayesOptimizer, "ask", slow_ask)
+    job = make_job(texts, trials=50, search={"time_budget_s": 1.0})
+    report = run_search(job, out=tmp_path, loaded=loaded, cache_dir=None).report
+    # Every trial costs at least 0.4 s of asking: the third ends past 1 s, so no fourth starts.
+    assert 1 <= len(report["trials"]) <= 3
+    assert report["trial_cost"]["ask_s"] >= 0.4 * len(report["trials"])
 
 
 def dominated(point: tuple[float, float], others: list[tuple[float, float]]) -> bool:

@@ -24,9 +24,14 @@ from tests.conftest import tiny_search_spec
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def search_request(model_dir: Path, texts: dict[str, str], *, trials: int, **options) -> SearchRequest:
-    """A search on a tiny random LLaMA (``tests.conftest.tiny_search_spec``)."""
-    spec = tiny_search_spec(texts, model=str(model_dir), trials=trials, top_k=1)
+def search_request(
+    model_dir: Path, texts: dict[str, str], *, trials: int, budget_s: float | None = None, **options
+) -> SearchRequest:
+    """A search on a tiny random LLaMA (``tests.conftest.tiny_search_spec``). ``budget_s``: stop after this
+    many seconds of trials instead (with ``trials`` out of reach), for a job that must run a while whatever
+    the machine's speed."""
+    search = None if budget_s is None else {"time_budget_s": budget_s}
+    spec = tiny_search_spec(texts, model=str(model_dir), trials=trials, top_k=1, search=search)
     return SearchRequest.model_validate({"kind": "search", "spec": spec} | options)
 
 

@@ -70,7 +70,7 @@ def test_kill_9_after_trial_3_resumes_elsewhere_without_rerunning_a_trial(cluste
 
 def test_a_long_job_with_heartbeats_is_never_redelivered(cluster, tiny_model_dir, job_texts):
     fast = {"claim_idle_s": 1.0, "sweep_s": 0.2, "heartbeat_s": 0.2}
-    job_id = cluster.submit(search_request(tiny_model_dir, job_texts, trials=14))
+    job_id = cluster.submit(search_request(tiny_model_dir, job_texts, trials=10_000, budget_s=15))
     cluster.start_worker(**fast)
     cluster.wait(lambda: cluster.job(job_id).status.value == "running", timeout=60, what="the job to start")
     cluster.start_worker(**fast)  # an idle worker sweeping for stale entries all along
@@ -83,7 +83,8 @@ def test_a_long_job_with_heartbeats_is_never_redelivered(cluster, tiny_model_dir
 
 
 def test_a_paused_worker_loses_its_lease_and_its_writes_are_refused(cluster, tiny_model_dir, job_texts):
-    job_id = cluster.submit(search_request(tiny_model_dir, job_texts, trials=8))
+    # A time budget: the job must outlast the reclaim and go on in the second attempt, however fast trials are.
+    job_id = cluster.submit(search_request(tiny_model_dir, job_texts, trials=10_000, budget_s=15))
     paused = cluster.start_worker()
     cluster.wait(lambda: len(cluster.trials(job_id)) >= 1, timeout=180, what="a first trial")
     paused.send_signal(signal.SIGSTOP)  # its forked attempt keeps running and keeps writing
@@ -94,9 +95,10 @@ def test_a_paused_worker_loses_its_lease_and_its_writes_are_refused(cluster, tin
     job = cluster.wait_status(job_id, "succeeded", "failed", timeout=240)
     assert job.status == JobStatus.succeeded, job.error
     trials = cluster.trials(job_id)
-    assert [t.trial_index for t in trials] == list(range(8))
+    assert [t.trial_index for t in trials] == list(range(len(trials)))
     # After the reclaim only the new attempt wrote: the paused worker's late writes were refused.
-    assert all(t.attempt == 2 for t in trials if t.created_at > reclaimed)
+    later = [t.attempt for t in trials if t.created_at > reclaimed]
+    assert later and set(later) == {2}
     # The paused worker's attempt notices at its next write (its current trial must end first: slow under load).
     cluster.wait(lambda: "lost the lease" in (cluster.logs / "worker-0.log").read_text(), timeout=120, what="the log")
     assert paused.poll() is None  # it went on to wait for other jobs
