@@ -131,8 +131,9 @@ def test_cancel_queued_and_running_jobs_and_a_deadline(cluster, tiny_model_dir, 
     queued = cluster.submit(search_request(tiny_model_dir, job_texts, trials=2))
     with transaction(cluster.sessions) as session:
         crud.request_cancel(session, job=crud.get_job(session, job_id=queued, owner=None))
-    running = cluster.submit(search_request(tiny_model_dir, job_texts, trials=50))
-    late = cluster.submit(search_request(tiny_model_dir, job_texts, trials=50, deadline_s=8))
+    # Time budgets far past the cancel and the deadline: neither job can finish first on a fast machine.
+    running = cluster.submit(search_request(tiny_model_dir, job_texts, trials=10_000, budget_s=120))
+    late = cluster.submit(search_request(tiny_model_dir, job_texts, trials=10_000, budget_s=120, deadline_s=8))
     cluster.start_worker()
     cluster.wait(lambda: len(cluster.trials(running)) >= 1, timeout=180, what="the running job's first trial")
     with transaction(cluster.sessions) as session:
