@@ -28,7 +28,7 @@ def search_request(
     model_dir: Path, texts: dict[str, str], *, trials: int, budget_s: float | None = None, **options
 ) -> SearchRequest:
     """A search on a tiny random LLaMA (``tests.conftest.tiny_search_spec``). ``budget_s``: stop after this
-    many seconds of trials instead (with ``trials`` out of reach), for a job that must run a while whatever
+    many seconds of searching instead (with ``trials`` out of reach), for a job that must run a while whatever
     the machine's speed."""
     search = None if budget_s is None else {"time_budget_s": budget_s}
     spec = tiny_search_spec(texts, model=str(model_dir), trials=trials, top_k=1, search=search)
