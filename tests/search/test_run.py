@@ -101,7 +101,7 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, texts, loa
 
 
 def test_the_time_budget_counts_the_optimisers_proposals(tmp_path, texts, loaded, monkeypatch):
-    """On a small model the GP's fit and acquisition can cost more than a trial: the budget is wall time."""
+    """On a small model the GP's fit and acquisition can cost more than a trial: the budget counts them too."""
     real = search_run.BayesOptimizer.ask
 
     def slow_ask(self):
