@@ -76,6 +76,10 @@ class Catalog(BaseModel):
     plugins: dict[str, list[CatalogEntry]]
     job_kinds: list[str]
     schemas: dict[str, dict[str, Any]]
+    limits: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="this server's maximum per job kind and field (dotted path inside the spec, e.g. search.trials)",
+    )
 
 
 class Health(BaseModel):

@@ -11,8 +11,9 @@ from sqlalchemy import text
 from adapruner import catalog
 from adapruner.config import JOB_SPECS
 from adapruner.registry import Registry
-from service.api.deps import RedisDep, SessionDep
+from service.api.deps import RedisDep, SessionDep, SettingsDep
 from service.schemas import Catalog, CatalogEntry, Health
+from service.settings import Settings
 
 router = APIRouter(tags=["meta"])
 
@@ -22,8 +23,9 @@ def registries() -> dict[str, Registry]:
 
 
 @router.get("/v1/catalog", response_model=Catalog)
-def get_catalog() -> Catalog:
-    """Every registered plug-in (adapters, metrics, corpora, ...) and the JSON schema of each job kind."""
+def get_catalog(settings: SettingsDep) -> Catalog:
+    """Every registered plug-in (adapters, metrics, corpora, ...), the JSON schema of each job kind and this
+    server's limits on its fields."""
     return Catalog(
         plugins={
             kind: [CatalogEntry(name=e.name, summary=e.summary) for e in registry.entries()]
@@ -31,7 +33,13 @@ def get_catalog() -> Catalog:
         },
         job_kinds=list(JOB_SPECS),
         schemas={kind: spec.model_json_schema() for kind, spec in JOB_SPECS.items()},
+        limits=server_limits(settings),
     )
+
+
+def server_limits(settings: Settings) -> dict[str, dict[str, float]]:
+    """The maxima this server enforces at submit, by job kind and dotted spec field."""
+    return {"search": {"search.trials": settings.max_trials}}
 
 
 @router.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
