@@ -25,8 +25,43 @@ Split = Literal["train", "validation", "test"]
 PARTITION_SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
 
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be stored or sent as JSON text (a NUL character or a lone UTF-16 surrogate), or None."""
+    if "\x00" in text:
+        return "Input should not contain a NUL character (\\u0000)"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "Input should be valid Unicode text (it has a lone surrogate)"
+    return None
+
+
+def _check_texts(value: object) -> None:
+    if isinstance(value, str):
+        problem = text_problem(value)
+        if problem:
+            raise ValueError(problem)
+    elif isinstance(value, Path):
+        _check_texts(str(value))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_texts(key)
+            _check_texts(item)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            _check_texts(item)
+
+
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Every config: unknown fields, NaN/Infinity and text with NUL or lone surrogates are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable_text(cls, value: object) -> object:
+        _check_texts(value)
+        return value
 
 
 class DataSource(StrictModel):

@@ -14,6 +14,7 @@ from service.db import make_engine, make_sessionmaker
 from service.metrics import ServiceCollector
 from service.settings import Settings
 from service.storage import artifact_store
+from service.strict import StrictInput
 from service.web import router as web
 
 
@@ -78,5 +79,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"], allow_headers=["*"]
         )
+    app.add_middleware(StrictInput)  # inside BodyLimit: the body it reads whole is bounded
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     return app

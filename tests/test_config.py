@@ -78,3 +78,20 @@ def test_data_source_shorthand(spec, expected):
 def test_bad_data_source_shorthand(spec):
     with pytest.raises(ValueError):
         DataSource.parse(spec)
+
+
+@pytest.mark.parametrize(
+    ("data", "loc", "words"),
+    [
+        ({"prune": {"ratio": float("nan")}}, ("prune", "ratio"), "finite"),
+        ({"prune": {"attn_gamma": float("inf")}}, ("prune", "attn_gamma"), "finite"),
+        ({"model": {"source": "a\x00b"}}, ("model", "source"), "NUL"),
+        ({"calibration": {"sources": [{"kind": "file", "name": "x\x00.txt"}]}}, ("calibration", "sources", 0), "NUL"),
+        ({"importance": {"mix": {"taylor\x00": 1.0}}}, ("importance", "mix"), "NUL"),
+    ],
+)
+def test_configs_refuse_non_finite_numbers_and_unstorable_text(data, loc, words):
+    with pytest.raises(ValidationError) as raised:
+        PruneJob.model_validate(data)
+    error = raised.value.errors()[0]
+    assert error["loc"][: len(loc)] == loc and words in error["msg"], error
