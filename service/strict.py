@@ -125,3 +125,20 @@ async def _refuse(send: Send, loc: Loc, msg: str) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 422, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def storable(value: Any) -> Any:
+    """``value`` (text, or JSON data) made storable and encodable: NUL characters and lone surrogates in
+    text become visible escapes (``\\x00``, ``\\ud800``), non-finite floats become None. The worker writes
+    every error, log text and result through this, so a job always ends with its real cause recorded."""
+    if isinstance(value, str):
+        if text_problem(value) is None:
+            return value
+        return value.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {storable(str(k)): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value

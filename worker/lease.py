@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from service.crud import add_event, set_status
 from service.models import TERMINAL, Job, JobStatus, Trial, utcnow
+from service.strict import storable
 
 
 class OwnershipLost(Exception):
@@ -94,6 +95,7 @@ def record_trial(
 ) -> None:
     """Write a finished trial and the search state after it, in one fenced transaction."""
     job = owned(session, job_id=job_id, token=token)
+    record, state = storable(record), storable(state)
     index = int(record["index"])
     session.add(
         Trial(
@@ -124,7 +126,7 @@ def record_trial(
 
 def progress(session: Session, *, job_id: str, token: str, data: dict[str, Any]) -> None:
     owned(session, job_id=job_id, token=token)
-    add_event(session, job_id=job_id, kind="progress", data=data)
+    add_event(session, job_id=job_id, kind="progress", data=storable(data))
 
 
 def finish(
@@ -138,8 +140,8 @@ def finish(
 ) -> None:
     job = owned(session, job_id=job_id, token=token)
     if result is not None:
-        job.result = result
-    set_status(session, job, status, error=error)
+        job.result = storable(result)
+    set_status(session, job, status, error=storable(error))
 
 
 def release(session: Session, *, job_id: str, token: str, reason: str, count_attempt: bool) -> Job:
@@ -151,5 +153,5 @@ def release(session: Session, *, job_id: str, token: str, reason: str, count_att
     job.worker_id = None
     job.heartbeat_at = None
     set_status(session, job, JobStatus.queued)
-    add_event(session, job_id=job_id, kind="log", data={"message": reason})
+    add_event(session, job_id=job_id, kind="log", data={"message": storable(reason)})
     return job
