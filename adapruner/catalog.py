@@ -108,6 +108,15 @@ RECOVERY.add(
 )
 RECOVERY.add("cpt", "adapruner.recover.cpt:ContinuedPretraining", "full-parameter continued pretraining (causal LM)")
 
+EXPORT_FORMATS = Registry("export format")
+EXPORT_FORMATS.add(
+    "gguf", "adapruner.export.gguf:GgufExporter", "llama.cpp GGUF: 'llama' when widths are uniform, else 'deci'"
+)
+EXPORT_FORMATS.add("hf", "adapruner.export.hf:HfExporter", "stock from_pretrained folder (uniform widths only)")
+EXPORT_FORMATS.add(
+    "decilm", "adapruner.export.decilm:DeciLmExporter", "DeciLM / Nemotron-NAS block_configs (vLLM nemotron_nas)"
+)
+
 #: Standard zero-shot tasks of lm-evaluation-harness (their datasets come from the hub, so online only).
 ZERO_SHOT_TASKS: tuple[str, ...] = (
     "boolq",

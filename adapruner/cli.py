@@ -13,8 +13,16 @@ from typing import Any, NoReturn
 from pydantic import ValidationError
 
 from adapruner import service_cli
-from adapruner.catalog import BLOCK_CRITERIA, BUILTIN_CORPORA, COMPENSATORS, METRICS, RECOVERY, ZERO_SHOT_TASKS
-from adapruner.config import DataSource, ModelSpec, PruneJob, SearchJob
+from adapruner.catalog import (
+    BLOCK_CRITERIA,
+    BUILTIN_CORPORA,
+    COMPENSATORS,
+    EXPORT_FORMATS,
+    METRICS,
+    RECOVERY,
+    ZERO_SHOT_TASKS,
+)
+from adapruner.config import EXPORT_TYPES, DataSource, ModelSpec, PruneJob, SearchJob
 from adapruner.errors import UserError
 
 # Config field path (as pydantic reports it) -> the option that sets it.
@@ -277,8 +285,18 @@ def build_parser() -> Parser:
     evaluate.add_argument("--max-tokens", type=int, default=100_000)
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--json", action="store_true")
+    add_export_parser(sub)
     service_cli.add_commands(sub, parser_class=Parser)
     return parser
+
+
+def add_export_parser(sub: Any) -> None:
+    export = sub.add_parser("export", help="write a pruned artifact for a serving runtime (llama.cpp, HF, vLLM)")
+    export.add_argument("model", help="pruned artifact folder (or any model folder, .gguf file or alias)")
+    export.add_argument("--format", required=True, help=f"one of: {', '.join(EXPORT_FORMATS.names())}")
+    export.add_argument("--out", required=True, help="the .gguf file (gguf) or folder (hf, decilm) to write")
+    export.add_argument("--type", choices=EXPORT_TYPES, help="weight type (default: f16 for gguf, else the model's)")
+    export.add_argument("--json", action="store_true")
 
 
 def job_from_args(args: argparse.Namespace) -> PruneJob:
@@ -520,7 +538,26 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"prune": cmd_prune, "search": cmd_search, "eval": cmd_eval, **service_cli.COMMANDS}
+def cmd_export(args: argparse.Namespace) -> int:
+    from adapruner.export import export_model
+
+    result = export_model(args.model, EXPORT_FORMATS.check(args.format), args.out, args.type)
+    if args.json:
+        print(json.dumps(result.as_dict()))
+        return 0
+    print(f"wrote {result.path} ({result.format}, architecture {result.architecture}, {result.type})")
+    for note in result.notes:
+        print(f"note: {note}")
+    return 0
+
+
+COMMANDS = {
+    "prune": cmd_prune,
+    "search": cmd_search,
+    "eval": cmd_eval,
+    "export": cmd_export,
+    **service_cli.COMMANDS,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

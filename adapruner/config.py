@@ -15,6 +15,7 @@ from adapruner.catalog import (
     BLOCK_CRITERIA,
     BUILTIN_CORPORA,
     COMPENSATORS,
+    EXPORT_FORMATS,
     METRICS,
     OFFLINE_ZERO_SHOT,
     RECOVERY,
@@ -391,6 +392,34 @@ def check_recovery_held_out(recover: RecoverConfig, texts: tuple[DataSource, ...
             )
 
 
+EXPORT_TYPES: tuple[str, ...] = ("f32", "f16", "bf16", "q8_0")
+
+
+class ExportConfig(StrictModel):
+    """Files for a serving runtime, written into the artifact folder after the pruned model: one per name
+    in ``formats`` (from ``EXPORT_FORMATS``): ``gguf`` writes ``model-TYPE.gguf`` (llama.cpp), ``hf`` the
+    folder ``hf-TYPE`` (stock ``from_pretrained``; uniform widths only), ``decilm`` the folder
+    ``decilm-TYPE`` (vLLM ``nemotron_nas``). ``type``: the weight type; ``None`` is f16 for gguf and the
+    model's own dtype otherwise; ``q8_0`` is GGUF only. A model a format cannot hold fails the job with
+    the reason (the pruned artifact is saved first)."""
+
+    formats: tuple[str, ...] = ()
+    type: Literal["f32", "f16", "bf16", "q8_0"] | None = None
+
+    @field_validator("formats")
+    @classmethod
+    def _check_formats(cls, formats: tuple[str, ...]) -> tuple[str, ...]:
+        for name in formats:
+            EXPORT_FORMATS.check(name)
+        return tuple(dict.fromkeys(formats))
+
+    @model_validator(mode="after")
+    def _check_type(self) -> ExportConfig:
+        if self.type == "q8_0" and set(self.formats) - {"gguf"}:
+            raise ValueError("type: q8_0 is a GGUF type; export hf/decilm as f32, f16 or bf16")
+        return self
+
+
 class PruneJob(StrictModel):
     """Everything one ``adapruner prune`` run needs; saved with the artifact."""
 
@@ -401,6 +430,7 @@ class PruneJob(StrictModel):
     compensate: CompensateConfig = Field(default_factory=CompensateConfig)
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
     recover: RecoverConfig = Field(default_factory=RecoverConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
 
     @model_validator(mode="after")
     def _no_shared_text(self) -> PruneJob:
@@ -616,6 +646,7 @@ class SearchJob(StrictModel):
     search: SearchConfig = Field(default_factory=SearchConfig)
     evaluate: EvalConfig = Field(default_factory=lambda: EvalConfig(texts=_default_test_sources()))
     recover: RecoverConfig = Field(default_factory=RecoverConfig, description="applied to the best trial")
+    export: ExportConfig = Field(default_factory=ExportConfig, description="formats written for the best trial")
 
     @model_validator(mode="after")
     def _held_out(self) -> SearchJob:
