@@ -129,3 +129,6 @@ ZERO_SHOT_TASKS: tuple[str, ...] = (
 )
 #: Offline zero-shot tasks built at run time from a built-in corpus's test partition: ``cloze:CORPUS``.
 OFFLINE_ZERO_SHOT: tuple[str, ...] = ("cloze",)
+#: Built-in model aliases (the names of ``adapruner.models.loading.ALIASES``, listed here without torch for
+#: the API: a confined server always allows them).
+MODEL_ALIASES: tuple[str, ...] = ("smollm2-135m",)

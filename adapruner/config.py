@@ -24,6 +24,8 @@ from adapruner.catalog import (
 
 Split = Literal["train", "validation", "test"]
 PARTITION_SPLITS: tuple[str, ...] = ("train", "validation", "test")
+#: The search confirms its top trials on this many times ``search.validation_tokens`` per domain.
+CONFIRM_TOKENS_FACTOR = 4
 
 
 def text_problem(text: str) -> str | None:

@@ -158,3 +158,13 @@ def list_trials(session: Session, *, job_id: str) -> list[Trial]:
 def events_after(session: Session, *, job_id: str, after: int = 0, limit: int = 500) -> list[Event]:
     query = select(Event).where(Event.job_id == job_id, Event.id > after).order_by(Event.id).limit(limit)
     return list(session.scalars(query).all())
+
+
+def reusable_job(session: Session, *, job_id: str, owner_id: int | None) -> Job | None:
+    """The succeeded job ``job_id`` whose artifacts a job of ``owner_id`` may start from (``model: job:<id>``):
+    one of the same key's jobs, any job for an admin key; None otherwise, whether or not it exists."""
+    query = select(Job).where(Job.id == job_id, Job.status == JobStatus.succeeded)
+    owner = session.get(ApiKey, owner_id) if owner_id is not None else None
+    if owner is None or not owner.admin:
+        query = query.where(Job.owner_id.is_(None) if owner_id is None else Job.owner_id == owner_id)
+    return session.scalar(query)

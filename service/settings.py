@@ -52,6 +52,31 @@ class Settings(BaseModel):
     max_trials: int = Field(default=500, ge=1, description="largest search trial budget one job may ask")
     max_deadline_s: float = Field(default=7 * 86400.0, gt=0, description="largest deadline one job may ask")
     default_deadline_s: float = Field(default=86400.0, gt=0)
+    # Job size limits (enforced at submit, shown in GET /v1/catalog as limits; docs/security.md).
+    max_calibration_samples: int = Field(
+        default=4096, ge=1, description="most calibration samples (prune calibration.samples, search space.samples)"
+    )
+    max_seq_len: int = Field(default=16384, ge=8, description="longest token window of any stage of a job")
+    max_pool_size: int = Field(default=4096, ge=1, description="most candidate calibration samples per source")
+    max_validation_tokens: int = Field(default=1_000_000, ge=64, description="most search.validation_tokens")
+    max_eval_tokens: int = Field(
+        default=1_000_000, ge=16, description="most evaluation tokens per text (evaluate.max_tokens, heldout_tokens)"
+    )
+    max_recover_steps: int = Field(default=100_000, ge=1, description="most recovery training steps")
+    max_batch_size: int = Field(default=256, ge=1, description="largest batch of any stage of a job")
+    max_job_cost: int = Field(
+        default=1_000_000_000, ge=1, description="largest estimated cost of one job of a key, in token-passes"
+    )
+    # Where jobs may read models and data from (docs/security.md).
+    confine: bool = Field(
+        default=True,
+        description="confine jobs to the sources below; false = any path, hub id or URL (single-user embedded mode)",
+    )
+    model_roots: tuple[str, ...] = Field(default=(), description="confined: local folders models may be read from")
+    data_roots: tuple[str, ...] = Field(default=(), description="confined: local folders data files may be read from")
+    allow_hub_models: bool = Field(default=True, description="confined: hub model ids (org/name) may be downloaded")
+    allow_hf_datasets: bool = Field(default=True, description="confined: hf: datasets and online zero-shot tasks")
+    allow_remote_data: bool = Field(default=False, description="confined: data_files may be http(s)/s3/... URLs")
     cors_origins: tuple[str, ...] = ()
     sse_poll_s: float = Field(default=0.25, gt=0, description="how often the event stream reads new events")
 

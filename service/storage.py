@@ -7,6 +7,7 @@ makes them available to the API; the API streams them back with :meth:`ArtifactS
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,6 +43,10 @@ class ArtifactStore:
     def response(self, job_id: str, path: str):
         raise NotImplementedError
 
+    def local_copy(self, job_id: str) -> Path:
+        """A local folder with the published files of ``job_id`` (a job that starts from ``job:<id>`` reads it)."""
+        raise NotImplementedError
+
 
 class LocalStore(ArtifactStore):
     def publish(self, job_id: str) -> list[tuple[str, int]]:
@@ -53,6 +58,9 @@ class LocalStore(ArtifactStore):
         if not target.is_relative_to(folder) or not target.is_file():
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} has no artifact {path!r}")
         return FileResponse(target, filename=Path(path).name)
+
+    def local_copy(self, job_id: str) -> Path:
+        return self.folder(job_id)
 
 
 class S3Store(ArtifactStore):
@@ -88,6 +96,27 @@ class S3Store(ArtifactStore):
 
         headers = {"Content-Disposition": f'attachment; filename="{Path(path).name}"'}
         return StreamingResponse(body(), media_type="application/octet-stream", headers=headers)
+
+
+    def local_copy(self, job_id: str) -> Path:
+        """The objects of ``job_id``, downloaded once into ``home/cache/jobs/<id>`` (or this host's own copy)."""
+        if self.folder(job_id).is_dir():
+            return self.folder(job_id)
+        target = self.settings.home / "cache" / "jobs" / job_id
+        if target.is_dir():
+            return target
+        partial = target.with_name(f"{job_id}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        prefix = self.key(job_id, "")
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.settings.s3_bucket, Prefix=prefix)
+        for page in pages:
+            for obj in page.get("Contents", []):
+                local = partial / obj["Key"][len(prefix) :]
+                local.parent.mkdir(parents=True, exist_ok=True)
+                self.client.download_file(self.settings.s3_bucket, obj["Key"], str(local))
+        partial.mkdir(parents=True, exist_ok=True)
+        partial.rename(target)
+        return target
 
 
 STORES: dict[str, type[ArtifactStore]] = {"local": LocalStore, "s3": S3Store}

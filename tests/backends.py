@@ -97,10 +97,16 @@ class Databases:
 
 
 def make_settings(database_url: str, home: Path, **overrides):
-    """Settings of one test: its own database, Redis key prefix and artifacts folder, fast timings."""
+    """Settings of one test: its own database, Redis key prefix and artifacts folder, fast timings. Jobs are
+    confined (the default) to models and data under the temporary folder, where the tests' tiny models and
+    texts live."""
+    import tempfile
+
     from service.settings import Settings
 
     values = dict(
+        model_roots=(tempfile.gettempdir(),),
+        data_roots=(tempfile.gettempdir(),),
         home=home,
         database_url=database_url,
         redis_url=REDIS_URL,

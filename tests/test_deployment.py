@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -69,6 +70,7 @@ def local_env(service: str, *, database_url: str, home: Path, prefix: str) -> di
     env["ADAPRUNER_HOME"] = str(home)
     env["ADAPRUNER_ARTIFACTS_DIR"] = str(home / "artifacts")
     env["ADAPRUNER_REDIS_PREFIX"] = prefix
+    env["ADAPRUNER_MODEL_ROOTS"] = env["ADAPRUNER_DATA_ROOTS"] = tempfile.gettempdir()  # the tiny model and texts
     env.pop("ADAPRUNER_METRICS_PORT", None)  # two workers on one host would share the port
     return os.environ | env | {"OMP_NUM_THREADS": "1"}
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import os
 import signal
 import sys
+import tempfile
 import time
 import traceback
 from typing import Any
@@ -21,6 +23,8 @@ from pydantic import ValidationError
 from sqlalchemy import delete
 
 from adapruner.errors import UserError
+from service.admission import check_sources
+from service.confine import job_reference
 from service.db import make_engine, make_sessionmaker, transaction
 from service.models import Artifact, Job, JobStatus
 from service.settings import Settings
@@ -28,6 +32,7 @@ from service.storage import artifact_store
 from worker import lease
 
 EXIT_LEASE_LOST = 3
+log = logging.getLogger("adapruner.worker")
 PROGRESS_EVERY_S = 1.0
 
 
@@ -55,12 +60,47 @@ def artifact_rows(job_id: str, settings: Settings) -> list[Artifact]:
     return [Artifact(job_id=job_id, path=path, size=size) for path, size in files]
 
 
+def checked_job(factory, kind: str, spec: dict[str, Any], owner_id: int | None, settings: Settings):
+    """The job's config, refused (:class:`~service.confine.SourceRefused`) before anything is read when it names
+    a model or data its owner may not read, and the model of ``job:<id>`` loaded from that job's artifacts
+    (else None: the pipeline loads the model)."""
+    from adapruner.config import PruneJob, SearchJob
+
+    config = (SearchJob if kind == "search" else PruneJob).model_validate(spec)
+    with transaction(factory) as session:
+        check_sources(session, spec=config, owner_id=owner_id, settings=settings)
+    reference = job_reference(config.model.source)
+    if reference is None:
+        return config, None
+    from adapruner.models import load_model
+
+    folder = artifact_store(settings).local_copy(reference)
+    loaded = load_model(config.model.model_copy(update={"source": str(folder)}))
+    loaded.name = config.model.source
+    return config, loaded
+
+
+def user_error(exc: Exception, settings: Settings) -> str:
+    """The one-line reason a job failed on its input. Confined, a model that cannot be loaded is reported
+    without the loader's text, which can tell what exists on the worker's host (logged for the operator)."""
+    from adapruner.models.loading import ModelLoadError
+
+    line = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    if settings.confine and isinstance(exc, ModelLoadError):
+        log.warning("model load failed: %s", line)
+        return (
+            "ModelLoadError: model: cannot load the model; check that it is a supported model folder, .gguf "
+            "file or hub id (org/name) that this worker can reach"
+        )
+    return line
+
+
 def run_attempt(job_id: str, token: str, settings: Settings) -> int:
     """Run one attempt; returns the process exit code."""
     factory = make_sessionmaker(make_engine(settings.db_url))
     with transaction(factory) as session:
         job = session.get(Job, job_id)
-        kind, spec, state = job.kind, job.spec, job.search_state
+        kind, spec, state, owner_id = job.kind, job.spec, job.search_state, job.owner_id
     out = settings.artifacts / job_id
     out.mkdir(parents=True, exist_ok=True)
     last = {"t": 0.0}
@@ -74,11 +114,10 @@ def run_attempt(job_id: str, token: str, settings: Settings) -> int:
             lease.progress(session, job_id=job_id, token=token, data={"stage": stage, "done": done, "total": total})
 
     try:
+        config, loaded = checked_job(factory, kind, spec, owner_id, settings)
         if kind == "search":
-            from adapruner.config import SearchJob
             from adapruner.search.run import STATE_NAME, run_search
 
-            config = SearchJob.model_validate(spec)
             state_path = out / STATE_NAME
             # SQL is the record of truth: a local file from an attempt whose trials were not recorded goes.
             if state:
@@ -93,18 +132,22 @@ def run_attempt(job_id: str, token: str, settings: Settings) -> int:
                     )
 
             outcome = run_search(
-                config, out=out, progress=progress, on_trial=on_trial, cache_dir=settings.home / "cache" / "stats"
+                config,
+                out=out,
+                loaded=loaded,
+                progress=progress,
+                on_trial=on_trial,
+                cache_dir=settings.home / "cache" / "stats",
             )
         else:
-            from adapruner.config import PruneJob
             from adapruner.pipeline import run_prune
 
-            outcome = run_prune(PruneJob.model_validate(spec), out=out, progress=progress)
+            outcome = run_prune(config, out=out, loaded=loaded, progress=progress)
         status, error, result = JobStatus.succeeded, None, summary(outcome.report)
     except lease.OwnershipLost:
         return EXIT_LEASE_LOST
     except (UserError, ValidationError) as exc:
-        status, error, result = JobStatus.failed, f"{type(exc).__name__}: {exc}".splitlines()[0], None
+        status, error, result = JobStatus.failed, user_error(exc, settings), None
     except Exception as exc:  # a bug or a broken model: recorded with its traceback, not retried
         tail = "".join(traceback.format_exception(exc)[-3:])
         status, error, result = JobStatus.failed, f"{type(exc).__name__}: {exc}\n{tail}", None
@@ -127,6 +170,12 @@ def child_main(job_id: str, token: str, settings_json: str) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     settings = Settings.model_validate_json(settings_json)
-    code = run_attempt(job_id, token, settings)
+    with tempfile.TemporaryDirectory(prefix="adapruner-attempt-") as empty:
+        if settings.confine:  # a relative name (a hub id) must never find a folder of the worker's directory
+            absolute = {"home": settings.home.resolve(), "artifacts_dir": settings.artifacts.resolve()}
+            settings = settings.model_copy(update=absolute)
+            os.chdir(empty)
+        code = run_attempt(job_id, token, settings)
+        os.chdir("/")
     sys.stdout.flush()
     os._exit(code)

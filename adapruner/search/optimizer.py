@@ -342,6 +342,32 @@ class BayesOptimizer:
             std = post.variance.clamp_min(0.0).sqrt().reshape(-1).tolist()
         return list(zip(mean, std, strict=True))
 
+    def relevance(self) -> dict[str, float] | None:
+        """How much each dimension moves the GP of the first objective: the inverse of its fitted kernel
+        lengthscale (ARD; a choice's from the categorical kernel; the smallest where a dimension is in
+        several kernels), normalised to sum to 1. Not the fidelity input. Fits the GP if needed; ``None``
+        when the fit fails numerically.
+
+        Raises:
+            ValueError: no trial is complete.
+        """
+        if not any(t.status == "completed" for t in self._trials):
+            raise ValueError("no completed trial to fit the GP on")
+        try:
+            model = self._models()[0]
+        except _numerical_errors():
+            return None
+        inverse = [0.0] * len(self.dims)
+        for kernel in model.covar_module.modules():
+            if not getattr(kernel, "has_lengthscale", False):
+                continue
+            active = kernel.active_dims.tolist() if kernel.active_dims is not None else range(len(self.dims) + 1)
+            for dim, scale in zip(active, kernel.lengthscale.detach().reshape(-1).tolist(), strict=True):
+                if dim < len(self.dims):
+                    inverse[dim] = max(inverse[dim], 1.0 / scale)
+        total = sum(inverse)
+        return {d.name: (v / total if total > 0 else 1 / len(self.dims)) for d, v in zip(self.dims, inverse, strict=True)}
+
     # ---- state -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume: dims, seed and settings, all trials (JSON-serialisable)."""

@@ -56,6 +56,8 @@ STATE_NAME = "search_state.json"
 # The trial record field of each second objective (it enters the GP as a logarithm).
 SECOND_FIELD = {"latency": "latency_s", "params": "non_embedding_params"}
 DEFAULT_CACHE = Path.home() / ".cache" / "adapruner" / "stats"
+# What a failed trial's error means, for people (the trial record's ``failure``).
+FAILURES = {"PlanError": "infeasible", "OutOfMemoryError": "out of memory", "FloatingPointError": "numerical"}
 
 Progress = Callable[[str, int, int], None]
 TrialHook = Callable[[dict[str, Any]], None]
@@ -262,12 +264,14 @@ def run_search(
         timings["ask_s"] = round(timings.get("ask_s", 0.0) + time.perf_counter() - asked, 3)  # GP fit + acquisition
         recipe = decode(space, trial.params)
         record: dict[str, Any] = {"index": trial.index, "params": trial.params, "recipe": recipe.as_dict()}
+        record |= _recipe_facts(job, recipe, optimizer if trial.generator == "gp" else None)
         t0 = time.perf_counter()
         try:
             model, ids = prune_recipe(
                 loaded, pools, recipe, ratio=job.ratio, targets=job.targets, seed=search.seed, blocks=blocks
             )
             second = second_value(model, job)
+            record["widths"] = get_adapter(model).widths()  # kept KV groups and channels per layer
             best = incumbent(second)
             observation, eval_s = _timed_observe(
                 model,
@@ -293,7 +297,8 @@ def run_search(
             }
         except (PlanError, FloatingPointError, torch.OutOfMemoryError) as error:
             optimizer.tell(trial.index, value=None, failed=True)
-            record |= {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+            failure = FAILURES.get(type(error).__name__, "error")
+            record |= {"status": "failed", "failure": failure, "error": f"{type(error).__name__}: {error}"}
         record["seconds"] = round(time.perf_counter() - t0, 3)
         record["cost_vs_validation_pass"] = round(record["seconds"] / dense_s, 3)
         records[str(trial.index)] = record
@@ -317,6 +322,29 @@ def run_search(
     if max_new_trials is not None and not out_of_budget():
         return None
     return _finish(job, out, loaded, pools, optimizer, records, timings, dense_obs, start, blocks=blocks)
+
+
+def _relevance(optimizer: BayesOptimizer) -> dict[str, float] | None:
+    """The GP's relevance of each searched dimension (inverse lengthscales), or None when it cannot be fitted."""
+    try:
+        return optimizer.relevance()
+    except ValueError:  # no trial is complete
+        return None
+
+
+def _recipe_facts(job: SearchJob, recipe: Recipe, fitted: BayesOptimizer | None) -> dict[str, Any]:
+    """Trial-record fields besides the recipe: the prune job that re-runs it (and what that cannot carry
+    over) and, for a trial the GP proposed, the GP's relevance of each dimension at that proposal."""
+    facts: dict[str, Any] = {}
+    try:
+        spec, differs = recipe.prune_job(job)
+    except ValueError:  # e.g. a calibration source that is also a test text: no prune job can run it
+        pass
+    else:
+        facts["prune_job"] = {"spec": spec.model_dump(mode="json", exclude_defaults=True), "differs": differs}
+    if fitted is not None and (relevance := _relevance(fitted)) is not None:
+        facts["relevance"] = relevance
+    return facts
 
 
 def _eligible(job: SearchJob, full: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
@@ -447,6 +475,8 @@ def _finish(
             "stopped_early": sum(1 for r in done if r["stopped_early"]),
         },
     }
+    if (relevance := _relevance(optimizer)) is not None:
+        facts["relevance"] = {"method": "GP kernel inverse lengthscales", "values": relevance}
     if pick is not None:
         facts["pick"] = pick
         facts["pareto"] = _pareto(job, optimizer, records)

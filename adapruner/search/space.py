@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from adapruner.config import PruneConfig, Range, SearchSpace
+from adapruner.config import (
+    CalibrationConfig,
+    CompensateConfig,
+    ImportanceConfig,
+    PruneConfig,
+    PruneJob,
+    Range,
+    SearchJob,
+    SearchSpace,
+)
 from adapruner.search.optimizer import Dim
 
 SOURCE_PREFIX, METRIC_PREFIX = "source:", "metric:"
@@ -48,6 +57,38 @@ class Recipe:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    def prune_job(self, job: SearchJob) -> tuple[PruneJob, list[str]]:
+        """The prune job closest to this recipe of ``job``, and what it cannot carry over: a prune job draws
+        its samples evenly from its sources (afresh, with the search's seed), not a weighted subset of the
+        search's candidate pool."""
+        weights = {s.label(): self.source_weights.get(s.label(), 0.0) for s in job.space.sources}
+        sources = tuple(s for s in job.space.sources if weights[s.label()] > 0) or job.space.sources
+        differs = [
+            "calibration: the samples are drawn afresh from the sources"
+            f" (the trial took seeded subset {self.subset_seed} of the search's candidate pool)"
+        ]
+        used = [weights[s.label()] for s in sources]
+        if len(used) > 1 and max(used) - min(used) > 1e-6:
+            mix = ", ".join(f"{s.label()} {w:.2f}" for s, w in zip(sources, used, strict=True))
+            differs.append(f"calibration: a prune job splits its samples evenly over its sources (the trial weighted {mix})")
+        spec = PruneJob(
+            model=job.model,
+            calibration=CalibrationConfig(
+                sources=sources, samples=self.samples, seq_len=self.seq_len, seed=job.search.seed
+            ),
+            importance=ImportanceConfig(
+                mix={k: w for k, w in self.mix.items() if w > 0},
+                aggregation=self.aggregation,
+                normalization=self.normalization,
+                seed=job.search.seed,
+            ),
+            prune=self.prune_config(ratio=job.ratio, targets=job.targets),
+            compensate=CompensateConfig(method=self.compensate),
+            evaluate=job.evaluate,
+            recover=job.recover,
+        )
+        return spec, differs
 
 
 def _range_dim(name: str, r: Range, kind: str) -> Dim | None:

@@ -243,3 +243,15 @@ def test_a_version_1_state_loads_as_single_objective():
         del trial["secondary"]
     restored = BayesOptimizer.from_state(state)
     assert restored.settings.n_objectives == 1 and restored.trials() == optimizer.trials()
+
+
+def test_relevance_ranks_the_dimension_the_objective_depends_on_first():
+    """The inverse ARD lengthscales of the GP: a dimension the objective ignores gets a small share."""
+    opt = BayesOptimizer([Dim("a", "float"), Dim("b", "float")], n_init=6, acq_restarts=2, raw_samples=16)
+    with pytest.raises(ValueError):
+        opt.relevance()
+    for _ in range(10):
+        trial = opt.ask()
+        opt.tell(trial.index, value=10 * (trial.params["a"] - 0.3) ** 2 + 0.01 * trial.params["b"])
+    relevance = opt.relevance()
+    assert relevance["a"] > 4 * relevance["b"] and sum(relevance.values()) == pytest.approx(1.0)

@@ -98,6 +98,47 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, texts, loa
     statuses = [r["status"] for r in report["trials"]]
     assert statuses == ["completed", "failed", "completed"]
     assert "NaN scores" in report["trials"][1]["error"]
+    assert report["trials"][1]["failure"] == "numerical"
+
+
+def test_an_infeasible_trial_says_so(tmp_path, texts, loaded, monkeypatch):
+    from adapruner.prune.plan import PlanError
+
+    def infeasible(*args, **kwargs):
+        raise PlanError("the ratio cannot be met")
+
+    monkeypatch.setattr(search_run, "prune_recipe", infeasible)
+    job = make_job(texts, trials=1)
+    with pytest.raises(RuntimeError, match="no trial completed"):
+        run_search(job, out=tmp_path, loaded=loaded, cache_dir=None)
+    record = json.loads((tmp_path / "search_state.json").read_text())["records"]["0"]
+    assert record["status"] == "failed" and record["failure"] == "infeasible"
+
+
+def test_every_trial_records_the_prune_job_of_its_recipe_and_gp_trials_the_relevance(tmp_path, texts, loaded):
+    """A trial record holds what the dashboard shows: the prune job that re-runs its recipe (and what that
+    cannot carry over), and from the GP's proposals on the relevance of each searched dimension."""
+    from adapruner.config import PruneJob
+
+    job = make_job(texts, trials=3)  # trials 0-1: Sobol; trial 2: the GP's
+    report = run_search(job, out=tmp_path, loaded=loaded, cache_dir=None).report
+    names = set(report["trials"][0]["params"])
+    for record in report["trials"]:
+        recipe = record["recipe"]
+        spec = PruneJob.model_validate(record["prune_job"]["spec"])
+        assert spec.importance.mix == {k: w for k, w in recipe["mix"].items() if w > 0}
+        assert (spec.calibration.samples, spec.calibration.seq_len) == (recipe["samples"], recipe["seq_len"])
+        assert spec.prune.depth_slope == recipe["depth_slope"] and spec.prune.ratio == job.ratio
+        assert spec.model.source == "tiny" and spec.evaluate == job.evaluate
+        assert any(f"subset {recipe['subset_seed']}" in d for d in record["prune_job"]["differs"])
+        assert len(record["widths"]) == 4 and all(w["heads"] >= 1 and w["channels"] >= 1 for w in record["widths"])
+    best = report["trials"][report["best"]["index"]]
+    assert best["widths"] == report["widths"]
+    assert "relevance" not in report["trials"][0] and "relevance" not in report["trials"][1]
+    relevance = report["trials"][2]["relevance"]
+    assert set(relevance) == names and sum(relevance.values()) == pytest.approx(1.0)
+    final = report["relevance"]
+    assert final["method"] == "GP kernel inverse lengthscales" and set(final["values"]) == names
 
 
 def test_the_time_budget_counts_the_optimisers_proposals(tmp_path, texts, loaded, monkeypatch):

@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from service import crud, queue
+from service import admission, crud, queue
 from service.api.deps import KeyDep, RedisDep, SessionDep, SettingsDep
 from service.db import transaction
 from service.models import Artifact, Job, JobStatus
@@ -36,13 +36,12 @@ def unprocessable(loc: list[str | int], msg: str) -> HTTPException:
     )
 
 
-def check_budget(request: JobRequest, settings: Settings) -> None:
-    if request.kind == "search" and request.spec.search.trials > settings.max_trials:
-        raise unprocessable(
-            ["spec", "search", "trials"], f"at most {settings.max_trials} trials per job on this server; ask for fewer"
-        )
-    if request.deadline_s is not None and request.deadline_s > settings.max_deadline_s:
-        raise unprocessable(["deadline_s"], f"at most {settings.max_deadline_s:g} s on this server; ask for less")
+def check_budget(session, request: JobRequest, key, settings: Settings) -> None:
+    """The server's limits, cost and source confinement (service.admission), as a 422 naming the field."""
+    try:
+        admission.admit(session, request=request, owner_id=key.id, settings=settings)
+    except admission.Refused as error:
+        raise unprocessable(list(error.loc), error.msg) from None
 
 
 def found(session, job_id: str, key, *, lock: bool = False) -> Job:
@@ -71,7 +70,7 @@ def submit(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Job:
     """Record a job and queue it. With ``Idempotency-Key``, repeating the same request returns the same job."""
-    check_budget(request, settings)
+    check_budget(session, request, key, settings)
     if idempotency_key:
         existing = crud.find_idempotent(session, owner_id=key.id, idempotency_key=idempotency_key)
         if existing is not None:

@@ -12,8 +12,8 @@ from adapruner import catalog
 from adapruner.config import JOB_SPECS
 from adapruner.registry import Registry
 from service.api.deps import RedisDep, SessionDep, SettingsDep
+from service.limits import server_limits
 from service.schemas import Catalog, CatalogEntry, Health
-from service.settings import Settings
 
 router = APIRouter(tags=["meta"])
 
@@ -35,11 +35,6 @@ def get_catalog(settings: SettingsDep) -> Catalog:
         schemas={kind: spec.model_json_schema() for kind, spec in JOB_SPECS.items()},
         limits=server_limits(settings),
     )
-
-
-def server_limits(settings: Settings) -> dict[str, dict[str, float]]:
-    """The maxima this server enforces at submit, by job kind and dotted spec field."""
-    return {"search": {"search.trials": settings.max_trials}}
 
 
 @router.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
