@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -192,21 +193,46 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings()
     upgrade(settings.db_url)
     workers = []
-    if args.with_worker:
-        _ensure_a_key(settings)
-        env = os.environ | settings_env(settings)
-        workers = [subprocess.Popen([sys.executable, "-m", "worker"], env=env) for _ in range(args.with_worker)]
+    _exit_on_signals()
     try:
+        if args.with_worker:
+            _ensure_a_key(settings)
+            env = os.environ | settings_env(settings)
+            command = [sys.executable, "-m", "worker", "--parent", str(os.getpid())]
+            workers = [subprocess.Popen(command, env=env) for _ in range(args.with_worker)]
         app = "service.main:create_app" if args.workers > 1 else create_app(settings)
         uvicorn.run(
             app, factory=args.workers > 1, workers=args.workers, host=args.host, port=args.port, access_log=False
         )
     finally:
-        for proc in workers:
-            proc.terminate()
-        for proc in workers:
-            proc.wait(settings.grace_s + settings.heartbeat_s + 5)
+        _stop_workers(workers, timeout=settings.grace_s + settings.heartbeat_s + 5)
     return 0
+
+
+def _exit_on_signals() -> None:
+    """SIGTERM and SIGINT end ``serve`` through its cleanup. uvicorn re-raises the signal it caught once the
+    API has shut down; with the default SIGTERM action that would kill this process before its workers
+    were stopped (they would go on taking jobs, orphaned)."""
+
+    def stop(_signum: int, _frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the cleanup itself is not interrupted
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
+def _stop_workers(workers: list[subprocess.Popen], *, timeout: float) -> None:
+    """SIGTERM each worker (it hands its job back), then wait; kill one that outlives ``timeout``."""
+    for proc in workers:
+        proc.terminate()
+    for proc in workers:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _ensure_a_key(settings) -> None:

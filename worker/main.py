@@ -37,7 +37,7 @@ from service.models import Job, JobStatus
 from service.settings import Settings
 from worker import lease
 from worker.reconcile import reconcile
-from worker.runner import EXIT_LEASE_LOST, child_main
+from worker.runner import EXIT_LEASE_LOST, child_main, signal_when_parent_dies
 
 log = logging.getLogger("adapruner.worker")
 
@@ -85,8 +85,11 @@ def preload() -> None:
 
 
 class Worker:
-    def __init__(self, settings: Settings, *, worker_id: str | None = None) -> None:
+    def __init__(self, settings: Settings, *, worker_id: str | None = None, parent: int | None = None) -> None:
+        """``parent``: the pid of the process that started this worker (``serve --with-worker``); when it
+        dies, the worker stops as on SIGTERM: its running job is handed back, then it exits."""
         self.settings = settings
+        self.parent = parent
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.keys = queue.Keys(settings.redis_prefix)
         self.sessions = make_sessionmaker(make_engine(settings.db_url))
@@ -103,6 +106,14 @@ class Worker:
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        if self.parent is not None:
+            signal_when_parent_dies(signal.SIGTERM)
+
+    def _watch_parent(self) -> None:
+        """Stop if the parent is gone (where the kernel cannot signal it, or it died before we asked)."""
+        if self.parent is not None and not self.stopping and os.getppid() != self.parent:
+            log.info("worker %s: parent %d is gone, stopping", self.id, self.parent)
+            self.stopping = True
 
     # -- main loop -------------------------------------------------------------------------------------
     def run(self, *, max_jobs: int | None = None) -> None:
@@ -128,6 +139,9 @@ class Worker:
         log.info("worker %s: stopped after %d jobs", self.id, self.jobs_done)
 
     def step(self) -> None:
+        self._watch_parent()
+        if self.stopping:
+            return
         now = time.monotonic()
         if now - self._last_reconcile >= self.settings.reconcile_s:
             self._last_reconcile = now
@@ -207,6 +221,7 @@ class Worker:
                 break
             HEARTBEAT.set_to_current_time()
             self._refresh(entry_id)
+            self._watch_parent()
             if beat.cancel:
                 ending = (JobStatus.cancelled, "cancelled by request")
             elif beat.deadline_passed:
@@ -270,8 +285,8 @@ class Worker:
         child.join()
 
 
-def main(settings: Settings | None = None, *, max_jobs: int | None = None) -> None:
+def main(settings: Settings | None = None, *, max_jobs: int | None = None, parent: int | None = None) -> None:
     configure()
-    worker = Worker(settings or Settings.from_env())
+    worker = Worker(settings or Settings.from_env(), parent=parent)
     worker.install_signals()
     worker.run(max_jobs=max_jobs)

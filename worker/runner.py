@@ -36,11 +36,13 @@ log = logging.getLogger("adapruner.worker")
 PROGRESS_EVERY_S = 1.0
 
 
-def _die_with_parent() -> None:
-    """Linux: SIGKILL this process when the worker that forked it dies (no orphan keeps the GPU)."""
+def signal_when_parent_dies(signum: int = signal.SIGKILL) -> None:
+    """Linux: the kernel sends ``signum`` to this process when its parent dies (PR_SET_PDEATHSIG). An
+    attempt's child is killed with its worker (no orphan keeps the GPU); a worker started by ``serve`` is
+    sent SIGTERM, so it hands its job back. Elsewhere a no-op (the worker also polls its parent)."""
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signum)
+    except (OSError, AttributeError):
         pass
 
 
@@ -165,7 +167,7 @@ def run_attempt(job_id: str, token: str, settings: Settings) -> int:
 
 def child_main(job_id: str, token: str, settings_json: str) -> None:
     """Entry point of the forked child."""
-    _die_with_parent()
+    signal_when_parent_dies()
     os.setsid()  # terminal signals go to the worker, which decides what the job does
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
