@@ -34,6 +34,11 @@ def add_commands(sub: Any, *, parser_class: type) -> None:
         metavar="N",
         help="also run N local workers (embedded mode: one machine, SQLite by default)",
     )
+    serve.add_argument(
+        "--open",
+        action="store_true",
+        help="single-user machine: jobs may read any path, hub id or URL (sets ADAPRUNER_CONFINE=false)",
+    )
 
     worker = sub.add_parser("worker", help="run a worker that pulls jobs from Redis")
     worker.add_argument("--max-jobs", type=int, default=None, help="exit after this many jobs")
@@ -190,7 +195,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from service.migrate import upgrade
     from service.settings import settings_env
 
+    if args.open:  # the environment carries it to API processes and workers alike
+        os.environ["ADAPRUNER_CONFINE"] = "false"
     settings = _settings()
+    if not settings.confine:
+        print(
+            "adapruner: open mode (ADAPRUNER_CONFINE=false): jobs may read any file, hub id or URL this machine "
+            "can reach; for a single user only (docs/security.md)",
+            file=sys.stderr,
+        )
     upgrade(settings.db_url)
     workers = []
     _exit_on_signals()

@@ -78,7 +78,9 @@ class Catalog(BaseModel):
     schemas: dict[str, dict[str, Any]]
     limits: dict[str, dict[str, float]] = Field(
         default_factory=dict,
-        description="this server's maximum per job kind and field (dotted path inside the spec, e.g. search.trials)",
+        description="this server's maximum per job kind and field (dotted path inside the spec, e.g. search.trials;"
+        " the largest value of each element for lists, the high end for ranges) and 'cost', the largest estimated"
+        " cost of one job in token-passes (docs/security.md)",
     )
 
 

@@ -133,7 +133,7 @@ def test_embedded_mode_serves_and_runs_a_job_with_one_command(tmp_path, tiny_mod
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "adapruner.cli", "serve", "--port", str(port), "--with-worker"],
+            [sys.executable, "-m", "adapruner.cli", "serve", "--port", str(port), "--with-worker", "--open"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -156,6 +156,7 @@ def test_embedded_mode_serves_and_runs_a_job_with_one_command(tmp_path, tiny_mod
         assert job["status"] == "succeeded", job["error"]
         assert job["result"]["ratio_achieved"] > 0.15
         assert (tmp_path / "home" / "adapruner.db").is_file()
+        assert "open mode" in log.read_text()  # the tiny model lives outside any allowed root: --open says so
     finally:
         server.terminate()
         server.wait(30)
