@@ -78,6 +78,8 @@ OPTION_OF = {
     "recover": "--recover-text",
     "evaluate.zero_shot": "--zero-shot",
     "evaluate.zero_shot_limit": "--zero-shot-limit",
+    "export.formats": "--export",
+    "export.type": "--export-type",
 }
 
 
@@ -153,6 +155,17 @@ def add_recover_options(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated lm-eval tasks: {', '.join(ZERO_SHOT_TASKS)} (online) or cloze:CORPUS (offline)",
     )
     group.add_argument("--zero-shot-limit", type=int, help="examples per zero-shot task")
+
+
+def add_export_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("files for a serving runtime, written into --out (see adapruner export)")
+    group.add_argument("--export", help=f"comma-separated formats: {', '.join(EXPORT_FORMATS.names())}")
+    group.add_argument("--export-type", choices=EXPORT_TYPES, help="weight type (default: f16 for gguf, else the model's)")
+
+
+def export_payload(args: argparse.Namespace) -> dict[str, Any]:
+    formats = tuple(f.strip() for f in args.export.split(",") if f.strip()) if args.export else ()
+    return {"formats": formats, "type": args.export_type}
 
 
 def recover_payload(args: argparse.Namespace) -> dict[str, Any]:
@@ -233,6 +246,7 @@ def build_parser() -> Parser:
     prune.add_argument("--out", required=True, help="folder for the pruned model and report.json")
     prune.add_argument("--json", action="store_true", help="print the report as JSON")
     add_recover_options(prune)
+    add_export_options(prune)
 
     search = sub.add_parser("search", help="Bayesian search over calibration data x metric mix x allocation")
     search.add_argument("--model", default="smollm2-135m", help="hub id, folder, .gguf file or alias")
@@ -274,6 +288,7 @@ def build_parser() -> Parser:
     search.add_argument("--out", required=True, help="folder for the model, report.json and the search state")
     search.add_argument("--json", action="store_true", help="print the report as JSON")
     add_recover_options(search)
+    add_export_options(search)
 
     evaluate = sub.add_parser("eval", help="perplexity of a model or pruned artifact on a text")
     evaluate.add_argument("model", help="hub id, folder, .gguf file, alias or pruned artifact")
@@ -343,6 +358,7 @@ def job_from_args(args: argparse.Namespace) -> PruneJob:
             "compensate": {"method": args.compensate, "damping": args.compensate_damping},
             "evaluate": evaluate,
             "recover": recover_payload(args),
+            "export": export_payload(args),
         }
     )
 
@@ -389,6 +405,7 @@ def search_job_from_args(args: argparse.Namespace) -> SearchJob:
     if args.zero_shot:
         payload.setdefault("evaluate", {"texts": SearchJob().evaluate.texts}).update(zero_shot_payload(args))
     payload["recover"] = recover_payload(args)
+    payload["export"] = export_payload(args)
     return SearchJob.model_validate(payload)
 
 
@@ -446,6 +463,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
             f"PPL on {r['heldout']} {r['heldout_ppl_before']:.2f} -> {r['heldout_ppl_after']:.2f}"
         )
     print(f"saved to {Path(args.out).resolve()} (report.json)")
+    print_exports(report)
     return 0
 
 
@@ -535,7 +553,15 @@ def cmd_search(args: argparse.Namespace) -> int:
             second = f"{1000 * point[field]:.1f} ms" if field == "latency_s" else f"{point[field]:,} params"
             print(f"  #{point['index']}: PPL {point['validation_ppl']:.2f}, {second}, ratio {point['ratio']:.3f}")
     print(f"saved to {Path(args.out).resolve()} (report.json, search_state.json)")
+    print_exports(report)
     return 0
+
+
+def print_exports(report: dict[str, Any]) -> None:
+    for record in report.get("exports", []):
+        print(f"exported {record['path']} ({record['format']}, architecture {record['architecture']}, {record['type']})")
+        for note in record["notes"]:
+            print(f"note: {note}")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -545,9 +571,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.as_dict()))
         return 0
-    print(f"wrote {result.path} ({result.format}, architecture {result.architecture}, {result.type})")
-    for note in result.notes:
-        print(f"note: {note}")
+    print_exports({"exports": [result.as_dict()]})
     return 0
 
 

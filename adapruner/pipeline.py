@@ -241,8 +241,7 @@ def run_prune(
     )
     report["device"] = str(next(model.parameters()).device)
     if out is not None:
-        save_pruned(model, loaded.tokenizer, out, job=job.model_dump(mode="json"), extra={"report": "report.json"})
-        write_report(report, Path(out) / "report.json")
+        save_result(model, loaded.tokenizer, Path(out), job=job, report=report)
     return PruneOutcome(model, loaded.tokenizer, report)
 
 
@@ -281,6 +280,17 @@ def build_report(
             for name in dense["generation"]
         }
     return report
+
+
+def save_result(model: Any, tokenizer: Any, out: Path, *, job: PruneJob | Any, report: dict[str, Any]) -> None:
+    """Save the pruned model, write the formats of ``job.export`` next to it (listed in the report's
+    ``exports``) and write ``report.json``: the artifact folder of a prune or search job."""
+    save_pruned(model, tokenizer, out, job=job.model_dump(mode="json"), extra={"report": "report.json"})
+    if job.export.formats:
+        from adapruner.export import export_artifact
+
+        report["exports"] = export_artifact(out, job.export)
+    write_report(report, out / "report.json")
 
 
 def write_report(report: dict[str, Any], path: Path) -> None:

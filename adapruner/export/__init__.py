@@ -55,12 +55,29 @@ def export_model(path: str | Path, fmt: str, out: str | Path, type_: str | None 
     return export_source(load_source(path), fmt, out, type_)
 
 
+def export_artifact(folder: str | Path, config: Any) -> list[dict[str, Any]]:
+    """Write every format of ``config`` (an :class:`adapruner.config.ExportConfig`) into the artifact
+    ``folder`` under the format's default name; returns the records for the report (paths relative to
+    ``folder``). The artifact is loaded once; each format is checked before it is written."""
+    folder = Path(folder)
+    if not config.formats:
+        return []
+    source, records = load_source(folder), []
+    for fmt in config.formats:
+        exporter = get_exporter(fmt)
+        type_ = config.type or exporter.default_type(source)
+        result = export_source(source, fmt, folder / exporter.default_name(type_), type_)
+        records.append(result.as_dict() | {"path": result.path.relative_to(folder).as_posix()})
+    return records
+
+
 __all__ = [
     "ExportError",
     "ExportResult",
     "ExportSource",
     "Exporter",
     "LayerShape",
+    "export_artifact",
     "export_model",
     "export_source",
     "get_exporter",

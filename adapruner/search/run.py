@@ -27,14 +27,13 @@ from typing import Any
 import torch
 
 from adapruner.adapters import get_adapter
-from adapruner.artifacts import save_pruned
 from adapruner.catalog import METRICS
 from adapruner.compensate import build_compensator, pruned_inputs
 from adapruner.config import SearchJob
 from adapruner.errors import UserError
 from adapruner.evaluate import count_parameters, measure_speed
 from adapruner.models import LoadedModel, load_model
-from adapruner.pipeline import build_report, eval_texts, evaluate_model, recover_pruned, write_report
+from adapruner.pipeline import build_report, eval_texts, evaluate_model, recover_pruned, save_result
 from adapruner.prune import apply_plan, plan_model, remove_planned_blocks
 from adapruner.prune.depth import BlockScores, fixed_batch
 from adapruner.prune.plan import PlanError
@@ -491,6 +490,5 @@ def _finish(
         facts=facts,
         timings=timings,
     )
-    save_pruned(model, loaded.tokenizer, out, job=job.model_dump(mode="json"), extra={"report": "report.json"})
-    write_report(report, out / "report.json")
+    save_result(model, loaded.tokenizer, out, job=job, report=report)
     return SearchOutcome(model, loaded.tokenizer, report)

@@ -145,7 +145,7 @@ def test_other_model_types_are_refused(tmp_path, bpe_tokenizer):
 
 def test_cli_export(artifacts, tmp_path, capsys):
     assert main(["export", str(artifacts["per_layer"]), "--format", "gguf", "--out", str(tmp_path / "m.gguf")]) == 0
-    assert "architecture deci, f16" in capsys.readouterr().out
+    assert "(gguf, architecture deci, f16)" in capsys.readouterr().out
     assert main(["export", str(artifacts["per_layer"]), "--format", "onnx", "--out", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "adapruner: error: unknown export format 'onnx'; valid: gguf, hf, decilm"
