@@ -60,8 +60,8 @@ class SourcePolicy:
     def from_settings(cls, settings: Settings) -> SourcePolicy:
         return cls(
             confine=settings.confine,
-            model_roots=tuple(_resolve(Path(r)) for r in settings.model_roots),
-            data_roots=tuple(_resolve(Path(r)) for r in settings.data_roots),
+            model_roots=_roots(settings.model_roots),
+            data_roots=_roots(settings.data_roots),
             forbidden=(_resolve(settings.home), _resolve(settings.artifacts)),
             hub_models=settings.allow_hub_models,
             hf_datasets=settings.allow_hf_datasets,
@@ -71,6 +71,13 @@ class SourcePolicy:
 
 def _resolve(path: Path) -> Path:
     return Path(os.path.realpath(path))
+
+
+def _roots(folders: tuple[str, ...]) -> tuple[Path, ...]:
+    """Each allowed folder as written (normalised) and with its links resolved: a path may be given under
+    either, and is compared with them after its own links are resolved."""
+    both = [form for folder in folders for form in (Path(os.path.abspath(folder)), _resolve(Path(folder)))]
+    return tuple(dict.fromkeys(both))
 
 
 def job_reference(source: str) -> str | None:

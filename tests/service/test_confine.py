@@ -210,3 +210,15 @@ def test_the_api_alias_list_is_the_loader_s():
     from adapruner.models.loading import ALIASES
 
     assert set(MODEL_ALIASES) == set(ALIASES)
+
+
+def test_an_allowed_folder_given_through_a_link_accepts_paths_under_either_name(settings, tmp_path):
+    (tmp_path / "real" / "data").mkdir(parents=True)
+    os.symlink(tmp_path / "real", tmp_path / "alias")
+    app = create_app(settings.model_copy(update={"data_roots": (str(tmp_path / "alias"),)}))
+    with TestClient(app) as client:
+        _, auth = new_key(app, "alice")
+        for folder in ("alias", "real"):
+            path = tmp_path / folder / "data" / "a.txt"
+            body = {"kind": "prune", "spec": {"calibration": {"sources": [file_source(path)]}}}
+            assert client.post("/v1/jobs", json=body, headers=auth).status_code == 202, folder
