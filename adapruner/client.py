@@ -51,9 +51,14 @@ class Client:
             raise ApiError(response.status_code, detail)
         return response.json()
 
-    def submit(self, request: PruneRequest | SearchRequest, *, idempotency_key: str | None = None) -> dict[str, Any]:
+    def submit(
+        self, request: PruneRequest | SearchRequest | dict[str, Any], *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Submit a job: a typed request, or the same as a dict (``{"kind": ..., "spec": {...}}``, as the
+        REST API takes it; the server validates it and answers a bad field with :class:`ApiError` 422)."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return self._call("POST", "/v1/jobs", json=request.model_dump(mode="json"), headers=headers)
+        body = request if isinstance(request, dict) else request.model_dump(mode="json")
+        return self._call("POST", "/v1/jobs", json=body, headers=headers)
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/jobs/{job_id}")
@@ -86,7 +91,12 @@ class Client:
         return self._call("GET", f"/v1/jobs/{job_id}/artifacts")
 
     def download(self, job_id: str, folder: str | Path) -> list[Path]:
-        """Stream every artifact of the job into ``folder``; returns the files written."""
+        """Stream every artifact of the job into ``folder``; returns the files written. Only a succeeded
+        job has artifacts: for any other the :class:`UserError` says why."""
+        job = self.job(job_id)
+        if job["status"] != "succeeded":
+            why = f" ({job['error'].splitlines()[0]})" if job.get("error") else ""
+            raise UserError(f"job {job_id} is {job['status']}{why}: only a succeeded job has artifacts to download")
         folder = Path(folder)
         written = []
         for artifact in self.artifacts(job_id):

@@ -48,7 +48,9 @@ def add_commands(sub: Any, *, parser_class: type) -> None:
     create = keys_sub.add_parser("create", help="create a key and print it")
     create.add_argument("--name", required=True)
     create.add_argument("--admin", action="store_true", help="sees and manages every job")
-    keys_sub.add_parser("list", help="list keys (name, prefix, scope)")
+    keys_sub.add_parser("list", help="list keys (id, name, prefix, scope, revoked)")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key: the API refuses it at once")
+    revoke.add_argument("key", help="the key's id or prefix, as `keys list` shows them")
 
     db = sub.add_parser("db", help="database migrations")
     db.add_argument("action", choices=["upgrade", "downgrade"])
@@ -162,11 +164,28 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 f"key {key.id} ({'admin' if key.admin else 'user'}): store it now, it is not shown again",
                 file=sys.stderr,
             )
+        elif args.keys_command == "revoke":
+            key = crud.revoke_api_key(session, ident=args.key)
         else:
             for key in session.scalars(select(ApiKey).order_by(ApiKey.id)):
                 scope = "admin" if key.admin else "user"
                 print("\t".join([str(key.id), key.name, key.prefix + "...", scope] + ["revoked"] * key.revoked))
+    if args.keys_command == "revoke":
+        _note_revocation(settings)
+        print(f"key {key.id} ({key.name}, {key.prefix}...) revoked", file=sys.stderr)
     return 0
+
+
+def _note_revocation(settings) -> None:
+    """Tell the API's key caches (through Redis) that a key was revoked, so they check SQL again."""
+    import redis
+
+    from service import queue
+
+    try:
+        queue.note_revocation(queue.connect(settings.redis_url), queue.Keys(settings.redis_prefix))
+    except redis.RedisError as error:
+        print(f"adapruner: Redis unreachable ({error}): a running API may accept the key for 5 s more", file=sys.stderr)
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -208,8 +227,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     workers = []
     _exit_on_signals()
     try:
+        _first_key(settings, create=bool(args.with_worker))
         if args.with_worker:
-            _ensure_a_key(settings)
             env = os.environ | settings_env(settings)
             command = [sys.executable, "-m", "worker", "--parent", str(os.getpid())]
             workers = [subprocess.Popen(command, env=env) for _ in range(args.with_worker)]
@@ -248,8 +267,9 @@ def _stop_workers(workers: list[subprocess.Popen], *, timeout: float) -> None:
             proc.wait()
 
 
-def _ensure_a_key(settings) -> None:
-    """Embedded mode: a first admin key, printed once, so that a new user can sign in right away."""
+def _first_key(settings, *, create: bool) -> None:
+    """A server without any key yet: with ``create`` (embedded mode) a first admin key, printed once so that
+    a new user can sign in right away; else a line saying how to create one."""
     from sqlalchemy import func, select
 
     from service import crud
@@ -259,8 +279,16 @@ def _ensure_a_key(settings) -> None:
     with transaction(make_sessionmaker(make_engine(settings.db_url))) as session:
         if session.scalar(select(func.count()).select_from(ApiKey)):
             return
-        _, plain = crud.create_api_key(session, name="embedded-admin", admin=True)
-    print(f"adapruner: first API key (admin), store it now: {plain}", file=sys.stderr)
+        if create:
+            _, plain = crud.create_api_key(session, name="embedded-admin", admin=True)
+    if create:
+        print(f"adapruner: first API key (admin), store it now: {plain}", file=sys.stderr)
+    else:
+        print(
+            "adapruner: no API key yet; create one with `adapruner keys create --name NAME [--admin]` "
+            "(same ADAPRUNER_* settings), or run `adapruner serve --with-worker` for the embedded mode",
+            file=sys.stderr,
+        )
 
 
 COMMANDS = {

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from adapruner.config import PruneRequest, SearchRequest
+from adapruner.errors import UserError
 from service.models import TERMINAL, ApiKey, Event, Job, JobStatus, Trial, utcnow
 from service.settings import Settings
 
@@ -38,6 +39,16 @@ def create_api_key(session: Session, *, name: str, admin: bool = False) -> tuple
 def find_api_key(session: Session, *, plain: str) -> ApiKey | None:
     key = session.scalar(select(ApiKey).where(ApiKey.hash == hash_key(plain)))
     return None if key is None or key.revoked else key
+
+
+def revoke_api_key(session: Session, *, ident: str) -> ApiKey:
+    """Revoke the key with this id or prefix (as ``adapruner keys list`` shows them)."""
+    match = ApiKey.id == int(ident) if ident.isdigit() else ApiKey.prefix == ident.removesuffix("...")
+    found = list(session.scalars(select(ApiKey).where(match)))
+    if len(found) != 1:
+        raise UserError(f"key: {len(found) or 'no'} keys match {ident!r}; give an id that `adapruner keys list` shows")
+    found[0].revoked = True
+    return found[0]
 
 
 def add_event(session: Session, *, job_id: str, kind: str, data: dict[str, Any]) -> Event:

@@ -3,7 +3,8 @@
 Keys (under ``settings.redis_prefix``): ``:jobs`` the stream read by the consumer group ``workers``,
 ``:enqueued`` a hash job id -> stream entry id of the entry that currently carries the job (the
 reconciler republishes a job that should be queued and has none, for example after Redis restarted
-empty), ``:dead`` the dead-letter stream, ``:lock:reconcile`` the reconciler's lock.
+empty), ``:dead`` the dead-letter stream, ``:lock:reconcile`` the reconciler's lock, ``:keys:revocations``
+a counter of API key revocations (see ``service.api.deps.KeyCache``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,19 @@ class Keys:
     @property
     def reconcile_lock(self) -> str:
         return f"{self.prefix}:lock:reconcile"
+
+    @property
+    def revocations(self) -> str:
+        """A counter raised by every key revocation: API key caches drop entries made before it moved."""
+        return f"{self.prefix}:keys:revocations"
+
+
+def revocations(client: redis.Redis, keys: Keys) -> int:
+    return int(client.get(keys.revocations) or 0)
+
+
+def note_revocation(client: redis.Redis, keys: Keys) -> None:
+    client.incr(keys.revocations)
 
 
 def connect(url: str) -> redis.Redis:

@@ -11,7 +11,7 @@ from fastapi import Depends, Header, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
-from service import crud
+from service import crud, queue
 from service.models import ApiKey
 from service.settings import Settings
 
@@ -30,21 +30,24 @@ def get_redis(request: Request) -> redis.Redis:
 
 
 class KeyCache:
-    """Verified keys for ``ttl_s`` seconds: a status poll costs one query, not two. A revoked key stops
-    working within ``ttl_s``."""
+    """Verified keys for ``ttl_s`` seconds: a status poll costs one SQL query, not two. Each entry holds the
+    revocation counter (in Redis, see :func:`service.queue.note_revocation`) it was made under; once a key
+    is revoked anywhere, the counter has moved and every older entry is checked in SQL again, so a revoked
+    key is refused at once."""
 
     def __init__(self, ttl_s: float = 5.0) -> None:
         self.ttl_s = ttl_s
-        self._keys: dict[str, tuple[float, ApiKey]] = {}
+        self._keys: dict[str, tuple[float, int, ApiKey]] = {}
 
-    def get(self, plain: str) -> ApiKey | None:
+    def get(self, plain: str, revocations: int) -> ApiKey | None:
         hit = self._keys.get(plain)
-        return hit[1] if hit and time.monotonic() - hit[0] < self.ttl_s else None
+        fresh = hit and time.monotonic() - hit[0] < self.ttl_s and hit[1] == revocations
+        return hit[2] if fresh else None
 
-    def put(self, plain: str, key: ApiKey) -> None:
+    def put(self, plain: str, key: ApiKey, revocations: int) -> None:
         if len(self._keys) > 10_000:
             self._keys.clear()
-        self._keys[plain] = (time.monotonic(), key)
+        self._keys[plain] = (time.monotonic(), revocations, key)
 
 
 #: Set by the dashboard's sign-in (service/web); read-only requests only, so a cross-site form cannot act with it.
@@ -59,6 +62,21 @@ def _lookup(sessions, plain: str) -> ApiKey | None:
         return key
 
 
+def _verify(request: Request, plain: str) -> ApiKey | None:
+    """The key, from the cache unless a key was revoked since it was cached (or Redis cannot tell)."""
+    cache: KeyCache = request.app.state.key_cache
+    try:
+        revocations = queue.revocations(request.app.state.redis, queue.Keys(request.app.state.settings.redis_prefix))
+    except redis.RedisError:
+        return _lookup(request.app.state.reads, plain)
+    key = cache.get(plain, revocations)
+    if key is None:
+        key = _lookup(request.app.state.reads, plain)
+        if key is not None:
+            cache.put(plain, key, revocations)
+    return key
+
+
 async def get_key(
     request: Request,
     authorization: Annotated[str | None, Header()] = None,
@@ -69,12 +87,7 @@ async def get_key(
         plain = authorization[7:].strip()
     if not plain and request.method == "GET":  # the dashboard's cookie: EventSource and downloads send no header
         plain = request.cookies.get(KEY_COOKIE)
-    cache: KeyCache = request.app.state.key_cache
-    key = cache.get(plain) if plain else None
-    if key is None and plain:
-        key = await run_in_threadpool(_lookup, request.app.state.reads, plain)
-        if key is not None:
-            cache.put(plain, key)
+    key = await run_in_threadpool(_verify, request, plain) if plain else None
     if key is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

@@ -46,46 +46,66 @@ def kill_leftovers(pids: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+class Serve:
+    """``adapruner serve ARGS`` in a subprocess on a free port, with a fresh home (SQLite) and the test Redis."""
+
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        require_redis()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        env = os.environ | {
+            "ADAPRUNER_HOME": str(tmp_path / "home"),
+            "ADAPRUNER_REDIS_URL": REDIS_URL,
+            "ADAPRUNER_REDIS_PREFIX": f"adapruner-serve-{self.port}",
+            "ADAPRUNER_PRELOAD": "false",
+            "ADAPRUNER_HEARTBEAT_S": "0.5",
+            "ADAPRUNER_BLOCK_S": "0.2",
+            "PYTHONPATH": str(ROOT),
+        }
+        self.log = tmp_path / "serve.log"
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "adapruner.cli", "serve", "--port", str(self.port), *args],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def up(self) -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.port}/healthz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def __enter__(self) -> Serve:
+        wait_for(self.up, timeout=60, what="the API", log=self.log)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_to_serve_stops_the_api_and_its_workers(tmp_path, signum):
-    require_redis()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = os.environ | {
-        "ADAPRUNER_HOME": str(tmp_path / "home"),
-        "ADAPRUNER_REDIS_URL": REDIS_URL,
-        "ADAPRUNER_REDIS_PREFIX": f"adapruner-serve-{port}",
-        "ADAPRUNER_PRELOAD": "false",
-        "ADAPRUNER_HEARTBEAT_S": "0.5",
-        "ADAPRUNER_BLOCK_S": "0.2",
-        "PYTHONPATH": str(ROOT),
-    }
-    log = tmp_path / "serve.log"
-    with open(log, "w") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "adapruner.cli", "serve", "--port", str(port), "--with-worker", "2"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
     workers: list[int] = []
     try:
-
-        def up() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(up, timeout=60, what="the API", log=log)
-        workers = children(server.pid)
-        assert len(workers) == 2, workers
-        wait_for(lambda: log.read_text().count("consuming") == 2, timeout=60, what="the workers", log=log)
-        server.send_signal(signum)
-        assert server.wait(30) == 0, log.read_text()[-3000:]
-        wait_for(lambda: not any(alive(p) for p in workers), timeout=15, what="the workers to exit", log=log)
+        with Serve(tmp_path, "--with-worker", "2") as server:
+            workers = children(server.proc.pid)
+            assert len(workers) == 2, workers
+            log = server.log
+            wait_for(lambda: log.read_text().count("consuming") == 2, timeout=60, what="the workers", log=log)
+            server.proc.send_signal(signum)
+            assert server.proc.wait(30) == 0, log.read_text()[-3000:]
+            wait_for(lambda: not any(alive(p) for p in workers), timeout=15, what="the workers to exit", log=log)
     finally:
-        if server.poll() is None:
-            server.kill()
         kill_leftovers(workers)
+
+
+def test_plain_serve_on_a_fresh_home_says_how_to_create_a_key(tmp_path):
+    with Serve(tmp_path) as server:
+        wait_for(lambda: "keys create" in server.log.read_text(), timeout=10, what="the hint", log=server.log)
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(30) == 0
