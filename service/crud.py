@@ -75,6 +75,16 @@ def set_status(session: Session, job: Job, status: JobStatus, *, error: str | No
     add_event(session, job_id=job.id, kind="state", data=data)
 
 
+def request_fields(request: PruneRequest | SearchRequest, settings: Settings) -> dict[str, Any]:
+    """The columns of a job row that its request decides (a replayed Idempotency-Key must match them all)."""
+    return {
+        "kind": request.kind,
+        "spec": request.spec.model_dump(mode="json"),
+        "max_attempts": request.max_attempts or settings.max_attempts,
+        "deadline_s": request.deadline_s or settings.default_deadline_s,
+    }
+
+
 def create_job(
     session: Session,
     *,
@@ -88,13 +98,10 @@ def create_job(
         id=uuid.uuid4().hex,
         owner_id=owner_id,
         idempotency_key=idempotency_key,
-        kind=request.kind,
-        spec=request.spec.model_dump(mode="json"),
         status=JobStatus.queued,
         attempts=0,
-        max_attempts=request.max_attempts or settings.max_attempts,
-        deadline_s=request.deadline_s or settings.default_deadline_s,
         cancel_requested=False,
+        **request_fields(request, settings),
     )
     session.add(job)
     session.flush()

@@ -245,3 +245,15 @@ def test_the_dashboard_sign_in_cookie_authenticates_reads_and_the_event_stream_b
     assert client.post("/v1/jobs", json=prune_request()).status_code == 401
     assert client.delete("/web/session").status_code == 204
     assert client.get("/v1/jobs").status_code == 401
+
+
+@pytest.mark.parametrize("other", [{"deadline_s": 60}, {"max_attempts": 1}, {"spec": {"prune": {"ratio": 0.5}}}])
+def test_an_idempotency_key_replayed_with_another_body_is_409_naming_what_differs(app, client, other):
+    auth = new_key(app) | {"Idempotency-Key": "deploy-7"}
+    first = client.post("/v1/jobs", json=prune_request(), headers=auth)
+    assert first.status_code == 202
+    replayed = client.post("/v1/jobs", json=prune_request() | other, headers=auth)
+    assert replayed.status_code == 409, replayed.text
+    assert next(iter(other)) in replayed.json()["detail"]
+    assert client.post("/v1/jobs", json=prune_request(), headers=auth).json()["id"] == first.json()["id"]
+    assert count_jobs(app) == 1

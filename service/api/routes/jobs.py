@@ -74,7 +74,7 @@ def submit(
     if idempotency_key:
         existing = crud.find_idempotent(session, owner_id=key.id, idempotency_key=idempotency_key)
         if existing is not None:
-            return _replay(existing, request, response)
+            return _replay(existing, request, settings, response)
     try:
         job = crud.create_job(
             session, owner_id=key.id, request=request, settings=settings, idempotency_key=idempotency_key
@@ -85,15 +85,21 @@ def submit(
         existing = crud.find_idempotent(session, owner_id=key.id, idempotency_key=idempotency_key)
         if existing is None:
             raise
-        return _replay(existing, request, response)
+        return _replay(existing, request, settings, response)
     publish(client, settings, job.id)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return job
 
 
-def _replay(existing: Job, request: JobRequest, response: Response) -> Job:
-    if existing.kind != request.kind or existing.spec != request.spec.model_dump(mode="json"):
-        raise HTTPException(status.HTTP_409_CONFLICT, "this Idempotency-Key was used for a different job spec")
+def _replay(existing: Job, request: JobRequest, settings: Settings, response: Response) -> Job:
+    """The job an earlier request with this Idempotency-Key made; 409 if this body asks something else."""
+    asked = crud.request_fields(request, settings)
+    differ = [name for name, value in asked.items() if getattr(existing, name) != value]
+    if differ:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"this Idempotency-Key was used for a different request ({', '.join(differ)} differ); use a new key",
+        )
     response.headers["Location"] = f"/v1/jobs/{existing.id}"
     return existing
 
