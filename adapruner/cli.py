@@ -22,7 +22,7 @@ from adapruner.catalog import (
     RECOVERY,
     ZERO_SHOT_TASKS,
 )
-from adapruner.config import EXPORT_TYPES, DataSource, ModelSpec, PruneJob, SearchJob
+from adapruner.config import DEFAULT_CHANNEL_MULTIPLE, EXPORT_TYPES, DataSource, ModelSpec, PruneJob, SearchJob
 from adapruner.errors import UserError
 
 # Config field path (as pydantic reports it) -> the option that sets it.
@@ -45,6 +45,9 @@ OPTION_OF = {
     "prune.protect_first": "--protect",
     "prune.protect_last": "--protect",
     "prune.channel_multiple": "--channel-multiple",
+    "prune.uniform": "--uniform",
+    "space.channel_multiple": "--channel-multiple",
+    "space.uniform": "--uniform",
     "prune.depth_share": "--depth-share",
     "prune.block_criterion": "--block-criterion",
     "evaluate.texts": "--eval-text",
@@ -81,6 +84,9 @@ OPTION_OF = {
     "export.formats": "--export",
     "export.type": "--export-type",
 }
+
+
+UNIFORM_HELP = "keep the same widths in every layer (stock from_pretrained, llama.cpp 'llama', vLLM llama)"
 
 
 class CliError(Exception):
@@ -228,7 +234,8 @@ def build_parser() -> Parser:
     prune.add_argument(
         "--attn-gamma", type=float, help="NIRVANA's gamma: MLP sparsity / attention sparsity (instead of --attn-share)"
     )
-    prune.add_argument("--channel-multiple", type=int, default=8)
+    prune.add_argument("--channel-multiple", type=int, default=DEFAULT_CHANNEL_MULTIPLE, help="kept channels: a multiple")
+    prune.add_argument("--uniform", action="store_true", help=UNIFORM_HELP)
     prune.add_argument(
         "--depth-share", type=float, default=0.0, help="share of the removed params taken as whole blocks (0..1)"
     )
@@ -263,6 +270,8 @@ def build_parser() -> Parser:
     )
     search.add_argument("--samples", help="LOW,HIGH calibration samples per trial")
     search.add_argument("--pool-size", type=int, default=32, help="candidate samples per source")
+    search.add_argument("--channel-multiple", type=int, default=DEFAULT_CHANNEL_MULTIPLE, help="kept channels: a multiple")
+    search.add_argument("--uniform", action="store_true", help=UNIFORM_HELP + " in every trial")
     search.add_argument(
         "--seq-lens", help="calibration window lengths to choose from, e.g. 128,256 (one pool each: warm-up adds up)"
     )
@@ -352,6 +361,7 @@ def job_from_args(args: argparse.Namespace) -> PruneJob:
                 "attn_share": args.attn_share,
                 "attn_gamma": args.attn_gamma,
                 "channel_multiple": args.channel_multiple,
+                "uniform": args.uniform,
                 "depth_share": args.depth_share,
                 "block_criterion": args.block_criterion,
             },
@@ -364,7 +374,9 @@ def job_from_args(args: argparse.Namespace) -> PruneJob:
 
 
 def search_job_from_args(args: argparse.Namespace) -> SearchJob:
-    space: dict[str, Any] = {"pool_size": args.pool_size}
+    space: dict[str, Any] = {"pool_size": args.pool_size, "channel_multiple": args.channel_multiple}
+    if args.uniform:
+        space["uniform"] = True
     if args.calib:
         space["sources"] = tuple(parse_source(s) for s in args.calib)
     if args.metrics:

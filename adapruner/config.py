@@ -198,6 +198,10 @@ class ImportanceConfig(StrictModel):
         return mix
 
 
+#: Kept MLP channels are a multiple of this (hardware-friendly matrix shapes) unless a job says otherwise.
+DEFAULT_CHANNEL_MULTIPLE = 8
+
+
 class PruneConfig(StrictModel):
     """How many parameters to remove and where.
 
@@ -226,7 +230,11 @@ class PruneConfig(StrictModel):
     protect_last: int = Field(default=2, ge=0)
     attn_share: float | None = Field(default=None, ge=0.0, le=1.0)
     attn_gamma: float | None = Field(default=None, gt=0.0)
-    channel_multiple: int = Field(default=8, ge=1)
+    channel_multiple: int = Field(default=DEFAULT_CHANNEL_MULTIPLE, ge=1)
+    uniform: bool = Field(
+        default=False,
+        description="every layer keeps the same KV groups and channels (one width, as stock runtimes read)",
+    )
     min_kv_groups: int = Field(default=1, ge=1)
     depth_slope: float = Field(default=0.0, ge=-1.0, le=1.0)
     depth_share: float = Field(default=0.0, ge=0.0, le=1.0)
@@ -248,6 +256,11 @@ class PruneConfig(StrictModel):
     def _one_split(self) -> PruneConfig:
         if self.attn_share is not None and self.attn_gamma is not None:
             raise ValueError("attn_gamma: attn_share sets the attention/MLP split too; set only one of them")
+        if self.uniform and (self.allocation != "uniform" or self.depth_slope != 0):
+            raise ValueError(
+                "uniform: one width for every layer needs allocation 'uniform' and depth_slope 0 "
+                f"(got allocation {self.allocation!r}, depth_slope {self.depth_slope:g})"
+            )
         return self
 
 
@@ -515,6 +528,15 @@ class SearchSpace(StrictModel):
     ratio: Range | None = Field(default=None, description="searched pruning ratio; None = the job's ratio")
     depth_share: Range = Field(default_factory=lambda: _fixed(0))
     block_criteria: tuple[str, ...] = ("block_influence",)
+    channel_multiple: int = Field(default=DEFAULT_CHANNEL_MULTIPLE, ge=1, description="kept channels: a multiple of this")
+    uniform: bool = Field(default=False, description="every layer keeps the same widths (depth_slope fixed at 0)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _uniform_slope(cls, data):
+        if isinstance(data, dict) and data.get("uniform") and "depth_slope" not in data:
+            data = data | {"depth_slope": {"low": 0.0, "high": 0.0}}
+        return data
 
     @field_validator("block_criteria")
     @classmethod
@@ -581,6 +603,8 @@ class SearchSpace(StrictModel):
             raise ValueError("depth_slope: must lie in -1..1")
         if self.protect_first.low < 0 or self.protect_last.low < 0:
             raise ValueError("protect_first/protect_last: must be >= 0")
+        if self.uniform and (self.depth_slope != _fixed(0) or self.protect_first.high or self.protect_last.high):
+            raise ValueError("uniform: one width for every layer needs depth_slope and protect_first/last fixed at 0")
         if self.ratio is not None and not (0 < self.ratio.low and self.ratio.high < 1):
             raise ValueError(f"ratio: {self.ratio.low:g}..{self.ratio.high:g} must lie strictly between 0 and 1")
         return self

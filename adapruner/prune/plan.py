@@ -159,6 +159,8 @@ def plan_widths(
         raise PlanError("prune.allocation='nirvana' needs unit scores (saliency); use uniform or protected here")
 
     def take(total: int, capacity: list[int], kind: str, size: int) -> list[int]:
+        if config.uniform:  # the same count in every layer (the nearest to the total's even share)
+            return [min(round(total / len(capacity)), min(capacity))] * len(capacity)
         if config.allocation != "nirvana":
             return _take(total, capacity, weights)
         candidates = [
@@ -179,7 +181,9 @@ def plan_widths(
         chunks_removed = take(total_chunks, chunk_cap, "channels", config.channel_multiple)
         removed += sum(n * c for n, c in zip(chunks_removed, chunk, strict=True))
 
-    if target and abs(removed - target) > 0.01 * target:
+    # Uniform widths move in steps of one channel chunk in every layer: the ratio is met to half a step.
+    tolerance = max(0.01 * target, sum(chunk) / 2 if config.uniform and channels_on else 0)
+    if target and abs(removed - target) > tolerance:
         raise PlanError(
             f"prune.ratio {config.ratio} cannot be met: at most {removed / params_before:.3f} of the "
             f"parameters can be removed with prune.targets={list(config.targets)}, "

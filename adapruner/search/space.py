@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapruner.config import (
+    DEFAULT_CHANNEL_MULTIPLE,
     CalibrationConfig,
     CompensateConfig,
     ImportanceConfig,
@@ -39,6 +40,8 @@ class Recipe:
     ratio: float | None = None  # a searched pruning ratio; None: the job's
     depth_share: float = 0.0  # share of the budget removed as whole blocks
     block_criterion: str = "block_influence"  # a BLOCK_CRITERIA name: which blocks go
+    channel_multiple: int = DEFAULT_CHANNEL_MULTIPLE  # the space's shape constraints, the same in every trial
+    uniform: bool = False
 
     def prune_config(self, *, ratio: float, targets: tuple[str, ...]) -> PruneConfig:
         """The prune config of this recipe; ``ratio`` (the job's) applies unless the recipe searched one."""
@@ -53,6 +56,8 @@ class Recipe:
             depth_slope=self.depth_slope,
             depth_share=self.depth_share,
             block_criterion=self.block_criterion,
+            channel_multiple=self.channel_multiple,
+            uniform=self.uniform,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -156,4 +161,6 @@ def decode(space: SearchSpace, params: dict[str, Any]) -> Recipe:
         ratio=None if space.ratio is None else value("ratio", space.ratio),
         depth_share=value("depth_share", space.depth_share),
         block_criterion=str(params.get("block_criterion", space.block_criteria[0])),
+        channel_multiple=space.channel_multiple,
+        uniform=space.uniform,
     )

@@ -106,3 +106,26 @@ def test_depth_slope_tilts_the_budget_and_still_meets_the_target(slope):
 def test_weighted_spread_is_proportional():
     assert spread(10, 3, weights=[1, 1, 3]) == [2, 2, 6]
     assert sum(spread(7, 4, weights=[0.1, 0.2, 0.3, 0.4])) == 7
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.2, 0.35])
+def test_uniform_keeps_one_width_in_every_layer(ratio):
+    plan = plan_widths(SMOL, params_before=SMOL_PARAMS, config=PruneConfig(ratio=ratio, uniform=True))
+    assert len({(k["heads"], k["channels"]) for k in plan.keep}) == 1
+    step = 30 * 8 * 1728  # one chunk of 8 channels in every layer
+    assert abs(plan.params_removed - plan.target_removed) <= max(0.01 * plan.target_removed, step / 2)
+    free = plan_widths(SMOL, params_before=SMOL_PARAMS, config=PruneConfig(ratio=ratio))
+    assert len({(k["heads"], k["channels"]) for k in free.keep}) > 1  # what uniform changes
+
+
+def test_uniform_honours_the_channel_multiple():
+    config = PruneConfig(ratio=0.2, uniform=True, channel_multiple=64)
+    plan = plan_widths(SMOL, params_before=SMOL_PARAMS, config=config)
+    assert {k["channels"] % 64 for k in plan.keep} == {0} and len({k["channels"] for k in plan.keep}) == 1
+
+
+def test_uniform_refuses_allocations_that_vary_by_layer():
+    with pytest.raises(ValueError, match="uniform: one width for every layer needs allocation 'uniform' and depth_slope 0"):
+        PruneConfig(ratio=0.2, uniform=True, depth_slope=0.5)
+    with pytest.raises(ValueError, match="got allocation 'protected'"):
+        PruneConfig(ratio=0.2, uniform=True, allocation="protected")

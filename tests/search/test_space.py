@@ -91,3 +91,22 @@ def test_a_searched_ratio_is_a_dimension_that_the_recipe_applies():
     assert recipe.ratio == 0.3 and recipe.prune_config(ratio=job.ratio, targets=job.targets).ratio == 0.3
     fixed = decode(SearchSpace(), {})
     assert fixed.ratio is None and fixed.prune_config(ratio=0.2, targets=("channels",)).ratio == 0.2
+
+
+def test_shape_constraints_reach_every_trial():
+    """The search honours the width multiple and the uniform switch: every decoded recipe prunes with them."""
+    from adapruner.prune import LayerShape, plan_widths
+
+    space = SearchSpace(channel_multiple=32, uniform=True)
+    assert "depth_slope" not in {d.name for d in dims(space)}  # uniform fixes the slope at 0
+    config = decode(space, {"attn_share": 0.2}).prune_config(ratio=0.25, targets=("heads", "channels"))
+    assert config.channel_multiple == 32 and config.uniform and config.depth_slope == 0
+    shapes = [LayerShape(heads=3, head_params=294_912, channels=1536, channel_params=1728)] * 30
+    plan = plan_widths(shapes, params_before=30 * (3 * 294_912 + 1536 * 1728), config=config)
+    assert len({tuple(k.values()) for k in plan.keep}) == 1 and plan.keep[0]["channels"] % 32 == 0
+    assert decode(SearchSpace(channel_multiple=16), {"depth_slope": 0.5}).prune_config(ratio=0.2, targets=("channels",)).channel_multiple == 16
+
+
+def test_uniform_space_refuses_a_searched_slope():
+    with pytest.raises(ValidationError, match="uniform: one width for every layer needs depth_slope"):
+        SearchSpace(uniform=True, depth_slope=Range(low=-1, high=1))
