@@ -160,6 +160,7 @@ def retry_job(session: Session, *, job: Job) -> Job:
     if job.status not in (JobStatus.failed, JobStatus.cancelled, JobStatus.timed_out):
         raise Conflict(f"only failed, cancelled or timed-out jobs can be retried; this one is {job.status.value}")
     job.attempts = 0
+    job.handovers = 0
     job.cancel_requested = False
     job.error = None
     job.finished_at = None

@@ -29,7 +29,7 @@ class ClaimOutcome(enum.Enum):
     missing = "missing"  # no such job (deleted): drop the entry
     finished = "finished"  # already in a terminal state (e.g. cancelled while queued)
     owned = "owned"  # running under a live lease elsewhere: a duplicate entry
-    exhausted = "exhausted"  # delivered max_attempts times without finishing: dead-letter it
+    exhausted = "exhausted"  # started max_attempts times (hand-overs aside) without finishing: dead-letter it
 
 
 @dataclass(frozen=True)
@@ -59,12 +59,13 @@ def claim(session: Session, *, job_id: str, worker_id: str, claim_idle_s: float)
     beat = job.heartbeat_at
     if job.status == JobStatus.running and beat and utcnow() - beat < timedelta(seconds=claim_idle_s):
         return Claim(ClaimOutcome.owned)
-    if job.attempts >= job.max_attempts:
+    if job.attempts - job.handovers >= job.max_attempts:
         set_status(
             session,
             job,
             JobStatus.failed,
-            error=f"gave up after {job.attempts} attempts: the job stopped its worker every time (dead-lettered)",
+            error=f"gave up after {job.attempts - job.handovers} attempts: the job stopped its worker every time "
+            "(dead-lettered)",
         )
         return Claim(ClaimOutcome.exhausted)
     job.attempts += 1
@@ -145,10 +146,12 @@ def finish(
 
 
 def release(session: Session, *, job_id: str, token: str, reason: str, count_attempt: bool) -> Job:
-    """Give the job back to the queue (worker stopping, or its child died); the next attempt resumes."""
+    """Give the job back to the queue (worker stopping, or its child died); the next attempt resumes. A
+    hand-over (``count_attempt`` false) still numbers the next run as a new attempt, but it does not count
+    towards ``max_attempts``."""
     job = owned(session, job_id=job_id, token=token)
     if not count_attempt:
-        job.attempts -= 1
+        job.handovers += 1
     job.lease_token = None
     job.worker_id = None
     job.heartbeat_at = None

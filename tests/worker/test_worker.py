@@ -36,7 +36,7 @@ def trial_events(cluster, job_id: str) -> list[dict]:
         return [e.data for e in rows]
 
 
-def states(cluster, job_id: str) -> list[str]:
+def state_events(cluster, job_id: str) -> list[dict]:
     from sqlalchemy import select
 
     from service.db import transaction
@@ -44,7 +44,11 @@ def states(cluster, job_id: str) -> list[str]:
 
     with transaction(cluster.sessions) as session:
         rows = session.scalars(select(Event).where(Event.job_id == job_id, Event.kind == "state").order_by(Event.id))
-        return [e.data["status"] for e in rows]
+        return [e.data for e in rows]
+
+
+def states(cluster, job_id: str) -> list[str]:
+    return [e["status"] for e in state_events(cluster, job_id)]
 
 
 def test_kill_9_after_trial_3_resumes_elsewhere_without_rerunning_a_trial(cluster, tiny_model_dir, job_texts):
@@ -159,8 +163,13 @@ def test_sigterm_hands_the_job_over_and_exits_within_the_grace_period(cluster, t
     cluster.start_worker()
     job = cluster.wait_status(job_id, "succeeded", "failed", timeout=240)
     assert job.status == JobStatus.succeeded, job.error
-    assert job.attempts == 1  # the hand-over is not counted as an attempt
-    assert [t.trial_index for t in cluster.trials(job_id)] == list(range(8))
+    # The second run is attempt 2 (events and trials say so), but a hand-over does not use up max_attempts.
+    assert job.attempts == 2 and job.handovers == 1
+    trials = cluster.trials(job_id)
+    assert [t.trial_index for t in trials] == list(range(8))
+    assert [t.attempt for t in trials] == sorted(t.attempt for t in trials) and {t.attempt for t in trials} == {1, 2}
+    assert states(cluster, job_id) == ["queued", "running", "queued", "running", "succeeded"]
+    assert [e["attempt"] for e in state_events(cluster, job_id)] == [0, 1, 1, 2, 2]
 
 
 def test_redis_restarted_empty_mid_run_every_job_finishes_once(databases, tmp_path, tiny_model_dir, job_texts):
