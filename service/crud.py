@@ -132,12 +132,15 @@ def list_jobs(
     *,
     owner: ApiKey | None,
     statuses: Sequence[JobStatus] = (),
+    kind: str | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[Job], int]:
     query = visible(select(Job), owner)
     if statuses:
         query = query.where(Job.status.in_(list(statuses)))
+    if kind is not None:
+        query = query.where(Job.kind == kind)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = session.scalars(query.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)).all()
     return list(rows), total

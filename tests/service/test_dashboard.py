@@ -1,7 +1,11 @@
 """The web dashboard: its files are served locally under a strict policy, and a real headless Chromium drives
 it: sign in, submit a small CPU search through the form, watch trials arrive without a reload, compare two
-jobs, download the report. Screenshots of every page at 1280 and 390 px wide are written under the test's
-tmp folder (and copied to ``$ADAPRUNER_SCREENSHOTS_DIR`` when set, e.g. docs/screenshots)."""
+jobs, download the report. Then, on one server with finished jobs of every kind (``site``: two searches on
+different validation texts, one with an infeasible trial, a two-objective search, a prune job and a failed
+job), each view of the issue-20 dashboard: the recipe card, the search views, honest comparisons, the job
+list, both submit forms, the prune job page, inert user text and 390 px. Screenshots of the pages at 1280
+and 390 px wide are written under the test's tmp folder (and copied to ``$ADAPRUNER_SCREENSHOTS_DIR`` when
+set, e.g. docs/screenshots)."""
 
 from __future__ import annotations
 
@@ -86,9 +90,10 @@ def test_only_the_shipped_files_are_served(client, path):
 # -- the browser ------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's Chromium driven by Playwright. Missing either is a failure that says how to install it."""
+    """Debian's Chromium driven by Playwright (one per module). Missing either is a failure that says how to
+    install it."""
     if not Path(CHROMIUM).is_file():
         pytest.fail(f"{CHROMIUM} is missing: {INSTALL}", pytrace=False)
     try:
@@ -345,3 +350,439 @@ def test_sign_in_submit_watch_compare_and_download_in_a_real_browser(
     assert [p for p in problems if not p.startswith(refused)] == []
     assert len(problems) == 2
     shots.publish()
+
+
+# -- one server with finished jobs of every kind, shared by the view tests below ---------------------------
+
+RLO = "\u202e"  # RIGHT-TO-LEFT OVERRIDE: reverses the display of everything after it, unless isolated
+MAX_TRIALS = 40  # this server's search.trials limit (the schema allows 10,000)
+LATENCY = {"second_objective": "latency", "latency_seq_len": 8, "latency_repeats": 2}
+
+
+def _search(model_dir, texts, *, trials: int, space=None, search=None):
+    from adapruner.config import SearchRequest
+    from tests.conftest import tiny_search_spec
+
+    spec = tiny_search_spec(texts, model=str(model_dir), trials=trials, top_k=1, space=space, search=search)
+    return SearchRequest.model_validate({"kind": "search", "spec": spec})
+
+
+def _prune(model, texts):
+    from adapruner.config import PruneRequest
+
+    spec = {
+        "model": {"source": str(model)},
+        "calibration": {"sources": [{"kind": "file", "name": texts["a"]}], "samples": 4, "seq_len": 16},
+        "importance": {"mix": {"taylor": 0.5, "wanda": 0.5}},
+        "prune": {"ratio": 0.25},
+        "evaluate": {"texts": [{"kind": "file", "name": texts["test"]}], "seq_len": 32, "max_tokens": 256, "speed": False},
+    }
+    return PruneRequest.model_validate({"kind": "prune", "spec": spec})
+
+
+@pytest.fixture(scope="module")
+def site(databases, tmp_path_factory, tiny_model_dir, job_texts):
+    """The app on a free port with an admin key and five finished jobs, run by a real worker: ``search`` (10
+    trials, protected blocks and compensation searched: its first trial is infeasible), ``other`` (the same
+    search read on another validation text), ``pareto`` (latency as a second objective), ``prune`` (a
+    metric mix of taylor and wanda) and ``failed`` (a model name with a right-to-left override)."""
+    redis_client = require_redis()
+    root = tmp_path_factory.mktemp("site")
+    (root / "logs").mkdir()
+    val2 = root / "val2.txt"
+    val2.write_text("\n\n".join(f"another validation text for the same pruned models {i}." * 3 for i in range(40)))
+    settings = make_settings(databases.postgres(), root / "home", max_trials=MAX_TRIALS)
+    cluster = Cluster(settings, root / "logs")
+    app = create_app(settings)
+    with transaction(app.state.sessions) as session:
+        _, key = crud.create_api_key(session, name="views", admin=True)
+    protect = {"protect_first": {"low": 0, "high": 3}, "protect_last": {"low": 0, "high": 3}, "compensators": ["none", "bias"]}
+    requests = {
+        "search": _search(tiny_model_dir, job_texts, trials=10, space=protect),
+        "other": _search(tiny_model_dir, job_texts, trials=3, search={"validation": [{"kind": "file", "name": str(val2)}]}),
+        "pareto": _search(tiny_model_dir, job_texts, trials=4, search=LATENCY),
+        "prune": _prune(tiny_model_dir, job_texts),
+        "failed": _prune(root / f"{RLO}ledom-gnissim", job_texts),
+    }
+    try:
+        jobs = {name: cluster.submit(request) for name, request in requests.items()}
+        cluster.start_worker()
+        for name, job_id in jobs.items():
+            cluster.wait_status(job_id, "failed" if name == "failed" else "succeeded", timeout=300)
+        with LiveServer(app) as server:
+            server.key, server.cluster, server.jobs, server.settings = key, cluster, jobs, settings
+            server.auth = {"Authorization": f"Bearer {key}"}
+            yield server
+    finally:
+        cluster.stop()
+        drop_redis_keys(redis_client, settings.redis_prefix)
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    taken = Shots(tmp_path_factory.mktemp("views") / "screenshots")
+    yield taken
+    taken.publish()
+
+
+@pytest.fixture
+def open_page(browser, site):
+    """``open_page(hash, width=1280, **context options)``: a signed-in page at ``#hash``; at the end of the
+    test nothing went wrong in any of them (no console or page error, nothing loaded from elsewhere)."""
+    contexts, problems = [], []
+
+    def open_(hash_: str = "#/jobs", *, width: int = 1280, **options):
+        context = browser.new_context(viewport={"width": width, "height": 900}, device_scale_factor=1, **options)
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        problems.extend(watch(page, site.url))
+        page.goto(site.url + "/")
+        page.fill("#key", site.key)
+        page.keyboard.press("Enter")
+        page.get_by_role("heading", name="Jobs").wait_for()
+        page.goto(f"{site.url}/{hash_}")
+        page.locator("main h1").first.wait_for()
+        return page
+
+    yield open_
+    for context in contexts:
+        context.close()
+    assert problems == []
+
+
+def api_get(site, path: str):
+    return httpx.get(f"{site.url}{path}", headers=site.auth).json()
+
+
+def records(site, name: str) -> list[dict]:
+    return [t["record"] for t in api_get(site, f"/v1/jobs/{site.jobs[name]}/trials")]
+
+
+def js_num(x: float, digits: int) -> str:
+    """A number as the dashboard writes it (en-US grouping, at most ``digits`` decimals, no trailing zeros)."""
+    text = f"{x:,.{digits}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def reads_left_to_right(locator, tail: int = 8) -> bool:
+    """Whether the last ``tail`` characters of the element's text (e.g. the end of a time) are drawn from left
+    to right: an unisolated right-to-left override earlier in the row would draw them reversed."""
+    return locator.evaluate(
+        """(el, tail) => {
+            const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+            let last = null;
+            while (walker.nextNode()) if (walker.currentNode.textContent.trim().length >= tail) last = walker.currentNode;
+            const end = last.textContent.trimEnd().length;
+            const x = (i) => { const r = document.createRange(); r.setStart(last, i); r.setEnd(last, i + 1);
+                               return r.getBoundingClientRect().left; };
+            return x(end - tail) < x(end - 1);
+        }""",
+        tail,
+    )
+
+
+def test_the_best_trials_recipe_card_and_any_trials_on_click_or_key(open_page, site, shots):
+    from playwright.sync_api import expect
+
+    report = api_get(site, f"/v1/jobs/{site.jobs['search']}/artifacts/report.json")
+    best = report["trials"][report["best"]["index"]]
+    page = open_page(f"#/jobs/{site.jobs['search']}")
+    card = page.locator("#recipe")
+    expect(card.locator("h3")).to_have_text(f"Recipe of trial {best['index']} (best)")
+    recipe = best["recipe"]
+    for field, text in (
+        ("depth_slope", js_num(recipe["depth_slope"], 3)),
+        ("seq_len", str(recipe["seq_len"])),
+        ("compensate", recipe["compensate"]),
+        ("samples", str(recipe["samples"])),
+        ("subset_seed", f"seeded subset {recipe['subset_seed']}"),
+        ("protect_first", f"first {recipe['protect_first']}, last {recipe['protect_last']}" if recipe["protect_first"] or recipe["protect_last"] else "none"),
+    ):
+        expect(card.locator(f'dd[data-field="{field}"]')).to_contain_text(text)
+    for metric, weight in recipe["mix"].items():
+        if weight > 0:
+            expect(card.locator('dd[data-field="mix"]')).to_contain_text(f"{metric} {js_num(weight, 2)}")
+    # What the search chose is marked; the job's fixed choices are not.
+    expect(card.locator('dd[data-field="depth_slope"] .searched')).to_have_count(1)
+    expect(card.locator('dd[data-field="aggregation"] .searched')).to_have_count(0)
+    # The per-layer widths beside it are the best trial's.
+    expect(page.locator("#recipe-box #heads-chart rect")).to_have_count(4)
+    heads = [w["heads"] for w in best["widths"]]
+    titles = page.locator("#heads-chart rect title").all_text_contents()
+    assert [int(t.rsplit(" ", 1)[1]) for t in titles] == heads
+    shots(page, "job-recipe-1280")
+
+    # Another trial, with the keyboard: its number is a button; Enter shows its recipe and moves the focus there.
+    other = next(r for r in records(site, "search") if r["status"] == "completed" and r["index"] != best["index"])
+    page.locator(f'#trials button[aria-label="show the recipe of trial {other["index"]}"]').focus()
+    page.keyboard.press("Enter")
+    expect(card.locator("h3")).to_have_text(f"Recipe of trial {other['index']}")
+    expect(page.locator("#recipe")).to_be_focused()
+    expect(page.locator(f'#trials tr[data-trial="{other["index"]}"] button')).to_have_attribute("aria-pressed", "true")
+    expect(page.locator('#heads-chart svg[role="img"]')).to_have_attribute("aria-label", re.compile(f"trial {other['index']}"))
+    titles = page.locator("#channels-chart rect title").all_text_contents()
+    assert [int(t.rsplit(" ", 1)[1]) for t in titles] == [w["channels"] for w in other["widths"]]
+
+
+def test_use_this_recipe_fills_the_prune_form_with_the_trials_prune_job(open_page, site, shots):
+    from playwright.sync_api import expect
+
+    record = records(site, "search")[1]
+    wanted = record["prune_job"]["spec"]
+    page = open_page(f"#/jobs/{site.jobs['search']}")
+    page.locator('#trials button[aria-label="show the recipe of trial 1"]').click()
+    page.click("#recipe-use")
+    expect(page.get_by_role("heading", name="New prune job")).to_be_visible()
+    expect(page.locator("#prefilled")).to_contain_text("trial 1 of search")
+    expect(page.locator("#prefilled")).to_contain_text("subset")  # what a prune job cannot carry over
+    for metric, weight in wanted["importance"]["mix"].items():
+        assert float(page.input_value(f"#mix-{metric}")) == pytest.approx(weight)
+    assert int(page.input_value("#samples")) == wanted["calibration"]["samples"]
+    assert int(page.input_value("#seq-len")) == wanted["calibration"]["seq_len"]
+    assert float(page.input_value("#depth-slope")) == pytest.approx(wanted["prune"]["depth_slope"])
+    assert page.input_value("#compensate") == record["recipe"]["compensate"]
+    shots(page, "submit-prune-from-recipe-1280")
+    page.get_by_role("button", name="Submit job").click()
+    expect(page).to_have_url(re.compile(r"#/jobs/[0-9a-f]+$"))
+    new_id = page.url.rsplit("/", 1)[1]
+    job = api_get(site, f"/v1/jobs/{new_id}")
+    httpx.post(f"{site.url}/v1/jobs/{new_id}/cancel", headers=site.auth)
+    assert job["kind"] == "prune"
+    spec = job["spec"]
+    assert spec["importance"]["mix"] == pytest.approx(wanted["importance"]["mix"])
+    assert spec["prune"]["depth_slope"] == pytest.approx(wanted["prune"]["depth_slope"])
+    assert spec["calibration"]["sources"] == [dict(NULLS, **s) for s in wanted["calibration"]["sources"]]
+    assert spec["evaluate"]["max_tokens"] == wanted["evaluate"]["max_tokens"]  # from the advanced JSON
+    assert spec["model"]["source"] == wanted["model"]["source"]
+
+
+def test_search_views_parallel_coordinates_importance_and_trial_states(open_page, site, shots):
+    from playwright.sync_api import expect
+
+    trials = records(site, "search")
+    report = api_get(site, f"/v1/jobs/{site.jobs['search']}/artifacts/report.json")
+    assert any(t.get("failure") == "infeasible" for t in trials)  # the fixture's first trial protects every layer
+    page = open_page(f"#/jobs/{site.jobs['search']}")
+    # Parallel coordinates: an axis per searched dimension (and the objective), a line per trial.
+    chart = page.locator("#parallel-chart svg")
+    expect(chart.locator("path[data-trial]")).to_have_count(len(trials))
+    axes = chart.locator("text.axis-name").all_text_contents()
+    assert {"depth_slope", "protect_first", "compensate", "val. log PPL"} <= set(axes)
+    assert len(axes) == len(trials[0]["params"]) + 1
+    done = [t for t in trials if t["status"] == "completed"]
+    colours = {chart.locator(f'path[data-trial="{t["index"]}"]').get_attribute("stroke") for t in done}
+    assert len(colours) > 1  # coloured by objective
+    # Importance: the final GP's inverse lengthscales, said so, one meter per dimension, largest first.
+    expect(page.locator("#importance-method")).to_contain_text("lengthscales")
+    expect(page.locator("#importance-method")).to_contain_text("all trials")
+    meters = page.locator("#importance meter")
+    expect(meters).to_have_count(len(report["relevance"]["values"]))
+    values = meters.evaluate_all("ms => ms.map(m => m.value)")
+    assert values == pytest.approx(sorted(report["relevance"]["values"].values(), reverse=True))
+    # Every trial's state: failed ones say why, early-stopped ones say so.
+    for t in trials:
+        state = page.locator(f'#trials tr[data-trial="{t["index"]}"] td.state')
+        if t["status"] == "failed":
+            expect(state).to_have_text(f"failed: {t['failure']}")
+        else:
+            expect(state).to_have_text("stopped early" if t["stopped_early"] else "completed")
+    expect(page.locator("#failed-trials")).to_contain_text("infeasible")
+    expect(page.locator("#pareto-chart")).to_be_hidden()  # one objective: no front
+    shots(page, "job-search-views-1280")
+
+
+def test_a_two_objective_search_shows_its_pareto_front(open_page, site):
+    from playwright.sync_api import expect
+
+    report = api_get(site, f"/v1/jobs/{site.jobs['pareto']}/artifacts/report.json")
+    page = open_page(f"#/jobs/{site.jobs['pareto']}")
+    chart = page.locator('#pareto-chart svg[role="img"]')
+    expect(chart).to_have_attribute("aria-label", re.compile("latency"))
+    front = chart.locator("g.dots").nth(1).locator("circle")
+    expect(front).to_have_count(len(report["pareto"]))
+    assert {t.split(" ")[1] for t in front.locator("title").all_text_contents()} == {
+        str(p["index"]) for p in report["pareto"]
+    }
+
+
+def test_compare_warns_what_differs_draws_each_dense_line_and_labels_each_job(open_page, site, shots):
+    from playwright.sync_api import expect
+
+    ids = [site.jobs["search"], site.jobs["other"]]
+    page = open_page(f"#/compare?ids={','.join(ids)}")
+    banner = page.locator("#compare-banner")
+    expect(banner).to_contain_text("Not like for like")
+    expect(banner).to_contain_text("validation texts")
+    expect(banner).to_contain_text("val2.txt")
+    assert "model" not in banner.locator("li").first.inner_text().split(":")[0]
+    # Each job's own dense line, in its colour.
+    refs = page.locator("#compare-chart line.ref")
+    expect(refs).to_have_count(2)
+    assert len({r.get_attribute("stroke") for r in refs.all()}) == 2
+    dense = [api_get(site, f"/v1/jobs/{i}/artifacts/report.json")["dense_validation_ppl"] for i in ids]
+    assert dense[0] != dense[1]
+    # Test PPL side by side, each with its own dense value; footer labels tell the jobs apart.
+    row = page.locator("table.compare tr", has_text="PPL test.txt")
+    for i in ids:
+        ppl = api_get(site, f"/v1/jobs/{i}")["result"]["pruned"]["perplexity"]
+        expect(row).to_contain_text(js_num(next(iter(ppl.values())), 2))
+    labels = page.locator("ul.jobs-legend li").all_inner_texts()
+    assert len(set(labels)) == 2 and all("validation" in label for label in labels)
+    shots(page, "compare-banner-1280")
+    page.goto(f"{site.url}/#/compare?ids={site.jobs['search']},{site.jobs['pareto']}")
+    expect(page.locator("#compare-banner")).to_contain_text("Like for like")
+
+
+def test_job_list_columns_iso_times_in_the_viewers_zone_and_filters(open_page, site, shots):
+    from playwright.sync_api import expect
+
+    page = open_page("#/jobs", timezone_id="Asia/Kolkata")
+    page.locator("table.jobs").wait_for()
+    heads = page.locator("table.jobs thead th").all_text_contents()
+    for name in ("kind", "model", "ratio", "best val. PPL", "test PPL", "failure reason", "created"):
+        assert name in heads
+    failed = page.locator(f'tr[data-job="{site.jobs["failed"]}"]')
+    reason = api_get(site, f"/v1/jobs/{site.jobs['failed']}")["error"].split("\n")[0]
+    expect(failed.locator("td.reason")).to_have_text(reason.replace(RLO, "[U+202E]"))
+    prune = page.locator(f'tr[data-job="{site.jobs["prune"]}"]')
+    expect(prune).to_contain_text("0.25")
+    created = prune.locator("time").first
+    expect(created).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\+05:30$"))
+    utc = api_get(site, f"/v1/jobs/{site.jobs['prune']}")["created_at"]
+    assert created.get_attribute("datetime")[:19] == utc[:19]
+    shots(page, "jobs-list-1280")
+    # Filters: the kind (asked of the server) and the status.
+    page.select_option("#kind-filter", "prune")
+    expect(page.locator("table.jobs tbody tr")).to_have_count(api_get(site, "/v1/jobs?kind=prune")["total"])
+    assert "kind=prune" in page.url
+    page.get_by_label("failed").check()
+    expect(page.locator("table.jobs tbody tr")).to_have_count(1)
+    expect(page.locator("table.jobs tbody tr")).to_have_attribute("data-job", site.jobs["failed"])
+    assert api_get(site, "/v1/jobs?kind=search")["total"] == 3
+
+
+def test_both_submit_forms_take_their_maxima_from_the_servers_limits(open_page, site, shots):
+    from playwright.sync_api import expect
+
+    limits = api_get(site, "/v1/catalog")["limits"]
+    assert limits["search"]["search.trials"] == MAX_TRIALS
+    page = open_page("#/submit")
+    expect(page.locator("#trials")).to_have_attribute("max", str(MAX_TRIALS))
+    expect(page.locator('[data-field="spec.search.trials"] .hint')).to_contain_text(f"at most {MAX_TRIALS} on this server")
+    page.fill("#trials", str(MAX_TRIALS + 1))
+    page.get_by_role("button", name="Submit job").click()
+    expect(page.locator('[data-field="spec.search.trials"] .field-error')).to_contain_text(str(MAX_TRIALS))
+    # The prune form, by keyboard: the kind switch is a link; its fields come from the prune schema.
+    page.get_by_role("link", name="Prune", exact=True).focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="New prune job")).to_be_visible()
+    expect(page.locator("#model")).to_be_focused()
+    assert unlabelled_controls(page) == []
+    samples_max = limits.get("prune", {}).get("calibration.samples", 100_000)  # the server's, else the schema's
+    expect(page.locator("#samples")).to_have_attribute("max", str(int(samples_max)))
+    for control in ("#aggregation", "#normalization", "#allocation", "#compensate", "#attn-share", "#depth-slope"):
+        expect(page.locator(control)).to_be_visible()
+    page.fill("#mix-wanda", "1")
+    page.fill("#ratio", "0.3")
+    page.select_option("#allocation", "protected")
+    shots(page, "submit-prune-1280")
+    page.get_by_role("button", name="Submit job").click()
+    expect(page).to_have_url(re.compile(r"#/jobs/[0-9a-f]+$"))
+    new_id = page.url.rsplit("/", 1)[1]
+    httpx.post(f"{site.url}/v1/jobs/{new_id}/cancel", headers=site.auth)
+    job = api_get(site, f"/v1/jobs/{new_id}")
+    assert job["kind"] == "prune" and job["spec"]["importance"]["mix"] == {"wanda": 1.0}
+    assert job["spec"]["prune"]["ratio"] == 0.3 and job["spec"]["prune"]["allocation"] == "protected"
+
+
+def test_the_prune_job_page_shows_its_metric_mix_and_calibration(open_page, site, shots):
+    from playwright.sync_api import expect
+
+    page = open_page(f"#/jobs/{site.jobs['prune']}")
+    card = page.locator("#recipe")
+    expect(card.locator("h3")).to_have_text("Recipe of this prune job")
+    expect(card).to_contain_text("taylor 0.5, wanda 0.5")
+    expect(card).to_contain_text("file:a.txt")
+    expect(card.locator('dd[data-field="samples"]')).to_have_text("4")
+    expect(card.locator('dd[data-field="seq_len (tokens)"]')).to_have_text("16")
+    expect(page.locator("#recipe-box #heads-chart rect")).to_have_count(4)
+    expect(page.locator("#h-search")).to_be_hidden()
+    shots(page, "job-prune-1280")
+
+
+def test_log_numbers_stay_visible_past_nine(open_page, site):
+    from playwright.sync_api import expect
+
+    page = open_page(f"#/jobs/{site.jobs['search']}")
+    items = page.locator("#log li")
+    expect(items.nth(9)).to_be_visible()
+    log_left = page.locator("#log").bounding_box()["x"]
+    for i in (0, 9, items.count() - 1):
+        number = items.nth(i).locator(".seq")
+        expect(number).to_have_text(f"{i + 1}.")
+        box, time_box = number.bounding_box(), items.nth(i).locator("time").bounding_box()
+        assert box["x"] >= log_left and box["x"] + box["width"] <= time_box["x"]
+
+
+def test_a_right_to_left_override_in_a_model_name_reverses_nothing(open_page, site):
+    from playwright.sync_api import expect
+
+    failed = site.jobs["failed"]
+    page = open_page("#/compare")
+    row = page.locator("ul.pick li", has_text=failed[:12])
+    assert reads_left_to_right(row), "the creation time after the model name is drawn reversed"
+    expect(row).to_contain_text("[U+202E]ledom-gnissim")  # the control is shown, not obeyed
+    assert RLO not in row.inner_text()
+    page.goto(f"{site.url}/#/jobs")
+    assert reads_left_to_right(page.locator(f'tr[data-job="{failed}"]'))
+    page.goto(f"{site.url}/#/jobs/{failed}")
+    expect(page.locator(".facts")).to_contain_text("[U+202E]ledom-gnissim")
+    assert RLO not in page.locator("main").inner_text()
+
+
+def test_the_sign_in_text_says_what_the_page_does(browser, site):
+    from playwright.sync_api import expect
+
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(site.url + "/")
+    note = page.locator("#sign-in-note")
+    expect(note).to_contain_text("cookie for this browser")
+    expect(note).not_to_contain_text("tab only")
+    page.fill("#key", site.key)
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Jobs")).to_be_visible()
+    [cookie] = context.cookies()
+    assert cookie["httpOnly"] and cookie["value"] == site.key and cookie["expires"] == -1  # until the browser closes
+    page.click("#sign-out")
+    expect(page.locator("#key")).to_be_visible()
+    assert context.cookies() == []
+    context.close()
+
+
+def test_at_390_px_the_trials_table_and_the_job_list_fit_without_scrolling(open_page, site, shots):
+    from playwright.sync_api import expect
+
+    page = open_page(f"#/jobs/{site.jobs['search']}", width=390)
+    expect(page.locator("#heads-chart rect")).to_have_count(4)
+    assert no_horizontal_scroll(page), "the job page scrolls sideways at 390 px"
+    scroller = page.locator("#trials .scroll")
+    assert scroller.evaluate("el => el.scrollWidth <= el.clientWidth + 1"), "the trials table scrolls sideways"
+    cells = page.locator('#trials tr[data-trial="1"] td')
+    expect(cells).to_have_count(13)
+    edges = cells.evaluate_all("tds => tds.map(td => { const r = td.getBoundingClientRect(); return [r.left, r.right]; })")
+    assert all(left >= 0 and right <= 390 for left, right in edges), edges
+    expect(cells.nth(9)).to_have_attribute("data-label", "depth slope")  # every value is labelled with its column
+    shots(page, "job-recipe-390")
+    page.goto(f"{site.url}/#/jobs")
+    page.locator("table.jobs").wait_for()
+    assert page.locator("#main .scroll").first.evaluate("el => el.scrollWidth <= el.clientWidth + 1")
+    assert no_horizontal_scroll(page)
+    shots(page, "jobs-list-390")
+    for hash_ in (f"#/compare?ids={site.jobs['search']},{site.jobs['other']}", "#/submit?kind=prune"):
+        page.goto(f"{site.url}/{hash_}")
+        page.locator("main h1").first.wait_for()
+        page.wait_for_load_state("networkidle")
+        assert no_horizontal_scroll(page), f"{hash_} scrolls sideways at 390 px"
+    shots(page, "submit-prune-390")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Annotated
+from typing import Annotated, Literal
 
 import redis
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
@@ -109,10 +109,11 @@ def list_jobs(
     session: SessionDep,
     key: KeyDep,
     status_: Annotated[list[JobStatus], Query(alias="status")] = [],  # noqa: B006 (FastAPI query list)
+    kind: Annotated[Literal["search", "prune"] | None, Query(description="only jobs of this kind")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=ROW_MAX)] = 0,
 ) -> JobPage:
-    jobs, total = crud.list_jobs(session, owner=key, statuses=status_, limit=limit, offset=offset)
+    jobs, total = crud.list_jobs(session, owner=key, statuses=status_, kind=kind, limit=limit, offset=offset)
     return JobPage(items=[JobOut.model_validate(j) for j in jobs], total=total, limit=limit, offset=offset)
 
 

@@ -5,7 +5,7 @@ import { compareView } from "./compare.js";
 import { jobView } from "./job.js";
 import { jobsView } from "./jobs.js";
 import { submitView } from "./submit.js";
-import { clear, h } from "./util.js";
+import { clear, h, neutral } from "./util.js";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
@@ -53,7 +53,7 @@ function signInView() {
       },
     },
     h("h1", { id: "sign-in-title" }, "Sign in"),
-    h("p", { class: "muted" }, "Use an API key of this server. It is kept for this browser tab only."),
+    h("p", { class: "muted", id: "sign-in-note" }, "Use an API key of this server. Signing in sets a cookie for this browser (HttpOnly, sent only to this server) until you sign out or close the browser; this tab also keeps the key to send with its requests."),
     h("label", { for: "key" }, "API key"),
     input,
     error,
@@ -68,7 +68,7 @@ async function route() {
   cleanup = null;
   nav.hidden = !signedIn();
   if (!signedIn()) return signInView();
-  document.getElementById("who").textContent = keyName() ? `key: ${keyName()}` : "";
+  document.getElementById("who").textContent = keyName() ? `key: ${neutral(keyName())}` : "";
   const { path, query } = parseHash();
   for (const a of nav.querySelectorAll("a")) {
     const here = a.getAttribute("href").slice(1) === `${path.split("/").slice(0, 2).join("/")}` || (path === "" && a.getAttribute("href") === "#/jobs");

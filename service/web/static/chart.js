@@ -66,8 +66,8 @@ export function lineChart(container, { title, series, refs = [], xLabel = "", yL
     svg.append(axes);
     refs.forEach((r) => {
       svg.append(
-        s("line", { x1: pad.left, x2: width - pad.right, y1: Y(r.y), y2: Y(r.y), class: "ref" }, s("title", {}, `${r.name}: ${label(r.y)}`)),
-        s("text", { x: width - pad.right - 4, y: Y(r.y) - 5, "text-anchor": "end", class: "ref-label" }, r.name),
+        s("line", { x1: pad.left, x2: width - pad.right, y1: Y(r.y), y2: Y(r.y), class: "ref", stroke: r.color }, s("title", {}, `${r.name}: ${label(r.y)}`)),
+        s("text", { x: width - pad.right - 4, y: Y(r.y) - 5, "text-anchor": "end", class: "ref-label", fill: r.color }, r.name),
       );
     });
     series.forEach((se, i) => {
@@ -93,7 +93,7 @@ export function lineChart(container, { title, series, refs = [], xLabel = "", yL
     });
     return svg;
   };
-  return mount(container, draw, series, refs);
+  return mount(container, draw, () => [legend(series, refs)]);
 }
 
 /** Grouped bars: categories along x, one bar per series. series: [{name, values}]; ref: a dashed line. */
@@ -134,7 +134,69 @@ export function barChart(container, { title, categories, series, yLabel = "", re
     }
     return svg;
   };
-  return mount(container, draw, series, ref === null ? [] : [{ name: "dense", y: ref }]);
+  return mount(container, draw, () => [legend(series, ref === null ? [] : [{ name: "dense", y: ref }])]);
+}
+
+/** Colour of ``t`` in [0, 1] on a blue (0, best) to orange (1, worst) scale. */
+export function scale(t) {
+  const stops = [[29, 78, 216], [14, 116, 144], [161, 98, 7], [194, 65, 12]];
+  const x = Math.min(Math.max(t, 0), 1) * (stops.length - 1);
+  const i = Math.min(Math.floor(x), stops.length - 2);
+  const f = x - i;
+  const c = stops[i].map((v, k) => Math.round(v + f * (stops[i + 1][k] - v)));
+  return `rgb(${c.join(",")})`;
+}
+
+/**
+ * Parallel coordinates: one vertical axis per dimension, one polyline per trial.
+ * axes: [{name, choices?}] (a choice axis spaces its values evenly; a numeric one spans the values seen);
+ * lines: [{values: [per axis, null = none], color, dash, tip, id}].
+ */
+export function parallelChart(container, { title, axes, lines, note = "" }) {
+  const draw = (width) => {
+    const height = Math.max(240, Math.min(340, width * 0.45));
+    const pad = { left: 16, right: 16, top: 34, bottom: 24 };
+    const svg = frame(width, height, title);
+    const step = axes.length > 1 ? (width - pad.left - pad.right) / (axes.length - 1) : 0;
+    const X = (i) => pad.left + step * i;
+    const Y = (t) => pad.top + (1 - t) * (height - pad.top - pad.bottom);
+    const spans = axes.map((axis, i) => {
+      if (axis.choices) return null;
+      const vs = lines.map((l) => l.values[i]).filter(Number.isFinite);
+      const lo = Math.min(...vs);
+      const hi = Math.max(...vs);
+      return vs.length ? [lo, hi > lo ? hi : lo + 1] : [0, 1];
+    });
+    const pos = (i, v) => {
+      if (v === null || v === undefined) return null;
+      const axis = axes[i];
+      if (axis.choices) return axis.choices.length > 1 ? axis.choices.indexOf(String(v)) / (axis.choices.length - 1) : 0.5;
+      const [lo, hi] = spans[i];
+      return (v - lo) / (hi - lo);
+    };
+    const g = s("g", { class: "lines", fill: "none" });
+    for (const line of lines) {
+      let d = "";
+      line.values.forEach((v, i) => {
+        const t = pos(i, v);
+        if (t === null || !Number.isFinite(t)) return;
+        d += `${d ? "L" : "M"}${X(i)},${Y(t)}`;
+      });
+      g.append(s("path", { d, stroke: line.color, "stroke-width": line.width || 1.8, "stroke-dasharray": line.dash || null, opacity: 0.85, "data-trial": line.id }, s("title", {}, line.tip)));
+    }
+    svg.append(g);
+    const axisG = s("g", { class: "axis" });
+    axes.forEach((axis, i) => {
+      const anchor = i === 0 ? "start" : i === axes.length - 1 ? "end" : "middle";
+      axisG.append(s("line", { x1: X(i), x2: X(i), y1: Y(0), y2: Y(1), class: "base" }));
+      axisG.append(s("text", { x: X(i), y: 14, "text-anchor": anchor, class: "axis-name" }, axis.label || axis.name));
+      const marks = axis.choices ? axis.choices.map((c, k) => [c, axis.choices.length > 1 ? k / (axis.choices.length - 1) : 0.5]) : spans[i].map((v, k) => [label(Number(v.toPrecision(3))), k]);
+      for (const [text, t] of marks) axisG.append(s("text", { x: X(i) + (anchor === "end" ? -4 : 4), y: Y(t) + (t === 1 ? 10 : -3), "text-anchor": anchor === "end" ? "end" : "start" }, text));
+    });
+    svg.append(axisG);
+    return svg;
+  };
+  return mount(container, draw, () => (note ? [Object.assign(document.createElement("p"), { className: "hint", textContent: note })] : []));
 }
 
 function legend(series, refs) {
@@ -150,19 +212,19 @@ function legend(series, refs) {
   series
     .filter((se) => se.points === undefined || se.points.length || !se.hollow)
     .forEach((se, i) => item(se.name, se.color || PALETTE[i % PALETTE.length], se.dash ?? DASHES[i % DASHES.length], se.style === "dots", se.hollow));
-  refs.forEach((r) => item(r.name, "#6b7280", "4 3", false));
+  refs.forEach((r) => item(r.name, r.color || "#6b7280", "4 3", false));
   return ul;
 }
 
-/** Draw now at the container's width and again whenever that width changes. */
-function mount(container, draw, series, refs) {
+/** Draw now at the container's width and again whenever that width changes; ``after()``: nodes below it. */
+function mount(container, draw, after) {
   if (container.stopChart) container.stopChart();
   let last = 0;
   const render = () => {
     const width = Math.floor(container.clientWidth);
     if (!width || width === last) return;
     last = width;
-    container.replaceChildren(draw(width), legend(series, refs));
+    container.replaceChildren(draw(width), ...after());
   };
   const observer = new ResizeObserver(render);
   observer.observe(container);

@@ -1,7 +1,9 @@
 // The job list: status filters, progress, and a selection to compare.
 
 import { api } from "./api.js";
-import { STATUSES, badge, between, clear, h, ppl, seconds, table, when } from "./util.js";
+import { STATUSES, badge, between, clear, h, num, ppl, seconds, shortSource, table, userText, when } from "./util.js";
+
+export const KINDS = ["search", "prune"];
 
 const PAGE = 25;
 
@@ -24,9 +26,33 @@ export function bestValue(job) {
   return best && best.validation_ppl ? best.validation_ppl.toFixed(2) : "–";
 }
 
+/** The pruning ratio a job asks for (a search's at the top of its spec, a prune job's in ``prune``). */
+export function jobRatio(job) {
+  const spec = job.spec || {};
+  return spec.ratio ?? spec.prune?.ratio ?? null;
+}
+
+/** The model a job prunes, as its user wrote it. */
+export function jobModel(job) {
+  return (job.spec && job.spec.model && job.spec.model.source) || "";
+}
+
+/** The pruned model's test perplexity of each test text (from the job's result), "–" before one exists. */
+export function testPpl(job) {
+  const ppls = job.result?.pruned?.perplexity;
+  if (!ppls || !Object.keys(ppls).length) return "–";
+  return Object.entries(ppls).map(([label, v]) => `${num(v, 2)} ${shortSource(label)}`).join(", ");
+}
+
+/** Why a job failed: the first line of its recorded error (the rest, a traceback, is on the job page). */
+export function failureReason(job) {
+  return job.error ? job.error.split("\n")[0] : "";
+}
+
 export async function jobsView(main, { query }) {
   document.title = "Jobs · adapruner";
   const chosen = new Set((query.get("status") || "").split(",").filter((s) => STATUSES.includes(s)));
+  let kind = KINDS.includes(query.get("kind")) ? query.get("kind") : "";
   const selected = new Set();
   let offset = Number(query.get("offset") || 0);
   const list = h("div", { "aria-live": "polite", "aria-busy": "true" });
@@ -48,19 +74,34 @@ export async function jobsView(main, { query }) {
           onchange: (e) => {
             if (e.target.checked) chosen.add(status);
             else chosen.delete(status);
-            offset = 0;
-            history.replaceState(null, "", `#/jobs${chosen.size ? `?status=${[...chosen].join(",")}` : ""}`);
-            load();
+            refilter();
           },
         }),
         ` ${status.replace("_", " ")}`,
       ),
     ),
   );
+  const kindSelect = h(
+    "select",
+    { id: "kind-filter", onchange: (e) => { kind = e.target.value; refilter(); } },
+    h("option", { value: "" }, "all kinds"),
+    KINDS.map((k) => h("option", { value: k, selected: k === kind }, k)),
+  );
+  const kindBox = h("div", { class: "kind-filter" }, h("label", { for: "kind-filter" }, "Kind"), kindSelect);
+
+  function refilter() {
+    offset = 0;
+    const params = new URLSearchParams();
+    if (chosen.size) params.set("status", [...chosen].join(","));
+    if (kind) params.set("kind", kind);
+    history.replaceState(null, "", `#/jobs${params.size ? `?${params}` : ""}`);
+    load();
+  }
 
   async function load() {
     const params = new URLSearchParams({ limit: PAGE, offset });
     for (const status of chosen) params.append("status", status);
+    if (kind) params.set("kind", kind);
     const page = await api(`/v1/jobs?${params}`);
     const rows = page.items.map((job) =>
       h(
@@ -82,13 +123,18 @@ export async function jobsView(main, { query }) {
         ),
         h("td", {}, h("a", { href: `#/jobs/${job.id}`, class: "mono" }, job.id.slice(0, 12))),
         h("td", {}, job.kind),
+        h("td", { class: "wrap" }, userText(shortSource(jobModel(job)), { title: jobModel(job) })),
+        h("td", {}, jobRatio(job) === null ? "–" : num(jobRatio(job), 3)),
         h("td", {}, badge(job.status)),
         h("td", {}, progressCell(job)),
         h("td", {}, bestValue(job)),
+        h("td", {}, testPpl(job)),
+        h("td", { class: "wrap reason" }, failureReason(job) ? userText(failureReason(job)) : "–"),
         h("td", {}, when(job.created_at)),
         h("td", {}, seconds(between(job.started_at, job.finished_at))),
       ),
     );
+    const filtered = chosen.size || kind;
     const pager = h(
       "div",
       { class: "pager" },
@@ -99,8 +145,8 @@ export async function jobsView(main, { query }) {
     clear(
       list,
       page.items.length
-        ? table(["", "job", "kind", "status", "progress", "best val. PPL", "created", "run time"], rows, { caption: "Jobs", className: "jobs" })
-        : h("p", { class: "empty" }, chosen.size ? "No job with these statuses." : "No jobs yet. ", h("a", { href: "#/submit" }, "Submit one")),
+        ? table(["", "job", "kind", "model", "ratio", "status", "progress", "best val. PPL", "test PPL", "failure reason", "created", "run time"], rows, { caption: "Jobs", className: "jobs", stack: true })
+        : h("p", { class: "empty" }, filtered ? "No job matches these filters." : "No jobs yet. ", h("a", { href: "#/submit" }, "Submit one")),
       pager,
     );
     list.setAttribute("aria-busy", "false");
@@ -109,7 +155,7 @@ export async function jobsView(main, { query }) {
   clear(
     main,
     h("div", { class: "title-row" }, h("h1", {}, "Jobs"), h("a", { class: "button", href: "#/submit" }, "New job")),
-    filters,
+    h("div", { class: "filter-row" }, filters, kindBox),
     h("div", { class: "actions" }, compare),
     list,
   );

@@ -56,16 +56,44 @@ export function seconds(s) {
   return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
 }
 
+/** The API's timestamps are UTC; those without a zone ("2026-12-01T10:00:00") are read as UTC. */
+function instant(iso) {
+  return new Date(/(Z|[+-]\d\d:?\d\d)$/.test(iso) ? iso : `${iso}Z`);
+}
+
+const pad = (n, width = 2) => String(Math.trunc(Math.abs(n))).padStart(width, "0");
+
+/** ISO 8601 in the viewer's time zone: "2026-12-01 15:04:05+01:00" (RFC 3339's space for the "T"). */
+export function isoLocal(iso) {
+  const d = instant(iso);
+  const offset = -d.getTimezoneOffset();
+  const zone = `${offset < 0 ? "-" : "+"}${pad(offset / 60)}:${pad(offset % 60)}`;
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}${zone}`;
+}
+
+/** A <time> element for an API timestamp (machine-readable UTC, shown in the viewer's zone). */
 export function when(iso) {
   if (!iso) return "–";
-  const date = new Date(iso.endsWith("Z") || iso.includes("+") ? iso : `${iso}Z`);
-  return date.toLocaleString("en-GB", { dateStyle: "short", timeStyle: "medium" });
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "local time";
+  return h("time", { datetime: instant(iso).toISOString(), title: `${zone} time` }, isoLocal(iso));
 }
 
 export function between(a, b) {
   if (!a) return null;
-  const end = b ? Date.parse(b.endsWith("Z") || b.includes("+") ? b : `${b}Z`) : Date.now();
-  return (end - Date.parse(a.endsWith("Z") || a.includes("+") ? a : `${a}Z`)) / 1000;
+  return ((b ? instant(b) : new Date()) - instant(a)) / 1000;
+}
+
+// Bidirectional-text controls (embeddings, overrides, isolates, marks): in text from users they are shown
+// as visible code points, so that a name cannot reorder what is displayed after it.
+const BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
+export function neutral(text) {
+  return String(text ?? "").replace(BIDI, (c) => `[U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}]`);
+}
+
+/** Text from users (model names, paths, messages) as an isolated, inert element. */
+export function userText(text, attrs = {}) {
+  return h("bdi", { class: "user", ...attrs }, neutral(text));
 }
 
 /** "a=0.5, b=0.5" for a {name: weight} mapping (calibration mix, metric weights). */
@@ -80,7 +108,7 @@ export function weights(mapping) {
 /** "file:/long/path/a.txt" -> "a.txt": the end of a path is what tells sources apart. */
 export function shortSource(label) {
   const i = label.lastIndexOf("/");
-  return i >= 0 ? label.slice(i + 1) : label;
+  return neutral(i >= 0 ? label.slice(i + 1) : label);
 }
 
 /** Rows (label, dense, pruned) of a final report: params, PPL per text, zero-shot, speed-up. */
@@ -106,17 +134,25 @@ export function reportRows(report) {
   return rows;
 }
 
-/** A table in its own horizontal scroller (narrow screens scroll the table, not the page). */
-export function table(head, rows, { caption, className = "" } = {}) {
+/**
+ * A table in its own horizontal scroller (narrow screens scroll the table, not the page). With
+ * ``stack: true`` each row becomes a labelled card on narrow screens instead (every cell gets its
+ * column's name as ``data-label``), so that no column is out of sight.
+ */
+export function table(head, rows, { caption, className = "", stack = false } = {}) {
+  const body = h("tbody", {}, rows.map((r) => (r instanceof Node ? r : h("tr", {}, r.map((c) => h("td", {}, c))))));
+  if (stack) {
+    for (const tr of body.rows) [...tr.cells].forEach((td, i) => head[i] && td.setAttribute("data-label", head[i]));
+  }
   const scroller = h(
     "div",
     { class: "scroll", tabindex: "0", role: "region", "aria-label": caption || "table" },
     h(
       "table",
-      { class: className },
+      { class: `${className}${stack ? " stack" : ""}` },
       caption ? h("caption", { class: "sr-only" }, caption) : null,
       h("thead", {}, h("tr", {}, head.map((c) => h("th", { scope: "col" }, c)))),
-      h("tbody", {}, rows.map((r) => (r instanceof Node ? r : h("tr", {}, r.map((c) => h("td", {}, c)))))),
+      body,
     ),
   );
   const frag = document.createDocumentFragment();
