@@ -309,6 +309,11 @@ def build_parser() -> Parser:
     evaluate.add_argument("--max-tokens", type=int, default=100_000)
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--json", action="store_true")
+    evaluate.add_argument(
+        "--runtime", choices=("torch", "llamacpp"), default="torch", help="llamacpp: the GGUF file in llama.cpp"
+    )
+    evaluate.add_argument("--threads", type=int, help="llama.cpp threads (default: its own choice)")
+    evaluate.add_argument("--type", choices=EXPORT_TYPES, help="llamacpp: GGUF type a model folder is exported as")
     add_export_parser(sub)
     service_cli.add_commands(sub, parser_class=Parser)
     return parser
@@ -485,6 +490,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from adapruner.models import load_model
 
     source = parse_source(f"file:{args.text_file}" if args.text_file else args.dataset)
+    if args.runtime == "llamacpp":
+        return eval_llamacpp(args, source)
     loaded = load_model(ModelSpec(source=args.model, device=args.device))
     tokens = token_stream(loaded.tokenizer, source, "evaluation", max_tokens=args.max_tokens)
     result = perplexity(loaded.model, tokens, seq_len=args.seq_len, stride=args.stride)
@@ -502,6 +509,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(
             f"{out['model']} on {out['text']}: perplexity {out['perplexity']:.3f} over {out['tokens']:,} tokens; "
             f"params {out['params']:,} ({out['non_embedding_params']:,} non-embedding)"
+        )
+    return 0
+
+
+def eval_llamacpp(args: argparse.Namespace, source: DataSource) -> int:
+    """``eval --runtime llamacpp``: a .gguf file (or alias) as it is; a model folder exported to GGUF first."""
+    import tempfile
+
+    from adapruner.evaluate.llamacpp import gguf_perplexity
+    from adapruner.models import resolve_source
+
+    with tempfile.TemporaryDirectory() as scratch:
+        folder, gguf_file = resolve_source(ModelSpec(source=args.model))
+        if gguf_file:
+            path = Path(folder) / gguf_file
+        else:
+            from adapruner.export import export_model
+
+            path = export_model(args.model, "gguf", Path(scratch) / "model.gguf", args.type).path
+        result = gguf_perplexity(
+            path, source, seq_len=args.seq_len, stride=args.stride, max_tokens=args.max_tokens, n_threads=args.threads
+        )
+        size = path.stat().st_size
+    out = {"model": args.model, "runtime": "llamacpp", "text": source.label(), "perplexity": result.ppl}
+    out |= {"tokens": result.tokens, "file_bytes": size}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(
+            f"{out['model']} in llama.cpp on {out['text']}: perplexity {out['perplexity']:.3f} over "
+            f"{out['tokens']:,} tokens; GGUF {size / 2**20:.1f} MiB"
         )
     return 0
 
