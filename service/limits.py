@@ -37,6 +37,7 @@ _EVALUATE = (
     ("recover.batch_size", "max_batch_size"),
     ("recover.seq_len", "max_seq_len"),
     ("recover.heldout_tokens", "max_eval_tokens"),
+    ("recover.rank", "max_lora_rank"),
 )
 FIELD_LIMITS: dict[str, tuple[tuple[str, str], ...]] = {
     "prune": (("calibration.samples", "max_calibration_samples"), ("calibration.seq_len", "max_seq_len"), *_EVALUATE),
@@ -50,6 +51,9 @@ FIELD_LIMITS: dict[str, tuple[tuple[str, str], ...]] = {
         ("search.eval_seq_len", "max_seq_len"),
         ("search.latency_batch", "max_batch_size"),
         ("search.latency_seq_len", "max_seq_len"),
+        ("space.subset_seeds", "max_subset_seeds"),
+        ("search.raw_samples", "max_raw_samples"),
+        ("search.acq_restarts", "max_acq_restarts"),
         *_EVALUATE,
     ),
 }

@@ -64,6 +64,10 @@ class Settings(BaseModel):
     )
     max_recover_steps: int = Field(default=100_000, ge=1, description="most recovery training steps")
     max_batch_size: int = Field(default=256, ge=1, description="largest batch of any stage of a job")
+    max_lora_rank: int = Field(default=1024, ge=1, description="largest recover.rank")
+    max_subset_seeds: int = Field(default=1024, ge=1, description="most space.subset_seeds")
+    max_raw_samples: int = Field(default=4096, ge=4, description="most search.raw_samples (acquisition start points)")
+    max_acq_restarts: int = Field(default=64, ge=1, description="most search.acq_restarts")
     max_job_cost: int = Field(
         default=1_000_000_000, ge=1, description="largest estimated cost of one job of a key, in token-passes"
     )
