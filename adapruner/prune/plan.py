@@ -115,6 +115,19 @@ def pruned_layers(n_layers: int, config: PruneConfig) -> list[int]:
     return layers
 
 
+@dataclass(frozen=True)
+class _Removal:
+    """What :func:`plan_widths` removes from each pruned layer, and the most it could remove."""
+
+    layers: tuple[int, ...]
+    heads: tuple[int, ...]
+    chunks: tuple[int, ...]
+    removed: int
+    target: int
+    most: int
+    tolerance: float
+
+
 def plan_widths(
     shapes: Sequence[LayerShape],
     *,
@@ -132,6 +145,29 @@ def plan_widths(
     channel chunks is removed as otherwise, so the ratio is met as exactly. ``drop`` lists whole blocks
     removed first (:func:`blocks_to_remove`); the rest of the budget is spread over the other layers.
     """
+    if config.allocation == "nirvana" and saliency is None:
+        raise PlanError("prune.allocation='nirvana' needs unit scores (saliency); use uniform or protected here")
+    got = _removal(shapes, params_before=params_before, config=config, saliency=saliency, drop=drop)
+    if not _met(got):
+        raise PlanError(_unmet(shapes, params_before=params_before, config=config, saliency=saliency, drop=drop))
+    keep = [{"heads": s.heads, "channels": s.channels} for s in shapes]
+    for i, heads, chunks in zip(got.layers, got.heads, got.chunks, strict=True):
+        keep[i] = {"heads": shapes[i].heads - heads, "channels": shapes[i].channels - chunks * config.channel_multiple}
+    return Plan(tuple(keep), params_before, got.removed, got.target, tuple(sorted(drop)))
+
+
+def _met(got: _Removal) -> bool:
+    return not got.target or abs(got.removed - got.target) <= got.tolerance
+
+
+def _removal(
+    shapes: Sequence[LayerShape],
+    *,
+    params_before: int,
+    config: PruneConfig,
+    saliency: Sequence[Mapping[str, Sequence[float]]] | None,
+    drop: Sequence[int],
+) -> _Removal:
     target = round(config.ratio * params_before)
     dropped = set(drop)
     layers = [i for i in pruned_layers(len(shapes), config) if i not in dropped]
@@ -155,8 +191,6 @@ def plan_widths(
         share = attn_total / (attn_total + (config.attn_gamma or 1.0) * mlp_total)
 
     weights = depth_weights(len(layers), config.depth_slope)
-    if config.allocation == "nirvana" and saliency is None:
-        raise PlanError("prune.allocation='nirvana' needs unit scores (saliency); use uniform or protected here")
 
     def take(total: int, capacity: list[int], kind: str, size: int) -> list[int]:
         if config.uniform:  # the same count in every layer (the nearest to the total's even share)
@@ -176,23 +210,51 @@ def plan_widths(
     removed = blocks_removed + sum(n * shapes[i].head_params for n, i in zip(heads_removed, layers, strict=True))
     chunks_removed = [0] * len(layers)
     if channels_on:
-        chunk_unit = max(chunk)
-        total_chunks = max(round((target - removed) / chunk_unit), 0)
+        total_chunks = max(round((target - removed) / max(chunk)), 0)
         chunks_removed = take(total_chunks, chunk_cap, "channels", config.channel_multiple)
         removed += sum(n * c for n, c in zip(chunks_removed, chunk, strict=True))
-
+    if config.uniform:  # every layer down to the narrowest layer's limit
+        head_cap, chunk_cap = [min(head_cap)] * len(layers), [min(chunk_cap)] * len(layers)
+    most = blocks_removed + sum(
+        head_cap[j] * shapes[i].head_params + chunk_cap[j] * chunk[j] for j, i in enumerate(layers)
+    )
     # Uniform widths move in steps of one channel chunk in every layer: the ratio is met to half a step.
     tolerance = max(0.01 * target, sum(chunk) / 2 if config.uniform and channels_on else 0)
-    if target and abs(removed - target) > tolerance:
-        raise PlanError(
-            f"prune.ratio {config.ratio} cannot be met: at most {removed / params_before:.3f} of the "
-            f"parameters can be removed with prune.targets={list(config.targets)}, "
-            f"allocation={config.allocation!r}; lower prune.ratio or prune more kinds of units"
+    return _Removal(tuple(layers), tuple(heads_removed), tuple(chunks_removed), removed, target, most, tolerance)
+
+
+def _unmet(shapes: Sequence[LayerShape], *, params_before: int, config: PruneConfig, **plan) -> str:
+    """Why ``config.ratio`` cannot be met, and what can: the most that can be removed, or (the usual case
+    on small models) the reachable ratios next to it, since units go in whole KV groups and in groups of
+    ``channel_multiple`` channels."""
+    got = _removal(shapes, params_before=params_before, config=config, **plan)
+    where = f"prune.targets={list(config.targets)}, allocation={config.allocation!r}"
+    if got.target > 1.01 * got.most:
+        return (
+            f"prune.ratio {config.ratio} cannot be met: at most {got.most / params_before:.3f} of the parameters "
+            f"can be removed with {where}; lower prune.ratio or prune more kinds of units"
         )
-    keep = [{"heads": s.heads, "channels": s.channels} for s in shapes]
-    for i, heads, chunks in zip(layers, heads_removed, chunks_removed, strict=True):
-        keep[i] = {"heads": shapes[i].heads - heads, "channels": shapes[i].channels - chunks * config.channel_multiple}
-    return Plan(tuple(keep), params_before, removed, target, tuple(sorted(drop)))
+    channels_on = "channels" in config.targets
+    units = (["whole KV groups"] if "heads" in config.targets else []) + (
+        [f"groups of prune.channel_multiple={config.channel_multiple} channels"] if channels_on else []
+    )
+    step = config.channel_multiple * max(s.channel_params for s in shapes) if channels_on else shapes[0].head_params
+    reachable = []
+    for j in range(-4, 5):
+        ratio = round((got.removed + j * step) / params_before, 3)
+        if 0 < ratio < 1:
+            nearby = config.model_copy(update={"ratio": ratio})
+            if _met(_removal(shapes, params_before=params_before, config=nearby, **plan)):
+                reachable.append(ratio)
+    below = max((r for r in reachable if r < config.ratio), default=None)
+    above = min((r for r in reachable if r > config.ratio), default=None)
+    near = " or ".join(f"{r:g}" for r in (below, above) if r is not None)
+    return (
+        f"prune.ratio {config.ratio} cannot be met: with {where}, units are removed in "
+        f"{' and '.join(units)}, and the nearest this reaches is {got.removed / params_before:.3f}; "
+        + (f"use prune.ratio {near}" if near else "use another prune.ratio")
+        + (" or a smaller prune.channel_multiple" if channels_on else "")
+    )
 
 
 def blocks_to_remove(shapes: Sequence[LayerShape], *, params_before: int, config: PruneConfig) -> int:

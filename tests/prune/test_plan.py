@@ -129,3 +129,33 @@ def test_uniform_refuses_allocations_that_vary_by_layer():
         PruneConfig(ratio=0.2, uniform=True, depth_slope=0.5)
     with pytest.raises(ValueError, match="got allocation 'protected'"):
         PruneConfig(ratio=0.2, uniform=True, allocation="protected")
+
+
+# The tiny test LLaMA (tests/conftest.py): 3 layers, 2 KV groups of 2 x 8 query dims over hidden 32, 48 channels.
+TINY = [LayerShape(heads=2, head_params=32 * 8 * 2 * 2 + 32 * 8 * 2, channels=48, channel_params=3 * 32)] * 3
+TINY_PARAMS = 3 * (2 * TINY[0].head_params + 48 * 3 * 32 + 2 * 32) + 32
+
+
+@pytest.mark.parametrize("targets", [("heads", "channels"), ("heads",)])
+def test_a_ratio_between_reachable_steps_names_the_rounding_and_ratios_that_work(targets):
+    import re
+
+    with pytest.raises(PlanError) as raised:
+        plan_widths(TINY, params_before=TINY_PARAMS, config=PruneConfig(ratio=0.15, targets=targets))
+    message = str(raised.value)
+    assert "at most" not in message and "KV groups" in message
+    assert ("channel_multiple=8" in message) == ("channels" in targets)
+    named = re.search(r"use prune.ratio ([\d.]+(?: or [\d.]+)?)", message).group(1)
+    suggested = [float(r) for r in named.split(" or ")]
+    assert len(suggested) == 2 and suggested[0] < 0.15 < suggested[1]
+    for ratio in suggested:  # each one it names does work
+        plan = plan_widths(TINY, params_before=TINY_PARAMS, config=PruneConfig(ratio=ratio, targets=targets))
+        assert abs(plan.ratio_achieved - ratio) <= 0.01 * ratio
+
+
+def test_a_ratio_past_what_the_targets_hold_names_the_true_maximum():
+    with pytest.raises(PlanError, match=r"at most 0\.198 of the parameters") as raised:
+        plan_widths(TINY, params_before=TINY_PARAMS, config=PruneConfig(ratio=0.25, targets=("heads",)))
+    assert "lower prune.ratio" in str(raised.value)
+    plan = plan_widths(TINY, params_before=TINY_PARAMS, config=PruneConfig(ratio=0.198, targets=("heads",)))
+    assert all(k["heads"] == 1 for k in plan.keep)  # the maximum: every layer down to min_kv_groups
