@@ -222,3 +222,12 @@ def test_an_allowed_folder_given_through_a_link_accepts_paths_under_either_name(
             path = tmp_path / folder / "data" / "a.txt"
             body = {"kind": "prune", "spec": {"calibration": {"sources": [file_source(path)]}}}
             assert client.post("/v1/jobs", json=body, headers=auth).status_code == 202, folder
+
+
+def test_the_api_checks_sources_and_costs_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, service.main, service.admission; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
