@@ -38,6 +38,14 @@ def bpe_tokenizer():
     return make_bpe_tokenizer()
 
 
+def save_bpe_model(folder):
+    """A tiny random 4-layer LLaMA with the byte-level BPE tokenizer (GGUF needs one), as a user's model folder."""
+    tokenizer = make_bpe_tokenizer()
+    tiny_llama(vocab_size=len(tokenizer), layers=4).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def pruned_tiny(tokenizer, *, per_layer: bool, drop: tuple[int, ...] = (), bias: bool = False, seed: int = 0):
     """A 4-layer tiny LLaMA (GQA: 2 KV groups of 2 heads, 48 channels) with its units removed: uniformly
     (1 KV group, 40 channels everywhere) or per layer; ``drop`` removes blocks; ``bias`` adds output biases."""

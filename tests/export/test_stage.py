@@ -9,16 +9,13 @@ from pydantic import ValidationError
 
 from adapruner.config import ExportConfig, PruneJob, SearchJob
 from adapruner.pipeline import run_prune
-from tests.conftest import tiny_llama, tiny_search_spec
+from tests.conftest import tiny_search_spec
+from tests.export.conftest import save_bpe_model
 
 
 @pytest.fixture(scope="module")
-def bpe_model_dir(tmp_path_factory, bpe_tokenizer):
-    """A tiny random LLaMA with a byte-level BPE tokenizer (GGUF needs one), as a user's model folder."""
-    folder = tmp_path_factory.mktemp("bpe-llama")
-    tiny_llama(vocab_size=len(bpe_tokenizer), layers=4).save_pretrained(folder)
-    bpe_tokenizer.save_pretrained(folder)
-    return folder
+def bpe_model_dir(tmp_path_factory):
+    return save_bpe_model(tmp_path_factory.mktemp("bpe-llama"))
 
 
 def tiny_prune_job(model_dir, texts, **export) -> PruneJob:

@@ -6,8 +6,7 @@ import pytest
 
 from adapruner.config import PruneRequest
 from service.models import JobStatus
-from tests.conftest import tiny_llama
-from tests.export.conftest import make_bpe_tokenizer
+from tests.export.conftest import save_bpe_model
 from tests.worker.cluster import prune_request
 
 pytestmark = pytest.mark.slow
@@ -19,10 +18,7 @@ def test_a_prune_job_with_an_export_stage_lists_the_gguf_file(cluster, tmp_path,
     from service.db import transaction
     from service.models import Artifact
 
-    tokenizer = make_bpe_tokenizer()
-    model_dir = tmp_path / "bpe-llama"
-    tiny_llama(vocab_size=len(tokenizer), layers=4).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    model_dir = save_bpe_model(tmp_path / "bpe-llama")
     payload = prune_request(model_dir, job_texts).model_dump(mode="json")
     payload["spec"]["export"] = {"formats": ["gguf"], "type": "q8_0"}
     job_id = cluster.submit(PruneRequest.model_validate(payload))
