@@ -16,7 +16,6 @@ from adapruner.config import DataSource, PruneJob
 from adapruner.evaluate import perplexity
 from adapruner.export import export_model
 
-pytest.importorskip("llama_cpp")
 pytestmark = pytest.mark.slow
 
 #: RMS logit difference allowed, relative to the spread (std) of the HF logits, per GGUF type (f32 is bounded
