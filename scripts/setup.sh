@@ -10,7 +10,8 @@ extras="${1:-core,recover,eval,test}"
 torch_version="${ADAPRUNER_TORCH:-2.13.0}"
 
 # chromium: the dashboard's browser tests (driven by Playwright with executable_path=/usr/bin/chromium)
-debs=(jargon-text gnu-standards chromium)
+# build-essential, cmake: llama-cpp-python (the serve extra) compiles llama.cpp (pip caches the wheel)
+debs=(jargon-text gnu-standards chromium build-essential cmake)
 missing=()
 for pkg in "${debs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
