@@ -109,3 +109,16 @@ def test_search_end_to_end(tmp_path, tiny_model_dir):
     assert again.returncode == 0, again.stderr
     assert "trial " not in again.stderr
     assert json.loads((out / "report.json").read_text())["best"] == report["best"]
+
+
+def test_uniform_option_reaches_the_job_and_names_itself_in_errors(capsys):
+    from adapruner.cli import build_parser, job_from_args, search_job_from_args
+
+    args = build_parser().parse_args(["prune", "--ratio", "0.2", "--uniform", "--channel-multiple", "32", "--out", "x"])
+    prune = job_from_args(args).prune
+    assert prune.uniform and prune.channel_multiple == 32
+    args = build_parser().parse_args(["search", "--ratio", "0.2", "--uniform", "--channel-multiple", "16", "--out", "x"])
+    space = search_job_from_args(args).space
+    assert space.uniform and space.channel_multiple == 16 and space.depth_slope.fixed
+    assert main(["prune", "--ratio", "0.2", "--uniform", "--allocation", "protected", "--out", "x"]) == 2
+    assert capsys.readouterr().err.startswith("adapruner: error: --uniform: one width for every layer needs")
