@@ -88,6 +88,8 @@ def user_error(exc: Exception, settings: Settings) -> str:
     from adapruner.models.loading import ModelLoadError
 
     line = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    if isinstance(exc, ValidationError):  # its first line only counts the errors: name each field and why
+        line += ": " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
     if settings.confine and isinstance(exc, ModelLoadError):
         log.warning("model load failed: %s", line)
         return (

@@ -47,3 +47,18 @@ def test_a_model_whose_config_holds_a_nul_fails_once_with_its_cause(cluster, tin
     job = cluster.wait_status(job_id, "succeeded", "failed", timeout=120)
     assert job.status == JobStatus.failed and job.attempts == 1, job.error
     assert "lla\\x00ma\\ud800" in job.error and "dead-lettered" not in job.error, job.error
+
+
+@pytest.mark.slow
+def test_a_row_written_around_the_api_with_a_nul_fails_once_naming_the_field(cluster, tiny_model_dir, job_texts):
+    job_id = cluster.submit(prune_request(tiny_model_dir, job_texts), enqueue=False)
+    with transaction(cluster.sessions) as session:
+        job = session.get(Job, job_id)
+        job.spec = job.spec | {"model": job.spec["model"] | {"source": f"{tiny_model_dir}\x00"}}
+    from service import queue
+
+    queue.enqueue(cluster.redis, cluster.keys, job_id)
+    cluster.start_worker()
+    job = cluster.wait_status(job_id, "succeeded", "failed", timeout=120)
+    assert job.status == JobStatus.failed and job.attempts == 1, job.error
+    assert "model.source" in job.error and "NUL" in job.error, job.error
