@@ -38,7 +38,16 @@ def load_source(path: str | Path) -> ExportSource:
     dtype = manifest["dtype"] if manifest else str(config_dtype or "float32").removeprefix("torch.")
     source = source_from_model(loaded.model, loaded.tokenizer, name=Path(str(path)).name or str(path), dtype=dtype)
     source.manifest = manifest
+    source.removed_blocks = removed_blocks(Path(str(path)), manifest)
     return source
+
+
+def removed_blocks(folder: Path, manifest: dict[str, Any] | None) -> tuple[int, ...]:
+    """The dense indices of the blocks a prune job removed, from the artifact's report (if it has one)."""
+    report = folder / (manifest or {}).get("report", "report.json")
+    if manifest is None or not report.is_file():
+        return ()
+    return tuple(sorted(int(i) for i in json.loads(report.read_text()).get("blocks_removed", [])))
 
 
 def export_source(source: ExportSource, fmt: str, out: str | Path, type_: str | None = None) -> ExportResult:

@@ -45,6 +45,7 @@ class ExportSource:
     dtype: str  # the saved weights' dtype (torch name)
     manifest: dict[str, Any] | None = None
     shapes: list[LayerShape] = field(default_factory=list)
+    removed_blocks: tuple[int, ...] = ()  # whole blocks pruned away, as indices of the dense model
 
     @property
     def config(self) -> Any:

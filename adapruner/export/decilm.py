@@ -12,6 +12,9 @@ That loader's rules (vLLM ``vllm/model_executor/models/nemotron_nas.py``):
 - ``attention_bias`` gives q/k/v/o biases unless ``qkv_bias`` says otherwise; ``mlp_bias`` gives
   gate/up/down biases.
 
+Blocks a prune job removed whole (the artifact's ``report.json``: ``blocks_removed``) are written as
+``no_op`` blocks, so layer ``i`` of the export is layer ``i`` of the dense model.
+
 Pruning keeps ``n_rep`` query heads per KV head, so a layer with fewer KV groups has fewer query heads,
 which this layout cannot say. Such layers are padded exactly: each KV group gets
 ``num_attention_heads / kv`` query heads, the added ones with zero query rows and zero ``o_proj``
@@ -52,6 +55,31 @@ def pad_heads(weight: torch.Tensor, *, dim: int, n_kv: int, real: int, padded: i
     return out if dim == 0 else out.t()
 
 
+NO_OP_BLOCK = {
+    "attention": {"no_op": True, "replace_with_linear": False},
+    "ffn": {"no_op": True, "replace_with_linear": False},
+}
+
+
+def dense_positions(source: ExportSource) -> list[int]:
+    """Where each kept layer sat in the dense model: the export keeps the dense numbering, with ``no_op``
+    blocks where whole blocks were removed (as Nemotron-NAS checkpoints do)."""
+    removed, kept, index = set(source.removed_blocks), [], 0
+    while len(kept) < len(source.shapes):
+        if index not in removed:
+            kept.append(index)
+        index += 1
+    return kept
+
+
+def block_configs(source: ExportSource, heads: int) -> list[dict[str, Any]]:
+    positions = dense_positions(source)
+    blocks = [NO_OP_BLOCK] * (positions[-1] + 1)
+    for position, shape in zip(positions, source.shapes, strict=True):
+        blocks[position] = block_config(shape, heads)
+    return blocks
+
+
 def block_config(shape: LayerShape, heads: int) -> dict[str, Any]:
     return {
         "attention": {"no_op": False, "replace_with_linear": False, "n_heads_in_group": heads // shape.n_kv},
@@ -66,7 +94,7 @@ def decilm_config(source: ExportSource, heads: int, type_: str) -> dict[str, Any
         "architectures": ["DeciLMForCausalLM"],
         "model_type": "nemotron-nas",
         "hidden_size": config.hidden_size,
-        "num_hidden_layers": len(source.shapes),
+        "num_hidden_layers": dense_positions(source)[-1] + 1,
         "num_attention_heads": heads,
         "head_dim": source.head_dim,
         "intermediate_size": max(s.n_ff for s in source.shapes),
@@ -81,7 +109,7 @@ def decilm_config(source: ExportSource, heads: int, type_: str) -> dict[str, Any
         "torch_dtype": str(TORCH_TYPES[type_]).removeprefix("torch."),
         "bos_token_id": config.bos_token_id,
         "eos_token_id": config.eos_token_id,
-        "block_configs": [block_config(s, heads) for s in source.shapes],
+        "block_configs": block_configs(source, heads),
     }
     rope = getattr(config, "rope_parameters", None)
     if rope:
@@ -107,7 +135,7 @@ def decilm_state(source: ExportSource, heads: int) -> dict[str, torch.Tensor]:
     state = {"model.embed_tokens.weight": model.get_input_embeddings().weight, "model.norm.weight": model.model.norm.weight}
     if not source.tied():
         state["lm_head.weight"] = model.get_output_embeddings().weight
-    for i, layer, shape in source.layers():
+    for (_, layer, shape), i in zip(source.layers(), dense_positions(source), strict=True):
         prefix, attn, mlp = f"model.layers.{i}", layer.self_attn, layer.mlp
         spread = {"n_kv": shape.n_kv, "real": shape.n_head // shape.n_kv, "padded": heads // shape.n_kv}
         spread["head_dim"] = source.head_dim

@@ -150,3 +150,23 @@ def test_pad_heads_keeps_each_group_first():
     out = pad_heads(weight, dim=0, n_kv=2, real=2, padded=3, head_dim=3)
     assert out[:, 0].tolist() == [0, 1, 2, 3, 4, 5, 0, 0, 0, 6, 7, 8, 9, 10, 11, 0, 0, 0]
     assert torch.equal(pad_heads(weight.t(), dim=1, n_kv=2, real=2, padded=3, head_dim=3), out.t())
+
+
+def test_removed_blocks_become_no_op_blocks_at_their_dense_position(tmp_path, bpe_tokenizer):
+    from adapruner.artifacts import save_pruned
+    from tests.export.conftest import pruned_tiny
+
+    folder = save_pruned(pruned_tiny(bpe_tokenizer, per_layer=True, drop=(1,)), bpe_tokenizer, tmp_path / "a",
+                         extra={"report": "report.json"})
+    (folder / "report.json").write_text(json.dumps({"blocks_removed": [1]}))
+    result = export_model(folder, "decilm", tmp_path / "d", "f32")
+    config = json.loads((result.path / "config.json").read_text())
+    assert [b["attention"]["no_op"] for b in config["block_configs"]] == [False, True, False, False]
+    assert config["block_configs"][1]["ffn"]["no_op"] and config["num_hidden_layers"] == 4
+    assert [b["ffn"].get("intermediate_size") for b in config["block_configs"]] == [48, None, 24, 32]
+    reference = NemotronNasReference(result.path)
+    assert not any(name.startswith("model.layers.1.") for name in reference.w)
+    model, _ = load_pruned(folder)
+    ids = torch.randint(0, model.config.vocab_size, (1, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(reference(ids), model(ids).logits, atol=1e-5, rtol=1e-4)
