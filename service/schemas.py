@@ -22,7 +22,10 @@ class JobOut(Out):
     kind: str
     status: JobStatus
     spec: dict[str, Any]
-    attempts: int
+    attempts: int = Field(description="runs started; events and trials carry this number")
+    handovers: int = Field(
+        default=0, description="runs a stopping worker handed back; they do not count towards max_attempts"
+    )
     max_attempts: int
     deadline_s: float
     cancel_requested: bool

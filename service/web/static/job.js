@@ -116,7 +116,7 @@ export async function jobView(main, { params: [id] }) {
       ["trials", p.total ? h("span", { class: "progress" }, h("progress", { max: p.total, value: p.finished || 0, "aria-label": "trials finished" }), ` ${p.finished || 0} of ${p.total}`) : "–"],
       ["best validation PPL", p.best_value !== undefined && p.best_value !== null ? ppl(p.best_value) : "–"],
       ["stage", progress && live ? `${progress.stage} ${progress.done}/${progress.total}` : "–"],
-      ["attempt", `${job.attempts} of ${job.max_attempts}`],
+      ["attempt", `${job.attempts - (job.handovers || 0)} of ${job.max_attempts}${job.handovers ? `, and ${job.handovers} handed over` : ""}`],
       ["worker", job.worker_id || "–"],
       ["created", when(job.created_at)],
       ["waited in queue", seconds(between(job.created_at, job.started_at))],
