@@ -21,19 +21,6 @@ from adapruner.config import text_problem
 Loc = list[str | int]
 
 
-class _NonFinite(float):
-    """A NaN or Infinity constant met while parsing, remembered so that its location can be named."""
-
-
-def _constant(name: str) -> float:
-    return _NonFinite(float(name.replace("Infinity", "inf")))
-
-
-def parse_json(body: bytes) -> Any:
-    """``json.loads`` that keeps NaN/Infinity recognisable (:func:`json_problem` finds them)."""
-    return json.loads(body, parse_constant=_constant)
-
-
 def json_problem(value: Any, loc: Loc) -> tuple[Loc, str] | None:
     """The first place in a parsed JSON document holding a value the API refuses, with the reason."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -105,9 +92,11 @@ class StrictInput:
         found = None
         if body:
             try:
-                found = json_problem(parse_json(body), ["body"])
+                found = json_problem(json.loads(body), ["body"])  # NaN and Infinity parse as floats
             except UnicodeDecodeError:
                 found = ["body"], "Input should be JSON encoded as UTF-8"
+            except RecursionError:
+                found = ["body"], "Input is nested too deeply"
             except ValueError:
                 pass  # not JSON at all: the route's own parser answers with its 422
         if found:

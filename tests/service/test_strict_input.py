@@ -79,3 +79,11 @@ def test_ordinary_unicode_is_accepted(app, client):
     response = client.post("/v1/jobs", json=body, headers=new_key(app) | {"Idempotency-Key": "ok-1"})
     assert response.status_code == 202, response.text
     assert response.json()["spec"]["calibration"]["sources"][0]["field"] == "texte-日本語-😀"
+
+
+@pytest.mark.parametrize("depth", [900, 100_000])
+def test_a_deeply_nested_body_is_refused_without_a_server_error(app, client, depth):
+    body = '{"kind": "prune", "spec": ' + "[" * depth + "]" * depth + "}"
+    response = client.post("/v1/jobs", content=body, headers=new_key(app) | JSON)
+    assert response.status_code == 422, response.text[:300]
+    assert count_jobs(app) == 0
