@@ -345,8 +345,9 @@ class BayesOptimizer:
     def relevance(self) -> dict[str, float] | None:
         """How much each dimension moves the GP of the first objective: the inverse of its fitted kernel
         lengthscale (ARD; a choice's from the categorical kernel; the smallest where a dimension is in
-        several kernels), normalised to sum to 1. Not the fidelity input. Fits the GP if needed; ``None``
-        when the fit fails numerically.
+        several kernels). The two kernels measure distance differently, so the shares are normalised to sum
+        to 1 within each kind: over the float/int dimensions, and over the choice dimensions. Not the
+        fidelity input. Fits the GP if needed; ``None`` when the fit fails numerically.
 
         Raises:
             ValueError: no trial is complete.
@@ -365,8 +366,12 @@ class BayesOptimizer:
             for dim, scale in zip(active, kernel.lengthscale.detach().reshape(-1).tolist(), strict=True):
                 if dim < len(self.dims):
                     inverse[dim] = max(inverse[dim], 1.0 / scale)
-        total = sum(inverse)
-        return {d.name: (v / total if total > 0 else 1 / len(self.dims)) for d, v in zip(self.dims, inverse, strict=True)}
+        out = {}
+        for choice in (False, True):
+            group = [(d, v) for d, v in zip(self.dims, inverse, strict=True) if (d.kind == "choice") == choice]
+            total = sum(v for _, v in group)
+            out |= {d.name: (v / total if total > 0 else 1 / len(group)) for d, v in group}
+        return {d.name: out[d.name] for d in self.dims}
 
     # ---- state -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

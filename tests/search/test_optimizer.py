@@ -255,3 +255,14 @@ def test_relevance_ranks_the_dimension_the_objective_depends_on_first():
         opt.tell(trial.index, value=10 * (trial.params["a"] - 0.3) ** 2 + 0.01 * trial.params["b"])
     relevance = opt.relevance()
     assert relevance["a"] > 4 * relevance["b"] and sum(relevance.values()) == pytest.approx(1.0)
+
+
+def test_relevance_shares_sum_to_one_within_each_kind_of_dimension():
+    """Choice dimensions (categorical kernel) and numeric ones (RBF) are normalised apart."""
+    dims = [Dim("a", "float"), Dim("b", "float"), Dim("c", "choice", choices=("x", "y"))]
+    opt = BayesOptimizer(dims, n_init=6, acq_restarts=2, raw_samples=16)
+    for _ in range(8):
+        trial = opt.ask()
+        opt.tell(trial.index, value=10 * (trial.params["a"] - 0.3) ** 2 + (0.5 if trial.params["c"] == "x" else 0.0))
+    relevance = opt.relevance()
+    assert relevance["c"] == pytest.approx(1.0) and relevance["a"] + relevance["b"] == pytest.approx(1.0)

@@ -511,7 +511,8 @@ def test_the_best_trials_recipe_card_and_any_trials_on_click_or_key(open_page, s
     heads = [w["heads"] for w in best["widths"]]
     titles = page.locator("#heads-chart rect title").all_text_contents()
     assert [int(t.rsplit(" ", 1)[1]) for t in titles] == heads
-    shots(page, "job-recipe-1280")
+    page.evaluate("document.getElementById('h-recipe').scrollIntoView()")
+    shots(page, "job-recipe-1280", full_page=False)
 
     # Another trial, with the keyboard: its number is a button; Enter shows its recipe and moves the focus there.
     other = next(r for r in records(site, "search") if r["status"] == "completed" and r["index"] != best["index"])
@@ -573,13 +574,19 @@ def test_search_views_parallel_coordinates_importance_and_trial_states(open_page
     done = [t for t in trials if t["status"] == "completed"]
     colours = {chart.locator(f'path[data-trial="{t["index"]}"]').get_attribute("stroke") for t in done}
     assert len(colours) > 1  # coloured by objective
-    # Importance: the final GP's inverse lengthscales, said so, one meter per dimension, largest first.
+    # Importance: the final GP's inverse lengthscales, said so, one meter per dimension, largest first within
+    # the numeric and the choice dimensions (two kernels, shares given apart).
     expect(page.locator("#importance-method")).to_contain_text("lengthscales")
     expect(page.locator("#importance-method")).to_contain_text("all trials")
-    meters = page.locator("#importance meter")
-    expect(meters).to_have_count(len(report["relevance"]["values"]))
-    values = meters.evaluate_all("ms => ms.map(m => m.value)")
-    assert values == pytest.approx(sorted(report["relevance"]["values"].values(), reverse=True))
+    relevance = report["relevance"]["values"]
+    expect(page.locator("#importance meter")).to_have_count(len(relevance))
+    choices = {k for k, v in trials[0]["params"].items() if isinstance(v, str)}
+    for kind, names in (("numeric", set(relevance) - choices), ("choice", choices)):
+        shown = page.locator(f'#importance ul[data-kind="{kind}"] meter').evaluate_all(
+            "ms => ms.map(m => [m.dataset.dim, m.value])"
+        )
+        assert {name for name, _ in shown} == names
+        assert [v for _, v in shown] == pytest.approx(sorted((relevance[n] for n in names), reverse=True))
     # Every trial's state: failed ones say why, early-stopped ones say so.
     for t in trials:
         state = page.locator(f'#trials tr[data-trial="{t["index"]}"] td.state')
@@ -589,7 +596,8 @@ def test_search_views_parallel_coordinates_importance_and_trial_states(open_page
             expect(state).to_have_text("stopped early" if t["stopped_early"] else "completed")
     expect(page.locator("#failed-trials")).to_contain_text("infeasible")
     expect(page.locator("#pareto-chart")).to_be_hidden()  # one objective: no front
-    shots(page, "job-search-views-1280")
+    page.evaluate("document.getElementById('h-search').scrollIntoView()")
+    shots(page, "job-search-views-1280", full_page=False)
 
 
 def test_a_two_objective_search_shows_its_pareto_front(open_page, site):
@@ -774,7 +782,8 @@ def test_at_390_px_the_trials_table_and_the_job_list_fit_without_scrolling(open_
     edges = cells.evaluate_all("tds => tds.map(td => { const r = td.getBoundingClientRect(); return [r.left, r.right]; })")
     assert all(left >= 0 and right <= 390 for left, right in edges), edges
     expect(cells.nth(9)).to_have_attribute("data-label", "depth slope")  # every value is labelled with its column
-    shots(page, "job-recipe-390")
+    page.evaluate("document.getElementById('h-recipe').scrollIntoView()")
+    shots(page, "job-recipe-390", full_page=False)
     page.goto(f"{site.url}/#/jobs")
     page.locator("table.jobs").wait_for()
     assert page.locator("#main .scroll").first.evaluate("el => el.scrollWidth <= el.clientWidth + 1")

@@ -155,7 +155,7 @@ export function scale(t) {
 export function parallelChart(container, { title, axes, lines, note = "" }) {
   const draw = (width) => {
     const height = Math.max(240, Math.min(340, width * 0.45));
-    const pad = { left: 16, right: 16, top: 34, bottom: 24 };
+    const pad = { left: 16, right: 16, top: 48, bottom: 24 };
     const svg = frame(width, height, title);
     const step = axes.length > 1 ? (width - pad.left - pad.right) / (axes.length - 1) : 0;
     const X = (i) => pad.left + step * i;
@@ -189,8 +189,11 @@ export function parallelChart(container, { title, axes, lines, note = "" }) {
     axes.forEach((axis, i) => {
       const anchor = i === 0 ? "start" : i === axes.length - 1 ? "end" : "middle";
       axisG.append(s("line", { x1: X(i), x2: X(i), y1: Y(0), y2: Y(1), class: "base" }));
-      axisG.append(s("text", { x: X(i), y: 14, "text-anchor": anchor, class: "axis-name" }, axis.label || axis.name));
-      const marks = axis.choices ? axis.choices.map((c, k) => [c, axis.choices.length > 1 ? k / (axis.choices.length - 1) : 0.5]) : spans[i].map((v, k) => [label(Number(v.toPrecision(3))), k]);
+      const crowded = step < 90 && i % 2 === 1; // names of neighbouring axes alternate between two rows
+      axisG.append(s("text", { x: X(i), y: crowded ? 30 : 14, "text-anchor": anchor, class: "axis-name" }, axis.label || axis.name));
+      const [lo, hi] = spans[i] || [0, 1];
+      const digits = Math.min(8, Math.max(3, Math.ceil(Math.log10(Math.abs(hi) / (hi - lo || 1))) + 2)); // enough to tell the ends apart
+      const marks = axis.choices ? axis.choices.map((c, k) => [c, axis.choices.length > 1 ? k / (axis.choices.length - 1) : 0.5]) : spans[i].map((v, k) => [String(Number(v.toPrecision(digits))), k]);
       for (const [text, t] of marks) axisG.append(s("text", { x: X(i) + (anchor === "end" ? -4 : 4), y: Y(t) + (t === 1 ? 10 : -3), "text-anchor": anchor === "end" ? "end" : "start" }, text));
     });
     svg.append(axisG);

@@ -195,7 +195,7 @@ export async function compareView(main, { query }) {
     xLabel: "trial",
     yLabel: "best validation log PPL",
     refs: jobs.flatMap((j, k) => (j.report && j.report.dense_validation_ppl ? [{ name: `dense ${short(j)}`, y: Math.log(j.report.dense_validation_ppl), color: color(k) }] : [])),
-    series: jobs.map((j, k) => ({ name: `${short(j)} best so far`, points: trialPoints(j.trials).bestSoFar, style: "step", color: color(k) })),
+    series: jobs.map((j, k) => ({ name: `${short(j)} best so far`, points: trialPoints(j.trials).bestSoFar, style: "step", dash: "", color: color(k) })),
   });
   return () => chart.stopChart && chart.stopChart();
 }

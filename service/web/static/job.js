@@ -240,11 +240,20 @@ export async function jobView(main, { params: [id] }) {
       clear(importance, h("p", { class: "empty" }, "Parameter importance appears once the GP proposes trials (after the initial design)."));
       return;
     }
-    const rows = Object.entries(values).sort((a, b) => b[1] - a[1]);
+    const isChoice = (name) => list.some((t) => typeof t.params?.[name] === "string");
+    const group = (choice, title) => {
+      const rows = Object.entries(values).filter(([name]) => isChoice(name) === choice).sort((a, b) => b[1] - a[1]);
+      if (!rows.length) return null;
+      return [
+        h("h4", {}, title),
+        h("ul", { class: "importance", "data-kind": choice ? "choice" : "numeric" }, rows.map(([name, share]) => h("li", {}, h("span", { class: "dim" }, dimLabel(name)), h("meter", { min: 0, max: 1, value: share, "aria-label": `importance of ${dimLabel(name)}`, "data-dim": name }), h("span", { class: "share" }, `${num(share * 100, 1)}%`)))),
+      ];
+    };
     clear(
       importance,
-      h("p", { class: "hint", id: "importance-method" }, `From the GP's kernel lengthscales (ARD: importance = 1 / lengthscale, shares summing to 100%), ${final ? "of the GP fitted on all trials" : `of the GP that proposed trial ${latest.index}`}. Not fANOVA: a short lengthscale means the objective changes fast along that dimension.`),
-      h("ul", { class: "importance" }, rows.map(([name, share]) => h("li", {}, h("span", { class: "dim" }, dimLabel(name)), h("meter", { min: 0, max: 1, value: share, "aria-label": `importance of ${dimLabel(name)}` }), h("span", { class: "share" }, `${num(share * 100, 1)}%`)))),
+      h("p", { class: "hint", id: "importance-method" }, `From the GP's kernel lengthscales (ARD: importance = 1 / lengthscale), ${final ? "of the GP fitted on all trials" : `of the GP that proposed trial ${latest.index}`}; not fANOVA. A short lengthscale means the objective changes fast along that dimension. Numeric and choice dimensions sit in different kernels, so their shares are given apart (each group sums to 100%).`),
+      group(false, "Numeric dimensions (RBF kernel)"),
+      group(true, "Choice dimensions (categorical kernel)"),
     );
   }
 
