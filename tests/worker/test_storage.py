@@ -58,3 +58,19 @@ def test_s3_store_publishes_from_the_worker_and_streams_to_the_api(cluster, s3, 
         got = api.get(f"/v1/jobs/{job_id}/artifacts/report.json", headers=auth)
         assert got.status_code == 200 and got.content == expected
         assert api.get(f"/v1/jobs/{job_id}/artifacts/nope.json", headers=auth).status_code == 404
+
+
+def test_a_job_starts_from_an_earlier_job_s_objects_when_this_host_has_no_copy(cluster, s3, tiny_model_dir, job_texts):
+    from tests.worker.test_confine import with_spec
+
+    store = {"artifact_store": "s3", "s3_bucket": "artifacts", "s3_endpoint_url": s3}
+    cluster.settings = cluster.settings.model_copy(update=store)
+    cluster.start_worker()
+    first = cluster.wait_status(cluster.submit(prune_request(tiny_model_dir, job_texts)), "succeeded", "failed")
+    assert first.status.value == "succeeded", first.error
+    shutil.rmtree(cluster.settings.artifacts / first.id)  # the worker must fetch the objects
+    again = with_spec(prune_request(tiny_model_dir, job_texts), model__source=f"job:{first.id}", prune__ratio=0.0)
+    job = cluster.wait_status(cluster.submit(again), "succeeded", "failed")
+    assert job.status.value == "succeeded", job.error
+    assert job.result["params_before"] == first.result["params_after"]
+    assert (cluster.settings.home / "cache" / "jobs" / first.id / "adapruner.json").is_file()
