@@ -97,7 +97,6 @@ class S3Store(ArtifactStore):
         headers = {"Content-Disposition": f'attachment; filename="{Path(path).name}"'}
         return StreamingResponse(body(), media_type="application/octet-stream", headers=headers)
 
-
     def local_copy(self, job_id: str) -> Path:
         """The objects of ``job_id``, downloaded once into ``home/cache/jobs/<id>`` (or this host's own copy)."""
         if self.folder(job_id).is_dir():
