@@ -409,6 +409,7 @@ def site(databases, tmp_path_factory, tiny_model_dir, job_texts):
         cluster.start_worker()
         for name, job_id in jobs.items():
             cluster.wait_status(job_id, "failed" if name == "failed" else "succeeded", timeout=300)
+        cluster.stop()  # what the tests submit stays queued (and is cancelled at once)
         with LiveServer(app) as server:
             server.key, server.cluster, server.jobs, server.settings = key, cluster, jobs, settings
             server.auth = {"Authorization": f"Bearer {key}"}
@@ -482,6 +483,7 @@ def reads_left_to_right(locator, tail: int = 8) -> bool:
     )
 
 
+@pytest.mark.slow
 def test_the_best_trials_recipe_card_and_any_trials_on_click_or_key(open_page, site, shots):
     from playwright.sync_api import expect
 
@@ -526,6 +528,7 @@ def test_the_best_trials_recipe_card_and_any_trials_on_click_or_key(open_page, s
     assert [int(t.rsplit(" ", 1)[1]) for t in titles] == [w["channels"] for w in other["widths"]]
 
 
+@pytest.mark.slow
 def test_use_this_recipe_fills_the_prune_form_with_the_trials_prune_job(open_page, site, shots):
     from playwright.sync_api import expect
 
@@ -558,6 +561,7 @@ def test_use_this_recipe_fills_the_prune_form_with_the_trials_prune_job(open_pag
     assert spec["model"]["source"] == wanted["model"]["source"]
 
 
+@pytest.mark.slow
 def test_search_views_parallel_coordinates_importance_and_trial_states(open_page, site, shots):
     from playwright.sync_api import expect
 
@@ -600,6 +604,7 @@ def test_search_views_parallel_coordinates_importance_and_trial_states(open_page
     shots(page, "job-search-views-1280", full_page=False)
 
 
+@pytest.mark.slow
 def test_a_two_objective_search_shows_its_pareto_front(open_page, site):
     from playwright.sync_api import expect
 
@@ -614,6 +619,7 @@ def test_a_two_objective_search_shows_its_pareto_front(open_page, site):
     }
 
 
+@pytest.mark.slow
 def test_compare_warns_what_differs_draws_each_dense_line_and_labels_each_job(open_page, site, shots):
     from playwright.sync_api import expect
 
@@ -642,6 +648,7 @@ def test_compare_warns_what_differs_draws_each_dense_line_and_labels_each_job(op
     expect(page.locator("#compare-banner")).to_contain_text("Like for like")
 
 
+@pytest.mark.slow
 def test_job_list_columns_iso_times_in_the_viewers_zone_and_filters(open_page, site, shots):
     from playwright.sync_api import expect
 
@@ -670,6 +677,7 @@ def test_job_list_columns_iso_times_in_the_viewers_zone_and_filters(open_page, s
     assert api_get(site, "/v1/jobs?kind=search")["total"] == 3
 
 
+@pytest.mark.slow
 def test_both_submit_forms_take_their_maxima_from_the_servers_limits(open_page, site, shots):
     from playwright.sync_api import expect
 
@@ -704,6 +712,7 @@ def test_both_submit_forms_take_their_maxima_from_the_servers_limits(open_page, 
     assert job["spec"]["prune"]["ratio"] == 0.3 and job["spec"]["prune"]["allocation"] == "protected"
 
 
+@pytest.mark.slow
 def test_the_prune_job_page_shows_its_metric_mix_and_calibration(open_page, site, shots):
     from playwright.sync_api import expect
 
@@ -719,6 +728,7 @@ def test_the_prune_job_page_shows_its_metric_mix_and_calibration(open_page, site
     shots(page, "job-prune-1280")
 
 
+@pytest.mark.slow
 def test_log_numbers_stay_visible_past_nine(open_page, site):
     from playwright.sync_api import expect
 
@@ -733,6 +743,7 @@ def test_log_numbers_stay_visible_past_nine(open_page, site):
         assert box["x"] >= log_left and box["x"] + box["width"] <= time_box["x"]
 
 
+@pytest.mark.slow
 def test_a_right_to_left_override_in_a_model_name_reverses_nothing(open_page, site):
     from playwright.sync_api import expect
 
@@ -749,6 +760,7 @@ def test_a_right_to_left_override_in_a_model_name_reverses_nothing(open_page, si
     assert RLO not in page.locator("main").inner_text()
 
 
+@pytest.mark.slow
 def test_the_sign_in_text_says_what_the_page_does(browser, site):
     from playwright.sync_api import expect
 
@@ -769,6 +781,7 @@ def test_the_sign_in_text_says_what_the_page_does(browser, site):
     context.close()
 
 
+@pytest.mark.slow
 def test_at_390_px_the_trials_table_and_the_job_list_fit_without_scrolling(open_page, site, shots):
     from playwright.sync_api import expect
 

@@ -1,7 +1,7 @@
 // The job list: status filters, progress, and a selection to compare.
 
 import { api } from "./api.js";
-import { STATUSES, badge, between, clear, h, num, ppl, seconds, shortSource, table, userText, when } from "./util.js";
+import { STATUSES, badge, between, clear, h, neutral, num, ppl, seconds, shortSource, table, userText, when } from "./util.js";
 
 export const KINDS = ["search", "prune"];
 
@@ -123,14 +123,14 @@ export async function jobsView(main, { query }) {
         ),
         h("td", {}, h("a", { href: `#/jobs/${job.id}`, class: "mono" }, job.id.slice(0, 12))),
         h("td", {}, job.kind),
-        h("td", { class: "wrap" }, userText(shortSource(jobModel(job)), { title: jobModel(job) })),
+        h("td", { class: "wrap" }, userText(shortSource(jobModel(job)), { title: neutral(jobModel(job)) })),
         h("td", {}, jobRatio(job) === null ? "–" : num(jobRatio(job), 3)),
         h("td", {}, badge(job.status)),
         h("td", {}, progressCell(job)),
         h("td", {}, bestValue(job)),
         h("td", {}, testPpl(job)),
-        h("td", { class: "wrap reason" }, failureReason(job) ? userText(failureReason(job)) : "–"),
-        h("td", {}, when(job.created_at)),
+        h("td", { class: "wrap reason" }, failureReason(job) ? userText(failureReason(job), { title: neutral(failureReason(job)) }) : "–"),
+        h("td", { class: "when" }, when(job.created_at)),
         h("td", {}, seconds(between(job.started_at, job.finished_at))),
       ),
     );
