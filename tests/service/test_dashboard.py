@@ -272,6 +272,9 @@ def test_sign_in_submit_watch_compare_and_download_in_a_real_browser(
     assert page.evaluate("window.notReloaded === true")
     expect(page.locator("#status")).to_contain_text("running")
     assert page.locator('#objective-chart svg[role="img"] circle').count() >= 1  # a point per trial
+    # The live page's recipe card follows the best trial so far, and its searched dimensions are drawn.
+    expect(page.locator("#recipe h3")).to_have_text(re.compile(r"^Recipe of trial \d+ \(best( so far)?\)$"))
+    expect(page.locator("#parallel-chart path[data-trial]").first).to_be_visible()
     shots(page, "job-running-1280")
     expect(page.locator("#status")).to_contain_text("succeeded", timeout=240_000)
     expect(page.locator('#trials tr[data-trial="2"]')).to_be_visible()
