@@ -65,7 +65,7 @@ def heldout(smollm2):
     from adapruner.calibration import token_stream
 
     source = DataSource(kind="builtin", name="jargon", split="test")
-    return token_stream(smollm2.tokenizer, source, "evaluation", max_tokens=768)
+    return token_stream(smollm2.tokenizer, source, "evaluation", max_tokens=512)
 
 
 @pytest.fixture(scope="module")
