@@ -21,6 +21,7 @@ from adapruner.models.loading import MANIFEST_NAME
 from adapruner.stats import consumer_modules
 
 FORMAT_VERSION = 1
+SHARD_SIZE = "2GB"  # safetensors shards: a reload reads one at a time
 
 
 def save_pruned(
@@ -39,7 +40,7 @@ def save_pruned(
     out.mkdir(parents=True, exist_ok=True)
     adapter = get_adapter(model)
     uniform = adapter.sync_config()
-    model.save_pretrained(out)
+    model.save_pretrained(out, max_shard_size=SHARD_SIZE)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
     manifest = {
@@ -83,29 +84,50 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def artifact_weight_bytes(path: str | Path, dtype: torch.dtype) -> int:
+    """About the bytes of an artifact's weights once loaded in ``dtype`` (its safetensors files' size,
+    scaled from the saved dtype), read without loading them."""
+    path = Path(path)
+    saved = getattr(torch, read_manifest(path)["dtype"])
+    size = sum(file.stat().st_size for file in path.glob("*.safetensors"))
+    return size * dtype.itemsize // saved.itemsize
+
+
 def load_pruned(
     path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
 ) -> tuple[Any, Any]:
-    """Load a pruned artifact: ``(model, tokenizer)`` with the saved per-layer widths and weights."""
+    """Load a pruned artifact: ``(model, tokenizer)`` with the saved per-layer widths and weights.
+
+    The model is built on the meta device (no dense weights are allocated or initialised), shrunk to
+    the manifest's widths, and each safetensors shard is read straight onto ``device`` and assigned in
+    turn, so peak memory is about the pruned weights plus one shard.
+    """
+    from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     path = Path(path)
     manifest = read_manifest(path)
     config = AutoConfig.from_pretrained(path)
     dtype = dtype or getattr(torch, manifest["dtype"])
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    with init_empty_weights(include_buffers=False):  # buffers (rotary frequencies) are computed for real
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     adapter = get_adapter(model)
     adapter.set_widths(manifest["widths"])
     add_biases(adapter, manifest.get("biases", []))
-    state: dict[str, torch.Tensor] = {}
+    expected = set(model.state_dict())
+    loaded: set[str] = set()
     for file in sorted(path.glob("*.safetensors")):
-        state.update(load_file(file))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+        shard = {name: tensor.to(dtype) for name, tensor in load_file(file, device=str(device)).items()}
+        if unexpected := set(shard) - expected:
+            raise UserError(f"{path}: weights do not match the manifest (unexpected {sorted(unexpected)})")
+        model.load_state_dict(shard, strict=False, assign=True)
+        loaded |= set(shard)
+        del shard
     tied = set(getattr(model, "_tied_weights_keys", None) or [])
-    if isinstance(getattr(model, "_tied_weights_keys", None), dict):
-        tied = set(model._tied_weights_keys)
-    if unexpected or (set(missing) - tied):
-        raise UserError(f"{path}: weights do not match the manifest (missing {missing}, unexpected {unexpected})")
+    if missing := expected - loaded - tied:
+        raise UserError(f"{path}: weights do not match the manifest (missing {sorted(missing)})")
     model.tie_weights()
+    if still_empty := [name for name, p in model.named_parameters() if p.is_meta]:
+        raise UserError(f"{path}: weights do not match the manifest (missing {still_empty})")
     tokenizer = AutoTokenizer.from_pretrained(path) if (path / "tokenizer_config.json").is_file() else None
     return model.to(device).eval(), tokenizer

@@ -8,7 +8,7 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, get_args
 
 from pydantic import ValidationError
 
@@ -145,6 +145,17 @@ def parse_source(spec: str) -> DataSource:
         raise CliError(f"data source {spec!r}: {detail}") from None
 
 
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """Where the model runs and in which dtype (ModelSpec.device, ModelSpec.dtype)."""
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when present)")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=get_args(ModelSpec.model_fields["dtype"].annotation),
+        help="weights' dtype (auto: bfloat16 on CUDA, float32 on the CPU)",
+    )
+
+
 def add_recover_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("recovery after pruning and zero-shot evaluation")
     group.add_argument("--recover", default="none", help=f"none, {', '.join(RECOVERY.names())}")
@@ -248,8 +259,7 @@ def build_parser() -> Parser:
     prune.add_argument("--eval-seq-len", type=int, default=512)
     prune.add_argument("--eval-tokens", type=int, default=16_384, help="max tokens of each eval text")
     prune.add_argument("--no-speed", action="store_true", help="skip the throughput measurement")
-    prune.add_argument("--device", default="auto")
-    prune.add_argument("--dtype", default="float32")
+    add_model_options(prune)
     prune.add_argument("--out", required=True, help="folder for the pruned model and report.json")
     prune.add_argument("--json", action="store_true", help="print the report as JSON")
     add_recover_options(prune)
@@ -293,7 +303,7 @@ def build_parser() -> Parser:
     search.add_argument("--no-early-reject", action="store_true")
     search.add_argument("--seed", type=int, default=0)
     search.add_argument("--cache-dir", help="where pool statistics are cached (default ~/.cache/adapruner/stats)")
-    search.add_argument("--device", default="auto")
+    add_model_options(search)
     search.add_argument("--out", required=True, help="folder for the model, report.json and the search state")
     search.add_argument("--json", action="store_true", help="print the report as JSON")
     add_recover_options(search)
@@ -307,7 +317,7 @@ def build_parser() -> Parser:
     evaluate.add_argument("--seq-len", type=int, default=512)
     evaluate.add_argument("--stride", type=int)
     evaluate.add_argument("--max-tokens", type=int, default=100_000)
-    evaluate.add_argument("--device", default="auto")
+    add_model_options(evaluate)
     evaluate.add_argument("--json", action="store_true")
     evaluate.add_argument(
         "--runtime", choices=("torch", "llamacpp"), default="torch", help="llamacpp: the GGUF file in llama.cpp"
@@ -412,7 +422,7 @@ def search_job_from_args(args: argparse.Namespace) -> SearchJob:
     if args.val_text:
         search["validation"] = tuple(parse_source(s) for s in args.val_text)
     payload: dict[str, Any] = {
-        "model": {"source": args.model, "device": args.device},
+        "model": {"source": args.model, "device": args.device, "dtype": args.dtype},
         "ratio": args.ratio,
         "space": space,
         "search": search,
@@ -492,7 +502,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     source = parse_source(f"file:{args.text_file}" if args.text_file else args.dataset)
     if args.runtime == "llamacpp":
         return eval_llamacpp(args, source)
-    loaded = load_model(ModelSpec(source=args.model, device=args.device))
+    loaded = load_model(ModelSpec(source=args.model, device=args.device, dtype=args.dtype))
     tokens = token_stream(loaded.tokenizer, source, "evaluation", max_tokens=args.max_tokens)
     result = perplexity(loaded.model, tokens, seq_len=args.seq_len, stride=args.stride)
     out = {

@@ -165,7 +165,9 @@ class ModelSpec(StrictModel):
     source: str = Field(default="smollm2-135m", min_length=1)
     gguf_file: str | None = None
     revision: str | None = None
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="weights' dtype; 'auto' is bfloat16 on CUDA, float32 on the CPU"
+    )
     device: str = Field(default="auto", description="'auto' picks cuda when present, else cpu")
 
 

@@ -28,7 +28,7 @@ from adapruner.evaluate import (
     weights_bytes,
 )
 from adapruner.importance import metric_needs, score_groups
-from adapruner.models import LoadedModel, load_model
+from adapruner.models import LoadedModel, input_device, load_model
 from adapruner.prune import apply_plan, plan_model, remove_planned_blocks, unit_saliency
 from adapruner.prune.depth import block_scores
 from adapruner.stats import collect_statistics
@@ -239,7 +239,7 @@ def run_prune(
         facts=facts,
         timings=timings,
     )
-    report["device"] = str(next(model.parameters()).device)
+    report["device"] = str(input_device(model))
     if out is not None:
         save_result(model, loaded.tokenizer, Path(out), job=job, report=report)
     return PruneOutcome(model, loaded.tokenizer, report)

@@ -14,7 +14,7 @@ Gradients are collected only when a metric needs them; the Fisher needs one back
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from adapruner.adapters.base import ModelAdapter
+from adapruner.models.loading import input_device
 
 NEEDS = ("act", "grad", "fisher", "cov", "out_grad")
 
@@ -76,7 +77,10 @@ def collect_statistics(
     """Run the calibration ``batch`` (``[n_samples, seq_len]`` token ids) through the model once.
 
     ``needs`` is a subset of :data:`NEEDS`. The model is left unchanged (no gradients
-    kept on it, ``requires_grad`` restored).
+    kept on it, ``requires_grad`` restored). Each weight's gradient is folded into the accumulators as
+    soon as autograd produces it and freed (:func:`gradient_sink`), so at most one ``.grad`` is alive;
+    the loss backward runs only for ``grad``/``fisher`` and the output backward (NIRVANA's, which keeps
+    the graph of the loss backward) only for ``out_grad``.
     """
     needs = set(needs)
     if unknown := needs - set(NEEDS):
@@ -84,21 +88,60 @@ def collect_statistics(
     if not needs:  # data-free metrics: nothing to run
         return Statistics()
     model = adapter.model
-    device = next(model.parameters()).device
-    names = unit_modules(adapter)
-    modules: dict[str, nn.Linear] = {name: adapter.linear(name) for name in names}
+    device = input_device(model)
+    modules: dict[str, nn.Linear] = {name: adapter.linear(name) for name in unit_modules(adapter)}
     stats = Statistics()
+    handles = _moment_hooks(adapter, modules, stats, needs)
+    use_loss = bool(needs & {"grad", "fisher"})
+    use_output = "out_grad" in needs
+    per_sample = "fisher" in needs
+    step = 1 if per_sample else batch_size
+    phase = ["loss"]
+
+    def consume(name: str, grad: torch.Tensor) -> None:
+        g = grad.float()
+        if phase[0] == "output":
+            _accumulate(stats.out_grad, name, g)
+            return
+        if per_sample:
+            _accumulate(stats.fisher, name, g.square())
+        if "grad" in needs:
+            _accumulate(stats.grad, name, g)
+
+    weights = {name: m.weight for name, m in modules.items()} if use_loss or use_output else {}
+    with calibration_mode(model, trainable=list(weights.values()), hooks=handles), gradient_sink(weights, consume):
+        for start in range(0, batch.shape[0], step):
+            ids = batch[start : start + step].to(device)
+            with torch.set_grad_enabled(bool(weights)):
+                out = model(ids, labels=ids if use_loss else None, use_cache=False)
+            if use_loss:
+                # HF's loss is the mean over the chunk's tokens; scale to a sum of per-sample means.
+                phase[0] = "loss"
+                (out.loss * ids.shape[0]).backward(retain_graph=use_output)
+            if use_output:
+                phase[0] = "output"
+                output_objective(out.logits).backward()
+            del out
+            stats.n_samples += ids.shape[0]
+            stats.n_tokens += ids.numel()
+            if progress:
+                progress(stats.n_samples, batch.shape[0])
+    return stats
+
+
+def _moment_hooks(
+    adapter: ModelAdapter, modules: Mapping[str, nn.Linear], stats: Statistics, needs: set[str]
+) -> list[Any]:
+    """Forward pre-hooks that add each module's input moments (``act``) and the consumers' input
+    covariance (``cov``) to ``stats``, in fp32 on the device of the input."""
     handles = []
     if "act" in needs:
 
         def hook(name: str):
             def record(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
                 x = inputs[0].detach().float().reshape(-1, inputs[0].shape[-1])
-                if name not in stats.act_sq:
-                    stats.act_sq[name] = torch.zeros(x.shape[1], device=x.device)
-                    stats.act_sum[name] = torch.zeros(x.shape[1], device=x.device)
-                stats.act_sq[name] += x.square().sum(0)
-                stats.act_sum[name] += x.sum(0)
+                _accumulate(stats.act_sq, name, x.square().sum(0))
+                _accumulate(stats.act_sum, name, x.sum(0))
 
             return record
 
@@ -115,39 +158,28 @@ def collect_statistics(
         handles += [
             adapter.linear(name).register_forward_pre_hook(cov_hook(name)) for name in consumer_modules(adapter)
         ]
+    return handles
 
-    use_loss = bool(needs & {"grad", "fisher"})
-    use_output = "out_grad" in needs
-    use_grad = use_loss or use_output
-    per_sample = "fisher" in needs
-    step = 1 if per_sample else batch_size
-    trained = [m.weight for m in modules.values()] if use_grad else []
-    with calibration_mode(model, trainable=trained, hooks=handles):
-        for start in range(0, batch.shape[0], step):
-            ids = batch[start : start + step].to(device)
-            with torch.set_grad_enabled(use_grad):
-                out = model(ids, labels=ids if use_loss else None, use_cache=False)
-            if use_loss:
-                # HF's loss is the mean over the chunk's tokens; scale to a sum of per-sample means.
-                (out.loss * ids.shape[0]).backward(retain_graph=use_output)
-                for name, module in modules.items():
-                    g = module.weight.grad.float()
-                    module.weight.grad = None
-                    if "grad" in needs:
-                        _accumulate(stats.grad, name, g)
-                    if per_sample:
-                        _accumulate(stats.fisher, name, g.square())
-            if use_output:
-                output_objective(out.logits).backward()
-                for name, module in modules.items():
-                    _accumulate(stats.out_grad, name, module.weight.grad.float())
-                    module.weight.grad = None
-            del out
-            stats.n_samples += ids.shape[0]
-            stats.n_tokens += ids.numel()
-            if progress:
-                progress(stats.n_samples, batch.shape[0])
-    return stats
+
+@contextmanager
+def gradient_sink(weights: Mapping[str, nn.Parameter], consume: Callable[[str, torch.Tensor], None]):
+    """While active, every gradient that autograd accumulates into one of ``weights`` is handed to
+    ``consume(name, grad)`` at once and dropped from the parameter (``.grad`` is ``None`` again), so a
+    backward pass never holds more than the gradient being reduced. Hooks are removed on exit."""
+
+    def hook(name: str):
+        def run(param: torch.Tensor) -> None:
+            grad, param.grad = param.grad, None
+            consume(name, grad)
+
+        return run
+
+    handles = [param.register_post_accumulate_grad_hook(hook(name)) for name, param in weights.items()]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @contextmanager
@@ -173,7 +205,8 @@ def calibration_mode(model: nn.Module, *, trainable: Sequence[nn.Parameter], hoo
 
 
 def _accumulate(store: dict[str, torch.Tensor], name: str, value: torch.Tensor) -> None:
+    """Add ``value`` to ``store[name]``; the first value is stored as is (callers pass a tensor they own)."""
     if name in store:
         store[name] += value
     else:
-        store[name] = value.clone()
+        store[name] = value

@@ -33,7 +33,7 @@ from adapruner.config import (
     PruneConfig,
     PruneJob,
 )
-from adapruner.models import load_model
+from adapruner.models import input_device, load_model
 from adapruner.pipeline import eval_texts, evaluate_model, prune_copy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         [
             f"## Baseline: every fixed metric, SmolLM2-135M at {args.ratio:.0%}, pruning {args.targets}",
             "",
-            provenance("baseline.py", argv, str(next(loaded.model.parameters()).device)),
+            provenance("baseline.py", argv, str(input_device(loaded.model))),
             "",
             f"Calibration: {args.samples} samples x {args.seq_len} tokens from the pydoc train partition, "
             f"{args.allocation} allocation over {args.targets} (heads are whole KV groups"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from adapruner.catalog import BLOCK_CRITERIA
 from adapruner.config import CalibrationConfig, DataSource, ImportanceConfig, PruneConfig, PruneJob
-from adapruner.models import load_model
+from adapruner.models import input_device, load_model
 from adapruner.pipeline import eval_texts, evaluate_model, prune_copy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         [
             f"## Depth vs width vs combined: {args.model} at {args.ratio:.0%}",
             "",
-            provenance("depth.py", argv, str(next(loaded.model.parameters()).device)),
+            provenance("depth.py", argv, str(input_device(loaded.model))),
             "",
             f"Calibration: {args.samples} x {args.seq_len} tokens of {calibration.sources[0].label()} train, "
             f"{args.metric} for width. Depth share = share of the removed parameters taken as whole blocks "

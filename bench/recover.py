@@ -24,7 +24,7 @@ from adapruner.config import (
     PruneJob,
     RecoverConfig,
 )
-from adapruner.models import load_model
+from adapruner.models import input_device, load_model
 from adapruner.pipeline import eval_texts, evaluate_model, prune_copy
 from adapruner.recover import recover_model
 
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         [
             f"## Recovery: LoRA and continued pretraining after pruning {args.model}",
             "",
-            provenance("recover.py", argv, str(next(loaded.model.parameters()).device)),
+            provenance("recover.py", argv, str(input_device(loaded.model))),
             "",
             f"Pruned with Taylor ({args.samples} x 256 tokens of pydoc train). Recovery: {args.steps} steps x "
             f"{args.batch} x {args.seq_len} = {tokens:,} tokens of {recover_source.label()} train (LoRA r=8, "

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from adapruner.adapters import get_adapter
 from adapruner.config import SearchJob
-from adapruner.models import load_model
+from adapruner.models import input_device, load_model
 from adapruner.pipeline import eval_texts, evaluate_model
 from adapruner.search.cache import load_pools
 from adapruner.search.objective import observe, validation_chunks
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
             f"## Search: SmolLM2-135M at {args.ratio:.0%}, {args.trials} trials"
             + (f", second objective {args.second_objective}" if args.second_objective else ""),
             "",
-            provenance("search.py", argv, str(next(loaded.model.parameters()).device)),
+            provenance("search.py", argv, str(input_device(loaded.model))),
             "",
             "Candidate calibration sources: train partitions of pydoc, jargon, gnu-standards "
             f"({space.pool_size} samples x {'/'.join(map(str, space.seq_lens))} tokens each in the pool). Validation (the objective): validation partitions of jargon and "

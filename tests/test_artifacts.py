@@ -58,3 +58,39 @@ def test_saved_weights_are_really_smaller(tmp_path):
 def test_not_an_artifact(tmp_path):
     with pytest.raises(FileNotFoundError, match="not an adapruner artifact"):
         load_pruned(tmp_path)
+
+
+def test_sharded_artifact_reloads_on_the_meta_device_shard_by_shard(tmp_path, tiny_batch, monkeypatch):
+    """Sharded safetensors on save; the reload builds no dense weights (meta device) and reads one shard
+    at a time, with identical logits (tied embeddings, uneven widths, an added bias)."""
+    from adapruner import artifacts
+
+    model = tiny_llama(layers=4, tie_word_embeddings=True)
+    adapter = _prune(model, lambda g: g.n_units - (g.layer % 2))
+    down = adapter.linear("model.layers.1.mlp.down_proj")
+    down.bias = torch.nn.Parameter(torch.randn(down.out_features))
+    monkeypatch.setattr(artifacts, "SHARD_SIZE", 20_000)  # bytes: several shards for the tiny model
+    save_pruned(model, None, tmp_path)
+    shards = sorted(tmp_path.glob("*.safetensors"))
+    assert len(shards) >= 3 and (tmp_path / "model.safetensors.index.json").is_file()
+
+    built, read = [], []
+    real_from_config, real_load = AutoModelForCausalLM.from_config, artifacts.load_file
+
+    def from_config(*args, **kwargs):
+        dense = real_from_config(*args, **kwargs)
+        built.append({p.device.type for p in dense.parameters()})
+        return dense
+
+    def load_file(file, **kwargs):
+        read.append(file)
+        return real_load(file, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_config", from_config)
+    monkeypatch.setattr(artifacts, "load_file", load_file)
+    reloaded, _ = load_pruned(tmp_path)
+    assert built == [{"meta"}] and read == shards
+    assert not any(p.is_meta for p in reloaded.parameters())
+    assert reloaded.lm_head.weight is reloaded.model.embed_tokens.weight
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(tiny_batch).logits, model(tiny_batch).logits, rtol=0, atol=0)

@@ -21,6 +21,10 @@ from adapruner.prune.apply import top_units
 from adapruner.prune.plan import Plan
 from adapruner.stats import Statistics
 
+# Compensation solves run in float32 on the device of the weight they update (float64 on the CPU was
+# minutes per trial at 8B); the damping keeps the systems well conditioned at this precision.
+SOLVE_DTYPE = torch.float32
+
 
 @dataclass(frozen=True)
 class PrunedInput:
@@ -129,15 +133,22 @@ def run_compensation(
     build_compensator(method, damping=damping)(adapter, targets, stats)
 
 
+def solve_inputs(linear: nn.Linear, target: PrunedInput, cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(dense_weight [out, d_in], cov [d_in, d_in])`` of ``target`` in :data:`SOLVE_DTYPE` on the device
+    of ``linear.weight``."""
+    device = linear.weight.device
+    return target.dense_weight.to(device, SOLVE_DTYPE), cov.to(device, SOLVE_DTYPE)
+
+
 def set_weight_(linear: nn.Linear, weight: torch.Tensor) -> None:
     """Replace ``linear.weight`` values (same shape), keeping its dtype and device."""
     linear.weight.copy_(weight.to(linear.weight.dtype))
 
 
 def damped(cov: torch.Tensor, damping: float) -> torch.Tensor:
-    """``cov + damping * mean(diag cov) * I`` in float64; dead inputs (zero variance) get a unit
-    diagonal, as SparseGPT does, so the matrix is invertible."""
-    h = cov.double().clone()
+    """``cov + damping * mean(diag cov) * I`` in :data:`SOLVE_DTYPE` (at least: a float64 ``cov`` stays
+    float64); dead inputs (zero variance) get a unit diagonal, as SparseGPT does, so the matrix is invertible."""
+    h = cov.to(torch.promote_types(cov.dtype, SOLVE_DTYPE), copy=True)
     dead = h.diagonal() == 0
     h.diagonal()[dead] = 1.0
     h.diagonal().add_(damping * h.diagonal().mean())

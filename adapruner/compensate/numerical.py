@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from adapruner.compensate.base import Compensator, PrunedInput
+from adapruner.compensate.base import Compensator, PrunedInput, solve_inputs
 from adapruner.importance.numerical import unit_gram
 from adapruner.stats import Statistics
 
@@ -29,14 +29,15 @@ def newton_scales(
 ) -> torch.Tensor:
     """Scales ``[k // unit_size]`` of the kept units (``dense_weight: [out, d_in]``, ``cov: [d_in, d_in]``,
     ``keep: [k]`` whole units, ascending)."""
-    w, h = dense_weight.double(), cov.double()
+    w, h = dense_weight, cov.to(dense_weight.dtype)
+    keep = keep.to(w.device)
     n = len(keep) // unit_size
     w_k = w[:, keep]
     gram = unit_gram(w_k, h[keep][:, keep], n_units=n, unit_size=unit_size)  # [n, n]
     target = ((w_k.t() @ w) * h[keep]).sum(1).reshape(n, unit_size).sum(1)  # [n]
     lam = damping * gram.diagonal().mean().clamp_min(1e-30)
-    ones = torch.ones(n, dtype=gram.dtype)
-    hessian = gram + lam * torch.eye(n, dtype=gram.dtype)
+    ones = torch.ones(n, dtype=gram.dtype, device=gram.device)
+    hessian = gram + lam * torch.eye(n, dtype=gram.dtype, device=gram.device)
     return ones - torch.linalg.solve(hessian, gram @ ones - target)
 
 
@@ -47,7 +48,7 @@ class NewtonCompensator(Compensator):
     default_damping = 1e-3
 
     def update(self, linear: nn.Linear, target: PrunedInput, stats: Statistics) -> None:
-        cov = stats.cov[target.module].cpu()
-        scales = newton_scales(target.dense_weight, cov, target.keep, unit_size=target.unit_size, damping=self.damping)
-        per_column = scales.repeat_interleave(target.unit_size).to(linear.weight.dtype).to(linear.weight.device)
+        weight, cov = solve_inputs(linear, target, stats.cov[target.module])
+        scales = newton_scales(weight, cov, target.keep, unit_size=target.unit_size, damping=self.damping)
+        per_column = scales.repeat_interleave(target.unit_size).to(linear.weight.dtype)
         linear.weight.mul_(per_column[None, :])

@@ -17,15 +17,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from adapruner.compensate.base import Compensator, PrunedInput, damped, set_weight_
+from adapruner.compensate.base import Compensator, PrunedInput, damped, set_weight_, solve_inputs
 from adapruner.stats import Statistics
 
 
 def obs_update(dense_weight: torch.Tensor, cov: torch.Tensor, keep: torch.Tensor, *, damping: float) -> torch.Tensor:
     """The updated kept columns ``[out, k]`` (``dense_weight: [out, d_in]``, ``cov: [d_in, d_in]`` sum of
     x x^T over calibration tokens, ``keep: [k]``)."""
-    w = dense_weight.double()
-    drop = torch.ones(w.shape[1], dtype=torch.bool)
+    w = dense_weight
+    keep = keep.to(w.device)
+    drop = torch.ones(w.shape[1], dtype=torch.bool, device=w.device)
     drop[keep] = False
     if not drop.any():
         return w[:, keep]
@@ -41,5 +42,5 @@ class ObsCompensator(Compensator):
     default_damping = 0.01
 
     def update(self, linear: nn.Linear, target: PrunedInput, stats: Statistics) -> None:
-        cov = stats.cov[target.module].cpu()
-        set_weight_(linear, obs_update(target.dense_weight, cov, target.keep, damping=self.damping))
+        weight, cov = solve_inputs(linear, target, stats.cov[target.module])
+        set_weight_(linear, obs_update(weight, cov, target.keep, damping=self.damping))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from adapruner.compensate.base import Compensator, PrunedInput, set_weight_
+from adapruner.compensate.base import Compensator, PrunedInput, set_weight_, solve_inputs
 from adapruner.stats import Statistics
 
 
@@ -26,7 +26,8 @@ def least_squares_weight(
 ) -> torch.Tensor:
     """The re-fitted kept columns ``[out, k]`` from ``dense_weight: [out, d_in]``, ``cov: [d_in, d_in]``
     (sum over tokens of x x^T) and ``keep: [k]``."""
-    w, h = dense_weight.double(), cov.double()
+    w, h = dense_weight, cov.to(dense_weight.dtype)
+    keep = keep.to(w.device)
     h_kk = h[keep][:, keep].clone()
     lam = damping * h_kk.diagonal().mean().clamp_min(1e-12)
     rhs = w @ h[:, keep] + lam * w[:, keep]  # [out, k]
@@ -41,5 +42,5 @@ class ReformationCompensator(Compensator):
     default_damping = 1e-3
 
     def update(self, linear: nn.Linear, target: PrunedInput, stats: Statistics) -> None:
-        cov = stats.cov[target.module].cpu()
-        set_weight_(linear, least_squares_weight(target.dense_weight, cov, target.keep, damping=self.damping))
+        weight, cov = solve_inputs(linear, target, stats.cov[target.module])
+        set_weight_(linear, least_squares_weight(weight, cov, target.keep, damping=self.damping))

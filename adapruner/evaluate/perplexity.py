@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from adapruner.errors import UserError
+from adapruner.models.loading import input_device
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def perplexity(
     if seq_len < 2:
         raise UserError(f"seq_len must be at least 2, got {seq_len}")
     stride = min(stride or seq_len, seq_len - 1)
-    device = device or next(model.parameters()).device
+    device = device or input_device(model)
     spans = windows(tokens.numel(), seq_len=seq_len, stride=stride)
     total, count = 0.0, 0
     model.eval()

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from adapruner.models.loading import input_device
+
 
 @dataclass(frozen=True)
 class Speed:
@@ -67,7 +69,7 @@ def measure_speed(
     Memory: on CUDA the peak allocated during the timed passes; on CPU the growth of the process's
     peak resident memory over its level before them (activations and workspace, not the weights).
     """
-    device = torch.device(device) if device else next(model.parameters()).device
+    device = torch.device(device) if device else input_device(model)
     vocab = model.get_input_embeddings().num_embeddings
     ids = torch.randint(0, vocab, (batch, seq_len), generator=torch.Generator().manual_seed(0)).to(device)
     cuda = device.type == "cuda"
@@ -152,7 +154,7 @@ def measure_generation(
     """
     if new_tokens < 2:
         raise ValueError(f"new_tokens must be at least 2 (one prefill token and one decode step), got {new_tokens}")
-    device = torch.device(device) if device else next(model.parameters()).device
+    device = torch.device(device) if device else input_device(model)
     vocab = model.get_input_embeddings().num_embeddings
     ids = torch.randint(0, vocab, (batch, prompt_len), generator=torch.Generator().manual_seed(0)).to(device)
     model.eval()

@@ -26,6 +26,7 @@ from adapruner.calibration import load_documents
 from adapruner.catalog import OFFLINE_ZERO_SHOT
 from adapruner.config import DataSource
 from adapruner.errors import UserError
+from adapruner.models.loading import input_device
 
 #: Most items of an offline cloze task.
 CLOZE_ITEMS = 500
@@ -168,7 +169,7 @@ def zero_shot(
     except ImportError:
         raise UserError("evaluate.zero_shot: needs lm-eval: pip install 'adapruner[eval]'") from None
 
-    device = next(model.parameters()).device
+    device = input_device(model)
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="adapruner-zeroshot-") as tmp:
         folder = Path(tmp)

@@ -6,8 +6,11 @@ from adapruner.models.loading import (
     LoadedModel,
     ModelLoadError,
     check_model_type,
+    input_device,
     load_model,
     pick_device,
+    pick_dtype,
+    release_memory,
     resolve_source,
 )
 
@@ -17,7 +20,10 @@ __all__ = [
     "LoadedModel",
     "ModelLoadError",
     "check_model_type",
+    "input_device",
     "load_model",
     "pick_device",
+    "pick_dtype",
+    "release_memory",
     "resolve_source",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -67,6 +68,71 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def input_device(model: Any) -> torch.device:
+    """The device that token ids go to: the input embedding's (with a model split over devices, the
+    first parameter need not be where the forward pass starts)."""
+    return model.get_input_embeddings().weight.device
+
+
+def release_memory() -> None:
+    """Collect garbage and, once CUDA is in use, hand its cached blocks back (after a trial, above all
+    one that ran out of memory, so that the next one starts from the model's weights alone)."""
+    gc.collect()
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``ModelSpec.dtype`` as a torch dtype: ``auto`` is bfloat16 on CUDA and float32 elsewhere."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, dtype)
+
+
+def enable_tf32(device: torch.device) -> None:
+    """On CUDA, let float32 matmuls (fp32 models, fp32 accumulators and solves) use TF32 tensor cores."""
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")
+
+
+def available_bytes(device: torch.device) -> int:
+    """Memory the weights can take on ``device``: free CUDA memory, or the host's available RAM."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def config_weight_bytes(config: Any, dtype: torch.dtype) -> int:
+    """Bytes of the weights of a model built from ``config`` in ``dtype`` (built on the meta device:
+    no memory is allocated)."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return sum(p.numel() for p in model.parameters()) * dtype.itemsize
+
+
+def check_fits(source: str, need: int, device: torch.device, dtype: torch.dtype) -> None:
+    """Fail before loading when the weights alone (``need`` bytes) exceed what ``device`` has free,
+    naming both and the option that helps."""
+    have = available_bytes(device)
+    if need <= have:
+        return
+    gib = 2**30
+    helps = "--dtype bfloat16 (half the bytes of float32)" if dtype.itemsize > 2 else "a device with more memory"
+    where = "--device cpu or " if device.type == "cuda" else "--device cuda or "
+    raise ModelLoadError(
+        f"model: {source!r} needs {need / gib:.1f} GiB for its weights in {str(dtype).removeprefix('torch.')}, "
+        f"{device} has {have / gib:.1f} GiB free; use {helps}, or {where}a smaller model"
+    )
+
+
 def check_model_type(model_type: str | None) -> str:
     if model_type not in ADAPTERS:
         raise ModelLoadError(f"model_type {model_type!r} is not supported; supported: {', '.join(ADAPTERS.names())}")
@@ -82,10 +148,12 @@ def load_model(spec: ModelSpec | str, **overrides: Any) -> LoadedModel:
         spec = ModelSpec(source=spec, **overrides)
     where, gguf_file = resolve_source(spec)
     device = pick_device(spec.device)
-    dtype = getattr(torch, spec.dtype)
+    dtype = pick_dtype(spec.dtype, device)
+    enable_tf32(device)
     if os.path.isfile(os.path.join(where, MANIFEST_NAME)):
-        from adapruner.artifacts import load_pruned
+        from adapruner.artifacts import artifact_weight_bytes, load_pruned
 
+        check_fits(spec.source, artifact_weight_bytes(where, dtype), device, dtype)
         model, tokenizer = load_pruned(where, device=device, dtype=dtype)
         return LoadedModel(model, tokenizer, spec.source)
 
@@ -97,6 +165,7 @@ def load_model(spec: ModelSpec | str, **overrides: Any) -> LoadedModel:
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"model: cannot load {spec.source!r}: {str(error).splitlines()[0]}") from error
     check_model_type(getattr(config, "model_type", None))
+    check_fits(spec.source, config_weight_bytes(config, dtype), device, dtype)
     model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
     if gguf_file:

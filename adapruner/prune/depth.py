@@ -27,6 +27,7 @@ from torch import nn
 
 from adapruner.adapters.base import ModelAdapter
 from adapruner.catalog import BLOCK_CRITERIA
+from adapruner.models.loading import input_device
 from adapruner.stats import calibration_mode
 
 
@@ -105,7 +106,7 @@ def _chunks(batch: torch.Tensor, size: int, device: torch.device) -> Iterator[to
 
 def mean_loss(model: nn.Module, batch: torch.Tensor, *, batch_size: int = 4) -> float:
     """Mean next-token loss of ``model`` over ``batch`` (``[n_samples, seq_len]`` token ids)."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     total = 0.0
     with torch.no_grad():
         for ids in _chunks(batch, batch_size, device):
@@ -152,7 +153,7 @@ class TaylorPlusCriterion(BlockCriterion):
     def raw(self, adapter: ModelAdapter, batch: torch.Tensor) -> torch.Tensor:
         """The unprotected Taylor saliency of every block: ``[n_layers]``."""
         model = adapter.model
-        device = next(model.parameters()).device
+        device = input_device(model)
         params = [list(layer.parameters()) for layer in adapter.layers]
         with calibration_mode(model, trainable=[p for block in params for p in block]):
             for ids in _chunks(batch, self.batch_size, device):
@@ -176,7 +177,7 @@ class BlockInfluenceCriterion(BlockCriterion):
 
     def __call__(self, adapter, batch, *, progress=None):
         model = adapter.model
-        device = next(model.parameters()).device
+        device = input_device(model)
         cos_sum = torch.zeros(adapter.n_layers, dtype=torch.float64)
 
         def hook(index: int):

@@ -21,6 +21,7 @@ from adapruner.calibration import token_stream
 from adapruner.catalog import RECOVERY
 from adapruner.config import RecoverConfig
 from adapruner.errors import UserError
+from adapruner.models.loading import input_device
 from adapruner.evaluate import perplexity
 
 Progress = Callable[[str, int, int], None]
@@ -202,7 +203,7 @@ def recover_model(
     steps = planned_steps(config)
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
     learning_rate = config.learning_rate or recovery.default_lr
-    device = next(model.parameters()).device
+    device = input_device(model)
     # Seeded LoRA initialisation and dropout, without moving the caller's random state.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)

@@ -29,6 +29,7 @@ import json
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -38,9 +39,12 @@ from adapruner.calibration import Sample, sample_windows
 from adapruner.config import CalibrationConfig, DataSource
 from adapruner.importance.base import aggregate, build_metric, normalize
 from adapruner.prune.plan import spread
-from adapruner.stats import Statistics, calibration_mode, output_objective, unit_modules
+from adapruner.models import input_device
+from adapruner.stats import Statistics, calibration_mode, gradient_sink, output_objective, unit_modules
 
 PER_UNIT = ("taylor_abs", "taylor_vec", "taylor2_abs", "nirvana_abs")
+PASSES = ("loss", "output")  # the backward passes a pool can take
+PASS_OF = {"taylor_abs": "loss", "taylor_vec": "loss", "taylor2_abs": "loss", "nirvana_abs": "output"}
 PER_CHANNEL = ("act_sq", "act_sum")
 # metric -> (pooled per-unit statistic, take |.| after summing over samples)
 POOLED_GRADIENT = {
@@ -119,19 +123,36 @@ class PoolStats:
         )
 
 
+def pool_passes(metrics: Sequence[str]) -> tuple[str, ...]:
+    """The backward passes a pool needs for the searched ``metrics``: ``loss`` (the Taylor family's
+    per-unit sums) and ``output`` (NIRVANA's, one more backward that keeps the loss backward's graph)."""
+    names = set(metrics)
+    passes = []
+    if names & {"taylor", "taylor2", "taylor_vector"}:
+        passes.append("loss")
+    if "nirvana" in names:
+        passes.append("output")
+    return tuple(passes)
+
+
 def collect_pool_stats(
-    adapter: ModelAdapter, samples: Sequence[Sample], *, progress: Callable[[int, int], None] | None = None
+    adapter: ModelAdapter,
+    samples: Sequence[Sample],
+    *,
+    passes: Sequence[str] = PASSES,
+    progress: Callable[[int, int], None] | None = None,
 ) -> PoolStats:
-    """One forward and backward pass per sample; the model is left unchanged."""
+    """One forward pass per sample and the backward ``passes`` (see :func:`pool_passes`); the model is
+    left unchanged. Each weight's gradient is reduced to its units' sums as autograd produces it and
+    freed, so a backward pass holds one gradient at a time; a statistic whose pass does not run is
+    absent from ``tensors``."""
     layout = Layout.of(adapter)
     model = adapter.model
-    device = next(model.parameters()).device
-    groups = adapter.groups()
+    device = input_device(model)
     linears = {name: adapter.linear(name) for name, _, _ in layout.modules}
     n = len(samples)
-    out = {k: torch.zeros(n, layout.channels) for k in PER_CHANNEL} | {
-        k: torch.zeros(n, layout.units) for k in PER_UNIT
-    }
+    keys = [k for k in PER_UNIT if PASS_OF[k] in passes]
+    out = {k: torch.zeros(n, layout.channels) for k in PER_CHANNEL} | {k: torch.zeros(n, layout.units) for k in keys}
     current: dict[str, torch.Tensor] = {}
 
     def hook(name: str):
@@ -142,42 +163,65 @@ def collect_pool_stats(
         return record
 
     handles = [linears[name].register_forward_pre_hook(hook(name)) for name in linears]
-    # The slices in the order Layout.of lists them (a fused module holds several slices of one group).
-    slices = [slice_ for group in groups for slice_ in group.slices]
-    with calibration_mode(model, trainable=[m.weight for m in linears.values()], hooks=handles):
+    row_phase = [0, "loss"]
+    reduce = _unit_reducer(adapter, layout, linears, out, row_phase)
+    weights = {name: m.weight for name, m in linears.items()} if passes else {}
+    with calibration_mode(model, trainable=list(weights.values()), hooks=handles), gradient_sink(weights, reduce):
         for row, sample in enumerate(samples):
+            row_phase[0] = row
             ids = sample.input_ids[None].to(device)
-            output = model(ids, labels=ids, use_cache=False)
-            output.loss.backward(retain_graph=True)
+            with torch.set_grad_enabled(bool(passes)):
+                output = model(ids, labels=ids if "loss" in passes else None, use_cache=False)
             for name, offset, width in layout.modules:
                 moments = current[name].cpu()
                 out["act_sq"][row, offset : offset + width] = moments[0]
                 out["act_sum"][row, offset : offset + width] = moments[1]
-            for (_, module, offset, n_units), slice_ in zip(layout.slices, slices, strict=True):
-                weight = linears[module].weight
-                w, g = weight.detach().float(), weight.grad.float()
-                wg = w * g
-                span = slice(offset, offset + n_units)
-                out["taylor_abs"][row, span] = slice_weight(wg.abs(), slice_, n_units).sum((1, 2)).cpu()
-                out["taylor_vec"][row, span] = slice_weight(wg, slice_, n_units).sum((1, 2)).cpu()
-                second = (wg - 0.5 * w.square() * g.square()).abs()
-                out["taylor2_abs"][row, span] = slice_weight(second, slice_, n_units).sum((1, 2)).cpu()
-            for linear in linears.values():
-                linear.weight.grad = None
-            output_objective(output.logits).backward()
+            if "loss" in passes:
+                row_phase[1] = "loss"
+                output.loss.backward(retain_graph="output" in passes)
+            if "output" in passes:
+                row_phase[1] = "output"
+                output_objective(output.logits).backward()
             del output
-            for (_, module, offset, n_units), slice_ in zip(layout.slices, slices, strict=True):
-                weight = linears[module].weight
-                saliency = (weight.detach().float() * weight.grad.float()).abs()
-                out["nirvana_abs"][row, offset : offset + n_units] = (
-                    slice_weight(saliency, slice_, n_units).sum((1, 2)).cpu()
-                )
-            for linear in linears.values():
-                linear.weight.grad = None
             if progress:
                 progress(row + 1, n)
     tokens = torch.stack([s.input_ids for s in samples])
     return PoolStats([s.id for s in samples], [s.source for s in samples], samples[0].input_ids.numel(), out, tokens)
+
+
+def _unit_reducer(
+    adapter: ModelAdapter,
+    layout: Layout,
+    linears: dict[str, torch.nn.Linear],
+    out: dict[str, torch.Tensor],
+    row_phase: list,
+) -> Callable[[str, torch.Tensor], None]:
+    """``consume(module, grad)`` for :func:`~adapruner.stats.gradient_sink`: writes the per-unit sums of
+    the module's slices into row ``row_phase[0]`` of ``out`` (the loss pass's Taylor sums or the output
+    pass's NIRVANA saliency, by ``row_phase[1]``)."""
+    slices = [slice_ for group in adapter.groups() for slice_ in group.slices]
+    by_module: dict[str, list[tuple[int, int, Any]]] = {}
+    for (_, module, offset, n_units), slice_ in zip(layout.slices, slices, strict=True):
+        by_module.setdefault(module, []).append((offset, n_units, slice_))
+
+    def consume(name: str, grad: torch.Tensor) -> None:
+        row, phase = row_phase
+        w, g = linears[name].weight.detach().float(), grad.float()
+        wg = w * g
+        for offset, n_units, slice_ in by_module.get(name, ()):
+            span = slice(offset, offset + n_units)
+
+            def unit_sum(element: torch.Tensor) -> torch.Tensor:
+                return slice_weight(element, slice_, n_units).sum((1, 2)).cpu()
+
+            if phase == "output":
+                out["nirvana_abs"][row, span] = unit_sum(wg.abs())
+                continue
+            out["taylor_abs"][row, span] = unit_sum(wg.abs())
+            out["taylor_vec"][row, span] = unit_sum(wg)
+            out["taylor2_abs"][row, span] = unit_sum((wg - 0.5 * w.square() * g.square()).abs())
+
+    return consume
 
 
 def load_pool(
@@ -189,18 +233,21 @@ def load_pool(
     seq_len: int,
     seed: int,
     cache_dir: Path | None,
+    passes: Sequence[str] = PASSES,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> PoolStats:
     """The candidate pool of ``pool_size`` samples per source, from the disk cache where present.
 
-    Cache files live at ``cache_dir/<model fingerprint>/<hash of source, seq_len, seed, pool_size>.pt``
-    and hold the sample ids with the statistics.
+    Cache files live at ``cache_dir/<model fingerprint>/<hash of source, seq_len, seed, pool_size,
+    passes>.pt`` and hold the sample ids with the statistics (``passes``: :func:`pool_passes`).
     """
+    passes = tuple(p for p in PASSES if p in passes)
+    tag = "" if passes == PASSES else f"|{','.join(passes) or 'forward'}"  # a full pool keeps its v2 key
     fingerprint = model_fingerprint(adapter.model) if cache_dir else ""
     parts = []
     for source in sources:
         key = hashlib.sha256(
-            f"{source.model_dump_json()}|{seq_len}|{seed}|{pool_size}|{CACHE_VERSION}".encode()
+            f"{source.model_dump_json()}|{seq_len}|{seed}|{pool_size}|{CACHE_VERSION}{tag}".encode()
         ).hexdigest()[:16]
         path = Path(cache_dir) / fingerprint / f"{key}.pt" if cache_dir else None
         if path is not None and path.is_file():
@@ -216,6 +263,7 @@ def load_pool(
         pool = collect_pool_stats(
             adapter,
             samples,
+            passes=passes,
             progress=(lambda done, total, stage=stage: progress(stage, done, total)) if progress else None,
         )
         if path is not None:
@@ -245,6 +293,7 @@ def load_pools(
     seq_lens: Sequence[int],
     seed: int,
     cache_dir: Path | None,
+    passes: Sequence[str] = PASSES,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[int, PoolStats]:
     """One candidate pool per calibration window length (``{seq_len: pool}``), each cached under its own
@@ -263,6 +312,7 @@ def load_pools(
             seq_len=seq_len,
             seed=seed,
             cache_dir=cache_dir,
+            passes=passes,
             progress=tagged,
         )
     return pools
@@ -314,9 +364,10 @@ def pooled_scores(
     rows = pool.rows(sample_ids)
     sums = {k: pool.tensors[k][rows].sum(0) for k in pool.tensors}
     stats = Statistics(n_tokens=len(sample_ids) * pool.tokens_per_sample, n_samples=len(sample_ids))
-    for name, offset, width in layout.modules:
-        stats.act_sq[name] = sums["act_sq"][offset : offset + width]
-        stats.act_sum[name] = sums["act_sum"][offset : offset + width]
+    for name, offset, width in layout.modules:  # on the device of the weight they meet
+        device = adapter.linear(name).weight.device
+        stats.act_sq[name] = sums["act_sq"][offset : offset + width].to(device)
+        stats.act_sum[name] = sums["act_sum"][offset : offset + width].to(device)
     groups = adapter.groups()
     per_group_slices: dict[int, list[tuple[int, int]]] = {}
     for group_index, _module, offset, n_units in layout.slices:
@@ -348,6 +399,8 @@ def _pooled_metric(
 ) -> torch.Tensor:
     if name in POOLED_GRADIENT:
         key, absolute = POOLED_GRADIENT[name]
+        if key not in sums:
+            raise ValueError(f"metric {name!r}: this pool was built without its {PASS_OF[key]} backward pass")
         per_slice = torch.stack([sums[key][offset : offset + n] for offset, n in slices]).double()
         return aggregate(per_slice.abs() if absolute else per_slice, aggregation)
     return build_metric(name, seed=seed)(adapter, group, stats, aggregation=aggregation)

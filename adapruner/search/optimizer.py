@@ -57,6 +57,10 @@ _SEED_STRIDE = 100_003
 _DTYPE = torch.float64
 
 logger = logging.getLogger(__name__)
+# An infeasible (out-of-memory) point lowers the log-acquisition by this much at the point itself,
+# falling off over this distance in the unit cube of the searched dimensions.
+INFEASIBLE_PENALTY = 50.0
+INFEASIBLE_RADIUS = 0.1
 _BOTORCH_RETRY = re.compile(r"Optimization failed (in `gen_candidates|on the second try)")
 
 
@@ -111,6 +115,7 @@ class Trial:
     noise: float | None = None  # observation variance (sem**2); None when unknown
     fidelity: float = 1.0  # 1.0 = full evaluation; < 1 = early-stopped on a prefix
     generator: str = ""  # "sobol", "gp" or "sobol-fallback"
+    infeasible: bool = False  # failed for a resource (out of memory), not for its quality: a constraint
 
 
 @dataclass
@@ -252,12 +257,16 @@ class BayesOptimizer:
         noise: float | None = None,
         fidelity: float = 1.0,
         failed: bool = False,
+        infeasible: bool = False,
     ) -> None:
         """Record the outcome of trial ``index``.
 
         ``value`` is the objective, or with several objectives the sequence of all of them (the first
         is the one ``noise`` and ``fidelity`` describe). ``failed=True``, ``value=None`` or any
-        non-finite value record the trial as failed. ``noise`` is the observation variance of the first
+        non-finite value record the trial as failed. ``infeasible=True`` records a failure that says
+        nothing about the objective (the trial did not fit in memory): the GP is not fitted on it (a
+        failed trial otherwise counts as the worst value seen) and the acquisition is steered away from
+        its point (:class:`_AvoidInfeasible`). ``noise`` is the observation variance of the first
         objective (a non-finite or negative one is treated as unknown). ``fidelity`` must be in ``(0, 1]``.
 
         Raises:
@@ -277,8 +286,8 @@ class BayesOptimizer:
                 f"trial {index}: expected {self.settings.n_objectives} objective value(s), got {len(values)}"
             )
         trial.fidelity = float(fidelity)
-        if failed or values is None or not all(math.isfinite(v) for v in values):
-            trial.status = "failed"
+        if infeasible or failed or values is None or not all(math.isfinite(v) for v in values):
+            trial.status, trial.infeasible = "failed", bool(infeasible)
             return
         trial.status, trial.value, trial.secondary = "completed", values[0], values[1:]
         trial.noise = float(noise) if noise is not None and math.isfinite(noise) and noise >= 0 else None
@@ -422,8 +431,9 @@ class BayesOptimizer:
 
     # ---- GP --------------------------------------------------------------------------------------
     def _fit_trials(self) -> list[Trial]:
-        """The told trials the GP is fitted on: all, or the best quarter plus the most recent."""
-        told = [t for t in self._trials if t.status != "pending"]
+        """The told trials the GP is fitted on: all but the infeasible ones, or the best quarter plus the
+        most recent."""
+        told = [t for t in self._trials if t.status != "pending" and not t.infeasible]
         cap = self.settings.max_fit_points
         if len(told) <= cap:
             return told
@@ -538,6 +548,9 @@ class BayesOptimizer:
         fidelity = {d: 1.0}
         with _gp_step(self.settings.seed * _SEED_STRIDE + index):
             acq = self._acquisition(models, baseline, x_pending)
+            avoid = [self._encode(t.params) for t in self._trials if t.infeasible]
+            if avoid:
+                acq = _AvoidInfeasible(acq, torch.tensor(avoid, dtype=_DTYPE), scale=torch.tensor(upper[:d]))
             search = {
                 "bounds": bounds,
                 "q": 1,
@@ -577,3 +590,27 @@ class BayesOptimizer:
                 combo.append(float(r))
             combos.append(tuple(reversed(combo)))
         return combos
+
+
+class _AvoidInfeasible(torch.nn.Module):
+    """The acquisition minus a Gaussian bump of height :data:`INFEASIBLE_PENALTY` (log-acquisition
+    units) at every infeasible point, so that the optimiser is steered away from recipes that did not
+    fit without the GP learning them as bad values. Distances are over the searched dimensions scaled to
+    the unit cube (choice indices divided by their range), bump width :data:`INFEASIBLE_RADIUS`.
+
+    ``points: [m, d]`` encoded infeasible parameters; ``scale: [d]`` each dimension's upper bound.
+    """
+
+    def __init__(self, acq: Any, points: torch.Tensor, *, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.acq = acq
+        self.model = acq.model
+        self.register_buffer("points", points / scale.clamp_min(1.0))
+        self.register_buffer("scale", scale.clamp_min(1.0))
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:  # noqa: N803 (BoTorch's name)
+        """``X: [batch, q, d + 1]`` (the last column the fidelity) -> ``[batch]``."""
+        x = X[..., : self.points.shape[1]] / self.scale  # [batch, q, d]
+        dist2 = (x.unsqueeze(-2) - self.points).square().sum(-1)  # [batch, q, m]
+        bump = torch.exp(-dist2 / (2 * INFEASIBLE_RADIUS**2)).sum(-1).amax(-1)  # [batch]
+        return self.acq(X) - INFEASIBLE_PENALTY * bump

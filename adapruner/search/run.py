@@ -29,10 +29,10 @@ import torch
 from adapruner.adapters import get_adapter
 from adapruner.catalog import METRICS
 from adapruner.compensate import build_compensator, pruned_inputs
-from adapruner.config import SearchJob
+from adapruner.config import CONFIRM_TOKENS_FACTOR, SearchJob
 from adapruner.errors import UserError
 from adapruner.evaluate import count_parameters, measure_speed
-from adapruner.models import LoadedModel, load_model
+from adapruner.models import LoadedModel, load_model, release_memory
 from adapruner.pipeline import build_report, eval_texts, evaluate_model, recover_pruned, save_result
 from adapruner.prune import apply_plan, plan_model, remove_planned_blocks
 from adapruner.prune.depth import BlockScores, fixed_batch
@@ -43,6 +43,7 @@ from adapruner.search.cache import (
     PoolStats,
     choose_samples,
     load_pools,
+    pool_passes,
     pool_tokens,
     pooled_scores,
 )
@@ -203,6 +204,7 @@ def run_search(
         seq_lens=space.seq_lens,
         seed=search.seed,
         cache_dir=cache_dir,
+        passes=pool_passes(space.metrics),  # only the backward passes the searched metrics read
         progress=progress,
     )
     timings.setdefault("warmup_s", round(time.perf_counter() - warm, 3))
@@ -265,6 +267,7 @@ def run_search(
         record: dict[str, Any] = {"index": trial.index, "params": trial.params, "recipe": recipe.as_dict()}
         record |= _recipe_facts(job, recipe, optimizer if trial.generator == "gp" else None)
         t0 = time.perf_counter()
+        model = None
         try:
             model, ids = prune_recipe(
                 loaded, pools, recipe, ratio=job.ratio, targets=job.targets, seed=search.seed, blocks=blocks
@@ -280,7 +283,7 @@ def run_search(
                 reject_z=search.reject_z,
                 min_fraction=search.min_fraction,
             )
-            del model
+            model = None
             values = [observation.value] + ([math.log(second[second_field])] if second_field else [])
             optimizer.tell(trial.index, value=values, noise=observation.noise, fidelity=observation.fidelity)
             record |= second | {
@@ -295,9 +298,13 @@ def run_search(
                 "eval_s": round(eval_s, 3),
             }
         except (PlanError, FloatingPointError, torch.OutOfMemoryError) as error:
-            optimizer.tell(trial.index, value=None, failed=True)
+            # Out of memory says nothing about the recipe's quality: a constraint, not a bad value.
+            optimizer.tell(trial.index, value=None, failed=True, infeasible=isinstance(error, torch.OutOfMemoryError))
             failure = FAILURES.get(type(error).__name__, "error")
             record |= {"status": "failed", "failure": failure, "error": f"{type(error).__name__}: {error}"}
+        finally:  # the trial's copy (and, after an OOM, whatever its frames held) goes before the next trial
+            model = None
+            release_memory()
         record["seconds"] = round(time.perf_counter() - t0, 3)
         record["cost_vs_validation_pass"] = round(record["seconds"] / dense_s, 3)
         records[str(trial.index)] = record
@@ -404,7 +411,7 @@ def _finish(
     more = validation_chunks(
         loaded.tokenizer,
         search.validation,
-        tokens_per_domain=4 * search.validation_tokens,
+        tokens_per_domain=CONFIRM_TOKENS_FACTOR * search.validation_tokens,
         chunk_tokens=search.chunk_tokens,
         seq_len=search.eval_seq_len,
     )

@@ -257,6 +257,41 @@ def test_relevance_ranks_the_dimension_the_objective_depends_on_first():
     assert relevance["a"] > 4 * relevance["b"] and sum(relevance.values()) == pytest.approx(1.0)
 
 
+def test_an_infeasible_trial_is_a_constraint_not_a_bad_value():
+    """Out of memory: not fitted as the worst value (a plain failure is), and the acquisition is lowered
+    around its point only."""
+    from adapruner.search.optimizer import INFEASIBLE_PENALTY, _AvoidInfeasible
+
+    optimizer = BayesOptimizer(QUADRATIC, seed=0, n_init=4, **FAST)
+    run(optimizer, 4)
+    oom, plain = optimizer.ask(), optimizer.ask()
+    optimizer.tell(oom.index, value=None, failed=True, infeasible=True)
+    optimizer.tell(plain.index, value=None, failed=True)
+    x, y, _ = optimizer._training_data()
+    fitted = [t.index for t in optimizer._fit_trials()]
+    assert oom.index not in fitted and plain.index in fitted and len(x) == len(y) == 5
+    assert float(y[fitted.index(plain.index)]) == -max(t.value for t in optimizer.trials() if t.value is not None)
+    restored = BayesOptimizer.from_state(json.loads(json.dumps(optimizer.state_dict())))
+    assert [t.infeasible for t in restored.trials()] == [False] * 4 + [True, False]
+
+    class Flat(torch.nn.Module):
+        model = None
+
+        def forward(self, X):  # noqa: N803
+            return torch.zeros(X.shape[0], dtype=X.dtype)
+
+    point = torch.tensor([optimizer._encode(oom.params)], dtype=torch.float64)
+    upper = torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)
+    avoid = _AvoidInfeasible(Flat(), point, scale=upper)
+    at = torch.cat([point, torch.ones(1, 1, dtype=torch.float64)], -1)[:, None]  # [1, q=1, d + 1]
+    far = at.clone()
+    far[..., 0] = 1.0 - far[..., 0].round()  # the other end of x
+    assert float(avoid(at)) == pytest.approx(-INFEASIBLE_PENALTY)
+    assert float(avoid(far)) > -1e-3 * INFEASIBLE_PENALTY
+    trial = optimizer.ask()  # the GP still proposes with infeasible points to avoid
+    assert trial.generator == "gp"
+
+
 def test_relevance_shares_sum_to_one_within_each_kind_of_dimension():
     """Choice dimensions (categorical kernel) and numeric ones (RBF) are normalised apart."""
     dims = [Dim("a", "float"), Dim("b", "float"), Dim("c", "choice", choices=("x", "y"))]
