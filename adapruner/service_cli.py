@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,6 +43,9 @@ def add_commands(sub: Any, *, parser_class: type) -> None:
 
     worker = sub.add_parser("worker", help="run a worker that pulls jobs from Redis")
     worker.add_argument("--max-jobs", type=int, default=None, help="exit after this many jobs")
+    worker.add_argument(
+        "--gpus", help="GPU indices this worker owns, e.g. 0 or 2,3 (sets CUDA_VISIBLE_DEVICES; default: all visible)"
+    )
 
     keys = sub.add_parser("keys", help="API keys (stored hashed; the key is printed once)")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, parser_class=parser_class)
@@ -200,9 +204,47 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_gpus(text: str) -> tuple[str, ...]:
+    """``--gpus`` as GPU indices (``"0"``, ``"2,3"``); a one-line error names the option otherwise."""
+    gpus = tuple(part.strip() for part in text.split(","))
+    if not gpus or not all(g.isdigit() for g in gpus) or len(set(gpus)) != len(gpus):
+        raise UserError(f"--gpus: {text!r} is not a list of distinct GPU indices such as 0 or 2,3")
+    return gpus
+
+
+def visible_gpus() -> tuple[str, ...]:
+    """The GPUs this process may hand out, without importing torch: ``CUDA_VISIBLE_DEVICES`` when set,
+    else the indices ``nvidia-smi`` lists, else none."""
+    if (visible := os.environ.get("CUDA_VISIBLE_DEVICES")) is not None:
+        return tuple(g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1")
+    if shutil.which("nvidia-smi") is None:
+        return ()
+    try:
+        listing = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True, timeout=20
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return tuple(line.strip() for line in listing.stdout.splitlines() if line.strip().isdigit())
+
+
+def worker_gpus(n_workers: int, gpus: tuple[str, ...]) -> list[dict[str, str]]:
+    """The extra environment of each of ``n_workers`` local workers: with GPUs, each worker owns its own
+    (``CUDA_VISIBLE_DEVICES``; with more GPUs than workers, an even share each; with fewer, they are
+    shared round-robin); without GPUs, nothing."""
+    if not gpus:
+        return [{} for _ in range(n_workers)]
+    if n_workers >= len(gpus):
+        return [{"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)]} for i in range(n_workers)]
+    share = len(gpus) // n_workers
+    return [{"CUDA_VISIBLE_DEVICES": ",".join(gpus[i * share : (i + 1) * share])} for i in range(n_workers)]
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from worker.main import main as worker_main
 
+    if args.gpus is not None:  # before anything initialises CUDA
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(parse_gpus(args.gpus))
     worker_main(_settings(), max_jobs=args.max_jobs)
     return 0
 
@@ -231,7 +273,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.with_worker:
             env = os.environ | settings_env(settings)
             command = [sys.executable, "-m", "worker", "--parent", str(os.getpid())]
-            workers = [subprocess.Popen(command, env=env) for _ in range(args.with_worker)]
+            gpus = visible_gpus()
+            if 0 < len(gpus) < args.with_worker:
+                print(f"adapruner: {args.with_worker} workers share {len(gpus)} GPU(s)", file=sys.stderr)
+            workers = [subprocess.Popen(command, env=env | own) for own in worker_gpus(args.with_worker, gpus)]
         app = "service.main:create_app" if args.workers > 1 else create_app(settings)
         uvicorn.run(
             app, factory=args.workers > 1, workers=args.workers, host=args.host, port=args.port, access_log=False

@@ -35,9 +35,14 @@ def test_compose_file_declares_the_deployment():
     services = COMPOSE["services"]
     assert {"postgres", "redis", "migrate", "api", "worker"} <= set(services)
     assert services["api"]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
-    worker = services["worker"]
-    assert worker["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
-    assert "replicas" in worker["deploy"]
+    workers = {name: s for name, s in services.items() if name.startswith("worker")}
+    devices = [w["deploy"]["resources"]["reservations"]["devices"][0] for w in workers.values()]
+    assert len(workers) >= 2 and all(d["capabilities"] == ["gpu"] for d in devices)
+    ids = [i for d in devices for i in d["device_ids"]]
+    assert len(ids) == len(set(ids)) == len(workers)  # one GPU each, never the same one
+    for worker in workers.values():  # the hub cache is on the cache volume
+        assert any(v.endswith(":/data/cache") for v in worker["volumes"])
+        assert worker["environment"]["HF_HOME"].startswith("/data/cache/")
     for name in ("postgres", "redis"):
         assert "healthcheck" in services[name]
     for dockerfile in ("api", "worker"):
