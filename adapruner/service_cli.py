@@ -21,6 +21,17 @@ from adapruner.errors import UserError
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (argparse names the option in its one-line error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def add_commands(sub: Any, *, parser_class: type) -> None:
     serve = sub.add_parser("serve", help="run the REST API and dashboard (migrates the database first)")
     serve.add_argument("--host", default="127.0.0.1")
@@ -52,7 +63,13 @@ def add_commands(sub: Any, *, parser_class: type) -> None:
     create = keys_sub.add_parser("create", help="create a key and print it")
     create.add_argument("--name", required=True)
     create.add_argument("--admin", action="store_true", help="sees and manages every job")
-    keys_sub.add_parser("list", help="list keys (id, name, prefix, scope, revoked)")
+    create.add_argument(
+        "--max-job-cost",
+        type=_positive_int,
+        default=None,
+        help="largest estimated cost of one of its jobs, in token-passes (default: the server's ADAPRUNER_MAX_JOB_COST)",
+    )
+    keys_sub.add_parser("list", help="list keys (id, name, prefix, scope, job cost limit, revoked)")
     revoke = keys_sub.add_parser("revoke", help="revoke a key: the API refuses it at once")
     revoke.add_argument("key", help="the key's id or prefix, as `keys list` shows them")
 
@@ -162,7 +179,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
     upgrade(settings.db_url)
     with transaction(make_sessionmaker(make_engine(settings.db_url))) as session:
         if args.keys_command == "create":
-            key, plain = crud.create_api_key(session, name=args.name, admin=args.admin)
+            key, plain = crud.create_api_key(
+                session, name=args.name, admin=args.admin, max_job_cost=args.max_job_cost
+            )
             print(plain)
             print(
                 f"key {key.id} ({'admin' if key.admin else 'user'}): store it now, it is not shown again",
@@ -173,7 +192,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
         else:
             for key in session.scalars(select(ApiKey).order_by(ApiKey.id)):
                 scope = "admin" if key.admin else "user"
-                print("\t".join([str(key.id), key.name, key.prefix + "...", scope] + ["revoked"] * key.revoked))
+                limit = f"max-job-cost={key.max_job_cost}" if key.max_job_cost is not None else "max-job-cost=server"
+                print("\t".join([str(key.id), key.name, key.prefix + "...", scope, limit] + ["revoked"] * key.revoked))
     if args.keys_command == "revoke":
         _note_revocation(settings)
         print(f"key {key.id} ({key.name}, {key.prefix}...) revoked", file=sys.stderr)

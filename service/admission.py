@@ -31,13 +31,19 @@ def check_sources(session: Session, *, spec, owner_id: int | None, settings: Set
 
 
 def admit(
-    session: Session, *, request: PruneRequest | SearchRequest, owner_id: int | None, settings: Settings
+    session: Session,
+    *,
+    request: PruneRequest | SearchRequest,
+    owner_id: int | None,
+    settings: Settings,
+    cost_limit: int | None = None,
 ) -> JobCost:
-    """Raise :class:`Refused` for a job this server does not run; returns its estimated cost."""
+    """Raise :class:`Refused` for a job this server does not run; returns its estimated cost. ``cost_limit`` is
+    the owner key's own limit on a job's cost (``None``: the server's)."""
     if request.deadline_s is not None and request.deadline_s > settings.max_deadline_s:
         raise Refused(("deadline_s",), f"at most {settings.max_deadline_s:g} s on this server; ask for less")
     try:
-        cost = check_request(request.kind, request.spec, settings)
+        cost = check_request(request.kind, request.spec, settings, cost_limit)
         check_sources(session, spec=request.spec, owner_id=owner_id, settings=settings)
     except LimitExceeded as error:
         raise Refused(error.loc, error.msg) from None

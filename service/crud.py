@@ -27,10 +27,15 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_api_key(session: Session, *, name: str, admin: bool = False) -> tuple[ApiKey, str]:
-    """A new key; the plain text is returned once and only its hash is stored."""
+def create_api_key(
+    session: Session, *, name: str, admin: bool = False, max_job_cost: int | None = None
+) -> tuple[ApiKey, str]:
+    """A new key; the plain text is returned once and only its hash is stored. ``max_job_cost`` caps the
+    estimated cost of each of its jobs (``None``: the server's ``max_job_cost``)."""
     plain = KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey(name=name, prefix=plain[: len(KEY_PREFIX) + 6], hash=hash_key(plain), admin=admin)
+    key = ApiKey(
+        name=name, prefix=plain[: len(KEY_PREFIX) + 6], hash=hash_key(plain), admin=admin, max_job_cost=max_job_cost
+    )
     session.add(key)
     session.flush()
     return key, plain

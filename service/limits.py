@@ -159,20 +159,25 @@ def job_cost(spec: PruneJob | SearchJob) -> JobCost:
     return cost
 
 
-def check_cost(spec: PruneJob | SearchJob, settings: Settings) -> JobCost:
-    """Raise :class:`LimitExceeded` when the job's estimated cost is over the server's per-job limit."""
+def check_cost(spec: PruneJob | SearchJob, settings: Settings, key_limit: int | None = None) -> JobCost:
+    """Raise :class:`LimitExceeded` when the job's estimated cost is over its key's per-job limit
+    (``key_limit``, set with ``adapruner keys create --max-job-cost``; ``None``: the server's)."""
     cost = job_cost(spec)
-    if cost.total > settings.max_job_cost:
+    limit = settings.max_job_cost if key_limit is None else key_limit
+    if cost.total > limit:
+        whose = "this server's" if key_limit is None else "this API key's"
+        source = "ADAPRUNER_MAX_JOB_COST" if key_limit is None else "keys create --max-job-cost"
         raise LimitExceeded(
             ("spec",),
-            f"estimated cost {math.ceil(cost.total):,} token-passes ({cost.describe()}) is over this server's limit "
-            f"of {settings.max_job_cost:,} per job (ADAPRUNER_MAX_JOB_COST); ask for fewer samples, tokens, "
-            "trials or steps (docs/security.md)",
+            f"estimated cost {math.ceil(cost.total):,} token-passes ({cost.describe()}) is over {whose} limit "
+            f"of {limit:,} per job ({source}); ask for fewer samples, tokens, trials or steps (docs/security.md)",
         )
     return cost
 
 
-def check_request(kind: str, spec: PruneJob | SearchJob, settings: Settings) -> JobCost:
-    """Every size limit of a submitted job: the field maxima, then the cost."""
+def check_request(
+    kind: str, spec: PruneJob | SearchJob, settings: Settings, key_limit: int | None = None
+) -> JobCost:
+    """Every size limit of a submitted job: the field maxima, then the cost (against ``key_limit`` if set)."""
     check_fields(kind, spec, settings)
-    return check_cost(spec, settings)
+    return check_cost(spec, settings, key_limit)

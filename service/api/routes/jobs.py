@@ -39,7 +39,9 @@ def unprocessable(loc: list[str | int], msg: str) -> HTTPException:
 def check_budget(session, request: JobRequest, key, settings: Settings) -> None:
     """The server's limits, cost and source confinement (service.admission), as a 422 naming the field."""
     try:
-        admission.admit(session, request=request, owner_id=key.id, settings=settings)
+        admission.admit(
+            session, request=request, owner_id=key.id, settings=settings, cost_limit=key.max_job_cost
+        )
     except admission.Refused as error:
         raise unprocessable(list(error.loc), error.msg) from None
 
