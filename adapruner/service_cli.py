@@ -58,20 +58,7 @@ def add_commands(sub: Any, *, parser_class: type) -> None:
         "--gpus", help="GPU indices this worker owns, e.g. 0 or 2,3 (sets CUDA_VISIBLE_DEVICES; default: all visible)"
     )
 
-    keys = sub.add_parser("keys", help="API keys (stored hashed; the key is printed once)")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True, parser_class=parser_class)
-    create = keys_sub.add_parser("create", help="create a key and print it")
-    create.add_argument("--name", required=True)
-    create.add_argument("--admin", action="store_true", help="sees and manages every job")
-    create.add_argument(
-        "--max-job-cost",
-        type=_positive_int,
-        default=None,
-        help="largest estimated cost of one of its jobs, in token-passes (default: the server's ADAPRUNER_MAX_JOB_COST)",
-    )
-    keys_sub.add_parser("list", help="list keys (id, name, prefix, scope, job cost limit, revoked)")
-    revoke = keys_sub.add_parser("revoke", help="revoke a key: the API refuses it at once")
-    revoke.add_argument("key", help="the key's id or prefix, as `keys list` shows them")
+    _add_keys_command(sub, parser_class=parser_class)
 
     db = sub.add_parser("db", help="database migrations")
     db.add_argument("action", choices=["upgrade", "downgrade"])
@@ -99,6 +86,23 @@ def add_commands(sub: Any, *, parser_class: type) -> None:
     download = remote("download", "download a job's artifacts")
     download.add_argument("job_id")
     download.add_argument("folder")
+
+
+def _add_keys_command(sub: Any, *, parser_class: type) -> None:
+    keys = sub.add_parser("keys", help="API keys (stored hashed; the key is printed once)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, parser_class=parser_class)
+    create = keys_sub.add_parser("create", help="create a key and print it")
+    create.add_argument("--name", required=True)
+    create.add_argument("--admin", action="store_true", help="sees and manages every job")
+    create.add_argument(
+        "--max-job-cost",
+        type=_positive_int,
+        default=None,
+        help="largest estimated cost of one of its jobs, in token-passes (default: the server's ADAPRUNER_MAX_JOB_COST)",
+    )
+    keys_sub.add_parser("list", help="list keys (id, name, prefix, scope, job cost limit, revoked)")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key: the API refuses it at once")
+    revoke.add_argument("key", help="the key's id or prefix, as `keys list` shows them")
 
 
 def _client(args: argparse.Namespace):

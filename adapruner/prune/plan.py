@@ -160,6 +160,20 @@ def _met(got: _Removal) -> bool:
     return not got.target or abs(got.removed - got.target) <= got.tolerance
 
 
+def _attention_share(shapes: Sequence[LayerShape], layers: Sequence[int], config: PruneConfig) -> float:
+    """The fraction of the width target taken from attention heads (the rest from MLP channels)."""
+    if "channels" not in config.targets:
+        return 1.0
+    if "heads" not in config.targets:
+        return 0.0
+    if config.attn_share is not None:
+        return config.attn_share
+    attn_total = sum(shapes[i].heads * shapes[i].head_params for i in layers)
+    mlp_total = sum(shapes[i].channels * shapes[i].channel_params for i in layers)
+    # the MLP loses gamma times attention's fraction (NIRVANA's gamma; 1: the same ratio from both)
+    return attn_total / (attn_total + (config.attn_gamma or 1.0) * mlp_total)
+
+
 def _removal(
     shapes: Sequence[LayerShape],
     *,
@@ -179,17 +193,7 @@ def _removal(
         max((shapes[i].channels - config.channel_multiple) // config.channel_multiple, 0) if channels_on else 0
         for i in layers
     ]
-    attn_total = sum(shapes[i].heads * shapes[i].head_params for i in layers)
-    mlp_total = sum(shapes[i].channels * shapes[i].channel_params for i in layers)
-    if not channels_on:
-        share = 1.0
-    elif not heads_on:
-        share = 0.0
-    elif config.attn_share is not None:
-        share = config.attn_share
-    else:  # the MLP loses gamma times attention's fraction (NIRVANA's gamma; 1: the same ratio from both)
-        share = attn_total / (attn_total + (config.attn_gamma or 1.0) * mlp_total)
-
+    share = _attention_share(shapes, layers, config)
     weights = depth_weights(len(layers), config.depth_slope)
 
     def take(total: int, capacity: list[int], kind: str, size: int) -> list[int]:
