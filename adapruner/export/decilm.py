@@ -1,5 +1,6 @@
 """DeciLM / Nemotron-NAS layout (``model_type`` ``nemotron-nas``, ``DeciLMForCausalLM``): per-layer widths
-in ``config.json``'s ``block_configs``, LLaMA weight names, as vLLM's ``nemotron_nas`` loader reads them.
+in ``config.json``'s ``block_configs``, LLaMA weight names, as vLLM's ``nemotron_nas`` loader reads them, and
+the config class (``configuration_decilm.py``, named by ``auto_map``) that ``trust_remote_code`` loads.
 
 That loader's rules (vLLM ``vllm/model_executor/models/nemotron_nas.py``):
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,9 @@ def pad_heads(weight: torch.Tensor, *, dim: int, n_kv: int, real: int, padded: i
     out = out.reshape(n_kv * padded * head_dim, -1)
     return out if dim == 0 else out.t()
 
+
+#: copied beside config.json: the config class that ``trust_remote_code`` loaders (vLLM, TensorRT-LLM) import
+CONFIG_MODULE = Path(__file__).with_name("configuration_decilm.py")
 
 NO_OP_BLOCK = {
     "attention": {"no_op": True, "replace_with_linear": False},
@@ -93,6 +98,7 @@ def decilm_config(source: ExportSource, heads: int, type_: str) -> dict[str, Any
     out = {
         "architectures": ["DeciLMForCausalLM"],
         "model_type": "nemotron-nas",
+        "auto_map": {"AutoConfig": f"{CONFIG_MODULE.stem}.DeciLMConfig"},
         "hidden_size": config.hidden_size,
         "num_hidden_layers": dense_positions(source)[-1] + 1,
         "num_attention_heads": heads,
@@ -172,6 +178,7 @@ class DeciLmExporter(Exporter):
         out.mkdir(parents=True, exist_ok=True)
         save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
         (out / "config.json").write_text(json.dumps(decilm_config(source, heads, type_), indent=2) + "\n")
+        shutil.copyfile(CONFIG_MODULE, out / CONFIG_MODULE.name)
         if source.tokenizer is not None:
             source.tokenizer.save_pretrained(out)
         padded = [i for i, s in enumerate(source.shapes) if s.n_head != heads]

@@ -10,12 +10,12 @@ required to be a parameter. Its logits must equal the pruned HF model's.
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
+from transformers import AutoConfig
 
 from adapruner.artifacts import load_pruned
 from adapruner.export import export_model
@@ -23,19 +23,13 @@ from adapruner.export.decilm import pad_heads, query_heads
 from adapruner.export.base import LayerShape
 
 
-def attrs(value):
-    if isinstance(value, dict):
-        return SimpleNamespace(**{k: attrs(v) for k, v in value.items()})
-    if isinstance(value, list):
-        return [attrs(v) for v in value]
-    return value
-
-
 class NemotronNasReference:
     """The parameter shapes vLLM's DeciLM builds, loaded with the exported weights, and its forward."""
 
     def __init__(self, folder):
-        self.config = config = attrs(json.loads((folder / "config.json").read_text()))
+        # as vLLM reads it: the folder's own config class through trust_remote_code
+        self.config = config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
+        assert type(config).__name__ == "DeciLMConfig" and config.model_type == "nemotron-nas"
         self.params = self.shapes()
         weights = load_file(str(folder / "model.safetensors"))
         unexpected = set(weights) - set(self.params)
@@ -170,3 +164,17 @@ def test_removed_blocks_become_no_op_blocks_at_their_dense_position(tmp_path, bp
     ids = torch.randint(0, model.config.vocab_size, (1, 12), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         torch.testing.assert_close(reference(ids), model(ids).logits, atol=1e-5, rtol=1e-4)
+
+
+def test_the_folder_ships_its_config_class_and_it_round_trips(artifacts, tmp_path):
+    result = export_model(artifacts["per_layer"], "decilm", tmp_path / "d", "f32")
+    assert json.loads((result.path / "config.json").read_text())["auto_map"] == {
+        "AutoConfig": "configuration_decilm.DeciLMConfig"
+    }
+    config = AutoConfig.from_pretrained(result.path, trust_remote_code=True)
+    block = config.block_configs[1]
+    assert block.ffn.intermediate_size == 40 and block.attention.n_heads_in_group == 4
+    assert not hasattr(block.ffn, "ffn_mult") and not hasattr(block.ffn, "hidden_act")  # vLLM tests with hasattr
+    config.save_pretrained(tmp_path / "again")
+    saved = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert saved["block_configs"] == json.loads((result.path / "config.json").read_text())["block_configs"]
