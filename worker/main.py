@@ -191,12 +191,12 @@ class Worker:
         log.info("worker %s: job %s attempt %d", self.id, job_id, got.attempt, extra=self._about(job_id, got.attempt))
         BUSY.set(1)
         try:
-            JOBS.labels(self.supervise(entry_id, job_id, got.token)).inc()
+            JOBS.labels(self.supervise(entry_id, job_id, got.token, got.attempt)).inc()
         finally:
             BUSY.set(0)
         self.jobs_done += 1
 
-    def supervise(self, entry_id: str, job_id: str, token: str) -> str:
+    def supervise(self, entry_id: str, job_id: str, token: str, attempt: int) -> str:
         """Run the attempt to its end; returns how it ended (a job status, ``lost`` or ``requeued``)."""
         ctx = multiprocessing.get_context("fork")
         child = ctx.Process(target=child_main, args=(job_id, token, self.settings.model_dump_json()), daemon=False)
@@ -211,11 +211,9 @@ class Worker:
                 with transaction(self.sessions) as session:
                     beat = lease.heartbeat(session, job_id=job_id, token=token)
             except lease.OwnershipLost:
-                if self._ended(job_id):
+                if self._ended_by(job_id, attempt):
                     break  # the child has just recorded the end; it is exiting
-                log.warning(
-                    "worker %s: lost the lease of %s; stopping its attempt", self.id, job_id, extra=self._about(job_id)
-                )
+                self._log_lost(job_id, "stopping its attempt")
                 lost = True
                 self._stop_child(child, grace=0)
                 break
@@ -233,6 +231,9 @@ class Worker:
                 self._stop_child(child, grace=0)
                 break
         child.join()
+        if not lost and child.exitcode == EXIT_LEASE_LOST:
+            self._log_lost(job_id, "its attempt stopped at its next write")
+            lost = True
         if lost:
             return "lost"  # the entry now belongs to the worker that reclaimed the job
         try:
@@ -262,9 +263,14 @@ class Worker:
     def _about(self, job_id: str, attempt: int | None = None) -> dict:
         return {"job_id": job_id, "worker_id": self.id} | ({"attempt": attempt} if attempt else {})
 
-    def _ended(self, job_id: str) -> bool:
+    def _ended_by(self, job_id: str, attempt: int) -> bool:
+        """Whether the job ended with no later attempt started: this attempt (or the API) ended it."""
         with transaction(self.sessions) as session:
-            return session.get(Job, job_id).status.terminal
+            job = session.get(Job, job_id)
+            return job.status.terminal and job.attempts == attempt
+
+    def _log_lost(self, job_id: str, what: str) -> None:
+        log.warning("worker %s: lost the lease of %s; %s", self.id, job_id, what, extra=self._about(job_id))
 
     def _refresh(self, entry_id: str) -> None:
         """Reset the entry's idle time so that no other worker reclaims it while we heartbeat."""
