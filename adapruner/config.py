@@ -6,6 +6,7 @@ Every model forbids unknown fields, so a typo is an error that names the field.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -39,20 +40,28 @@ def text_problem(text: str) -> str | None:
     return None
 
 
-def _check_texts(value: object) -> None:
-    if isinstance(value, str):
-        problem = text_problem(value)
-        if problem:
-            raise ValueError(problem)
-    elif isinstance(value, Path):
-        _check_texts(str(value))
-    elif isinstance(value, dict):
+def value_problem(value: object, loc: list[str | int]) -> tuple[list[str | int], str] | None:
+    """The first place inside ``value`` (text, a path, a number, or containers of them, e.g. parsed JSON) that
+    cannot be stored or sent as JSON (NaN/Infinity, NUL, a lone surrogate), with the reason; None if none."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return loc, "Input should be a finite number (JSON has no NaN or Infinity)"
+    if isinstance(value, str | Path):
+        problem = text_problem(str(value))
+        return (loc, problem) if problem else None
+    if isinstance(value, dict):
         for key, item in value.items():
-            _check_texts(key)
-            _check_texts(item)
-    elif isinstance(value, list | tuple | set | frozenset):
-        for item in value:
-            _check_texts(item)
+            problem = text_problem(key) if isinstance(key, str) else None
+            if problem:
+                return [*loc, ascii(key)], f"field name: {problem}"
+            found = value_problem(item, [*loc, key])
+            if found:
+                return found
+    if isinstance(value, list | tuple | set | frozenset):
+        for index, item in enumerate(value):
+            found = value_problem(item, [*loc, index])
+            if found:
+                return found
+    return None
 
 
 class StrictModel(BaseModel):
@@ -63,7 +72,9 @@ class StrictModel(BaseModel):
     @field_validator("*", mode="after")
     @classmethod
     def _storable_text(cls, value: object) -> object:
-        _check_texts(value)
+        found = value_problem(value, [])
+        if found:
+            raise ValueError(found[1])
         return value
 
 

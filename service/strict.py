@@ -16,32 +16,9 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from adapruner.config import text_problem
+from adapruner.config import text_problem, value_problem
 
 Loc = list[str | int]
-
-
-def json_problem(value: Any, loc: Loc) -> tuple[Loc, str] | None:
-    """The first place in a parsed JSON document holding a value the API refuses, with the reason."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return loc, "Input should be a finite number (JSON has no NaN or Infinity)"
-    if isinstance(value, str):
-        problem = text_problem(value)
-        return (loc, problem) if problem else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            problem = text_problem(key)
-            if problem:
-                return [*loc, ascii(key)], f"field name: {problem}"
-            found = json_problem(item, [*loc, key])
-            if found:
-                return found
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            found = json_problem(item, [*loc, index])
-            if found:
-                return found
-    return None
 
 
 def _is_json(scope: Scope) -> bool:
@@ -92,7 +69,7 @@ class StrictInput:
         found = None
         if body:
             try:
-                found = json_problem(json.loads(body), ["body"])  # NaN and Infinity parse as floats
+                found = value_problem(json.loads(body), ["body"])  # NaN and Infinity parse as floats
             except UnicodeDecodeError:
                 found = ["body"], "Input should be JSON encoded as UTF-8"
             except RecursionError:
