@@ -1,0 +1,129 @@
+"""Golden runs: a seeded CPU ``prune`` and a 4-trial ``search`` on the tiny model give exactly what they gave
+when ``tests/data/golden.json`` was recorded (before the redesign of issue 16): the same weights (sha256)
+and the same trial records. Regenerate only for an intended change of behaviour:
+
+    python -m tests.test_golden --write
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from adapruner.config import PruneJob, SearchJob
+from adapruner.models import LoadedModel
+from tests.conftest import make_tiny_tokenizer, tiny_llama
+
+GOLDEN = Path(__file__).parent / "data" / "golden.json"
+# Built-in corpora: their labels and sample ids do not depend on where a test writes its files.
+CALIBRATION = [{"kind": "builtin", "name": "jargon"}, {"kind": "builtin", "name": "gnu-standards"}]
+VALIDATION = [{"kind": "builtin", "name": "jargon", "split": "validation"}]
+TEST = [{"kind": "builtin", "name": "pydoc"}]
+EVALUATE = {"texts": TEST, "seq_len": 32, "max_tokens": 256, "speed": False}
+TRIAL_FIELDS = ("index", "params", "recipe", "status", "value", "noise", "chunk_nlls", "stopped_early", "widths")
+
+
+def weights_sha256(model) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode() + str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _loaded():
+    tokenizer = make_tiny_tokenizer()
+    return LoadedModel(tiny_llama(vocab_size=len(tokenizer), layers=4, intermediate_size=64), tokenizer, "tiny")
+
+
+def golden_prune() -> dict:
+    from adapruner.pipeline import run_prune
+
+    job = PruneJob.model_validate(
+        {
+            "model": {"source": "tiny", "device": "cpu", "dtype": "float32"},
+            "calibration": {"sources": CALIBRATION, "samples": 4, "seq_len": 32, "seed": 3},
+            "importance": {"mix": {"taylor": 0.6, "wanda": 0.4}},
+            "prune": {"ratio": 0.31, "targets": ["heads", "channels"]},
+            "compensate": {"method": "obs"},
+            "evaluate": EVALUATE,
+        }
+    )
+    outcome = run_prune(job, loaded=_loaded())
+    report = outcome.report
+    return {
+        "sha256": weights_sha256(outcome.model),
+        "widths": report["widths"],
+        "calibration_samples": report["calibration_samples"],
+        "perplexity": report["pruned"]["perplexity"],
+    }
+
+
+def golden_search() -> dict:
+    from adapruner.search.run import run_search
+
+    job = SearchJob.model_validate(
+        {
+            "model": {"source": "tiny", "device": "cpu", "dtype": "float32"},
+            "ratio": 0.25,
+            "space": {
+                "sources": CALIBRATION,
+                "pool_size": 4,
+                "seq_lens": [16],
+                "samples": {"low": 2, "high": 6},
+                "subset_seeds": 4,
+                "metrics": ["taylor", "wanda", "l2", "nirvana", "numerical"],
+                "compensators": ["none", "obs"],
+                "depth_share": {"low": 0.0, "high": 0.5},
+            },
+            "search": {
+                "trials": 4,
+                "n_init": 2,
+                "acq_restarts": 2,
+                "raw_samples": 16,
+                "validation": VALIDATION,
+                "validation_tokens": 256,
+                "chunk_tokens": 64,
+                "eval_seq_len": 32,
+                "top_k": 2,
+            },
+            "evaluate": EVALUATE,
+        }
+    )
+    with tempfile.TemporaryDirectory() as out:
+        outcome = run_search(job, out=out, loaded=_loaded(), cache_dir=None)
+    report = outcome.report
+    return {
+        "sha256": weights_sha256(outcome.model),
+        "trials": [{k: record[k] for k in TRIAL_FIELDS if k in record} for record in _plain(report["trials"])],
+        "best": report["best"]["index"],
+        "calibration_samples": report["calibration_samples"],
+        "perplexity": report["pruned"]["perplexity"],
+    }
+
+
+def _plain(records) -> list[dict]:
+    """Trial records as JSON objects (dicts, or typed records with ``as_dict``)."""
+    return [r.as_dict() if hasattr(r, "as_dict") else dict(r) for r in records]
+
+
+def _roundtrip(value):
+    return json.loads(json.dumps(value))
+
+
+@pytest.mark.parametrize("name", ["prune", "search"])
+def test_golden_run_is_unchanged(name):
+    expected = json.loads(GOLDEN.read_text())[name]
+    got = _roundtrip({"prune": golden_prune, "search": golden_search}[name]())
+    assert got == expected
+
+
+if __name__ == "__main__" and "--write" in sys.argv:
+    GOLDEN.parent.mkdir(exist_ok=True)
+    GOLDEN.write_text(json.dumps({"prune": golden_prune(), "search": golden_search()}, indent=1) + "\n")
+    print(f"wrote {GOLDEN}")
