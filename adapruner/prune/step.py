@@ -1,0 +1,115 @@
+"""One pruning step, written once for ``prune`` and for every search trial: plan -> compensate -> surgery.
+
+The step changes the model in place. :class:`DenseSnapshot` records what it replaces (the Parameters that
+surgery swaps for smaller ones, the decoder layer list, the small config fields, and a copy of any tensor
+that is then updated in place) so that a search trial can restore the dense model exactly instead of
+pruning a deep copy: one model in memory, whatever the number of trials.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from adapruner.adapters.base import ModelAdapter
+from adapruner.compensate import Compensator, pruned_inputs
+from adapruner.config import PruneConfig
+from adapruner.prune.apply import apply_plan, plan_model, remove_planned_blocks
+from adapruner.prune.plan import Plan
+from adapruner.stats import Statistics
+
+# Module attributes that hold containers surgery edits in place (``module.weight = ...``, a new layer list).
+_CONTAINERS = ("_parameters", "_buffers", "_modules")
+
+
+class DenseSnapshot:
+    """What is needed to put ``model`` back as it is now, after :func:`prune_step` changed it in place.
+
+    Holds references, not copies: every module's attributes (with its parameter, buffer and child
+    containers copied shallowly, so that the original Parameters and decoder layers stay reachable) and
+    a deep copy of the model config (a few small fields). Tensors that are about to be changed in place
+    are copied by :meth:`protect` first.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self._modules: list[tuple[nn.Module, dict[str, Any]]] = []
+        for module in model.modules():
+            attributes = dict(module.__dict__)
+            for name in _CONTAINERS:
+                attributes[name] = dict(attributes[name])
+            self._modules.append((module, attributes))
+        self._originals = {id(p): p for module, _ in self._modules for p in module._parameters.values() if p is not None}
+        self._config = copy.deepcopy(model.config.__dict__)
+        self._saved: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def protect(self, modules: Sequence[nn.Module]) -> None:
+        """Copy the dense values of the original Parameters of ``modules`` that are still in place (e.g.
+        an existing bias of a projection whose input columns were sliced), before they are updated in place."""
+        for module in modules:
+            for param in module.parameters(recurse=False):
+                if id(param) in self._originals and self._originals[id(param)] is param:
+                    self._saved.append((param, param.detach().clone()))
+
+    def restore(self) -> None:
+        """Put the model back as it was when the snapshot was taken (bit for bit, same module objects)."""
+        with torch.no_grad():
+            for param, value in self._saved:
+                param.copy_(value)
+        for module, attributes in self._modules:
+            for name in set(module.__dict__) - set(attributes):
+                del module.__dict__[name]
+            for name, value in attributes.items():
+                if name in _CONTAINERS:
+                    container = module.__dict__[name]
+                    container.clear()
+                    container.update(value)
+                else:
+                    module.__dict__[name] = value
+        config = self.model.config.__dict__
+        config.clear()
+        config.update(self._config)
+        self.release()
+
+    def release(self) -> None:
+        """Drop every reference the snapshot holds (the pruned model is kept: frees the dense weights)."""
+        self._modules, self._originals, self._saved, self._config = [], {}, [], {}
+
+
+def prune_step(
+    adapter: ModelAdapter,
+    scores: Mapping[tuple[int, str], torch.Tensor],
+    *,
+    config: PruneConfig,
+    params_before: int,
+    compensator: Compensator,
+    stats: Callable[[], Statistics | None],
+    block_scores: Callable[[str], torch.Tensor] | None = None,
+    saliency: Sequence[Mapping[str, Sequence[float]]] | None = None,
+    snapshot: DenseSnapshot | None = None,
+) -> Plan:
+    """Plan ``adapter``'s model from ``scores`` (``{(layer, kind): [n_units]}``) and ``config``, remove the
+    planned units, compensate the pruned projections, then remove the planned blocks; returns the plan.
+
+    ``stats()`` gives the dense model's statistics the compensator reads; it is called only when the
+    compensator needs any, before surgery. Blocks go last: compensation addresses dense layer indices.
+    With ``snapshot``, tensors that compensation updates in place are saved into it first.
+    """
+    plan = plan_model(
+        adapter, params_before=params_before, config=config, block_scores=block_scores, saliency=saliency
+    )
+    targets, dense_stats = [], None
+    if compensator.needs:
+        targets = pruned_inputs(adapter, scores, plan)
+        dense_stats = stats()
+    apply_plan(adapter, scores, plan, drop_blocks=False)
+    if snapshot is not None:
+        snapshot.protect([adapter.linear(target.module) for target in targets])
+    compensator(adapter, targets, dense_stats)
+    del targets, dense_stats
+    remove_planned_blocks(adapter, plan)
+    return plan
