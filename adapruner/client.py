@@ -1,5 +1,7 @@
 """A typed Python client of the adapruner REST API, for pipelines (``pip install adapruner[client]``).
 
+from service.jobs import SearchRequest  # the service's job envelopes
+
 client = Client("http://server:8000", api_key="apk_...")
 job = client.submit(SearchRequest(spec=SearchJob(ratio=0.2)))
 job = client.wait(job["id"])
@@ -13,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import BaseModel
 
-from adapruner.config import PruneRequest, SearchRequest
 from adapruner.errors import UserError
 
 TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")
@@ -52,10 +54,11 @@ class Client:
         return response.json()
 
     def submit(
-        self, request: PruneRequest | SearchRequest | dict[str, Any], *, idempotency_key: str | None = None
+        self, request: BaseModel | dict[str, Any], *, idempotency_key: str | None = None
     ) -> dict[str, Any]:
-        """Submit a job: a typed request, or the same as a dict (``{"kind": ..., "spec": {...}}``, as the
-        REST API takes it; the server validates it and answers a bad field with :class:`ApiError` 422)."""
+        """Submit a job: a typed request (:mod:`service.jobs`), or the same as a dict (``{"kind": ...,
+        "spec": {...}}``, as the REST API takes it; the server validates it and answers a bad field with
+        :class:`ApiError` 422)."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         body = request if isinstance(request, dict) else request.model_dump(mode="json")
         return self._call("POST", "/v1/jobs", json=body, headers=headers)

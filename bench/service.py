@@ -129,7 +129,7 @@ def bench_api(settings, *, rate: float, seconds: float, api_workers: int) -> dic
 
     import httpx
 
-    from adapruner.config import PruneRequest
+    from service.jobs import PruneRequest
     from service.db import make_engine, make_sessionmaker
 
     sessions = make_sessionmaker(make_engine(settings.db_url))
@@ -142,7 +142,7 @@ def bench_api(settings, *, rate: float, seconds: float, api_workers: int) -> dic
         port = s.getsockname()[1]
     env = os.environ | settings_env(settings)
     server = subprocess.Popen(
-        [sys.executable, "-m", "adapruner.cli", "serve", "--port", str(port), "--workers", str(api_workers)],
+        [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--workers", str(api_workers)],
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from adapruner.config import PruneRequest, SearchRequest
 from service import crud
 from service.confine import SourcePolicy, SourceRefused, check_spec
+from service.jobs import PruneRequest, SearchRequest
 from service.limits import JobCost, LimitExceeded, check_request
 from service.settings import Settings
 

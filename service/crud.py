@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from adapruner.config import PruneRequest, SearchRequest
 from adapruner.errors import UserError
+from service.jobs import PruneRequest, SearchRequest
 from service.models import TERMINAL, ApiKey, Event, Job, JobStatus, Trial, utcnow
 from service.settings import Settings
 

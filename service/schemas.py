@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapruner.config import PruneRequest, SearchRequest
+from service.jobs import JobRequest  # noqa: F401 (the body of POST /v1/jobs, kept importable here)
 from service.models import JobStatus
-
-JobRequest = Annotated[PruneRequest | SearchRequest, Field(discriminator="kind")]
 
 
 class Out(BaseModel):

@@ -83,7 +83,7 @@ def local_env(service: str, *, database_url: str, home: Path, prefix: str) -> di
 def command(service: str) -> list[str]:
     cmd = list(COMPOSE["services"][service]["command"])
     assert cmd[0] == "adapruner"
-    return [sys.executable, "-m", "adapruner.cli", *cmd[1:]]
+    return [sys.executable, "-m", "service.cli", *cmd[1:]]
 
 
 @pytest.mark.slow
@@ -100,7 +100,7 @@ def test_compose_processes_run_a_job(databases, tmp_path, tiny_model_dir, job_te
     }
     subprocess.run(command("migrate"), env=env["migrate"], check=True, cwd=tmp_path)
     key = subprocess.run(
-        [sys.executable, "-m", "adapruner.cli", "keys", "create", "--name", "ci"],
+        [sys.executable, "-m", "service.cli", "keys", "create", "--name", "ci"],
         env=env["api"],
         check=True,
         capture_output=True,

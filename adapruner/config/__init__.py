@@ -9,7 +9,7 @@ stage), ``heldout`` (report text is never chosen or trained on), ``search`` (spa
 
 from adapruner.config.data import PARTITION_SPLITS, DataSource, Split, text_key
 from adapruner.config.heldout import check_calibration_held_out, check_recovery_held_out, check_search_held_out
-from adapruner.config.jobs import JOB_SPECS, JobOptions, PruneJob, PruneRequest, SearchJob, SearchRequest
+from adapruner.config.jobs import PruneJob, SearchJob
 from adapruner.config.search import CONFIRM_TOKENS_FACTOR, Range, SearchConfig, SearchSpace
 from adapruner.config.stages import (
     DEFAULT_CHANNEL_MULTIPLE,
@@ -30,7 +30,6 @@ __all__ = [
     "CONFIRM_TOKENS_FACTOR",
     "DEFAULT_CHANNEL_MULTIPLE",
     "EXPORT_TYPES",
-    "JOB_SPECS",
     "LORA_TARGETS",
     "PARTITION_SPLITS",
     "CalibrationConfig",
@@ -39,16 +38,13 @@ __all__ = [
     "EvalConfig",
     "ExportConfig",
     "ImportanceConfig",
-    "JobOptions",
     "ModelSpec",
     "PruneConfig",
     "PruneJob",
-    "PruneRequest",
     "Range",
     "RecoverConfig",
     "SearchConfig",
     "SearchJob",
-    "SearchRequest",
     "SearchSpace",
     "Split",
     "StrictModel",

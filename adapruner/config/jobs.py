@@ -78,27 +78,3 @@ class SearchJob(StrictModel):
             )
         return self
 
-
-class JobOptions(StrictModel):
-    """How the service runs a job: ``deadline_s`` from its first start (``None``: the server default),
-    ``max_attempts`` deliveries before it is dead-lettered (``None``: the server default)."""
-
-    deadline_s: float | None = Field(default=None, gt=0)
-    max_attempts: int | None = Field(default=None, ge=1, le=20)
-
-
-class PruneRequest(JobOptions):
-    """A prune job submitted to the service."""
-
-    kind: Literal["prune"] = "prune"
-    spec: PruneJob = Field(default_factory=PruneJob)
-
-
-class SearchRequest(JobOptions):
-    """A search job submitted to the service."""
-
-    kind: Literal["search"] = "search"
-    spec: SearchJob = Field(default_factory=SearchJob)
-
-
-JOB_SPECS: dict[str, type[StrictModel]] = {"prune": PruneJob, "search": SearchJob}

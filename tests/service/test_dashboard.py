@@ -363,7 +363,7 @@ LATENCY = {"second_objective": "latency", "latency_seq_len": 8, "latency_repeats
 
 
 def _search(model_dir, texts, *, trials: int, space=None, search=None):
-    from adapruner.config import SearchRequest
+    from service.jobs import SearchRequest
     from tests.conftest import tiny_search_spec
 
     spec = tiny_search_spec(texts, model=str(model_dir), trials=trials, top_k=1, space=space, search=search)
@@ -371,7 +371,7 @@ def _search(model_dir, texts, *, trials: int, space=None, search=None):
 
 
 def _prune(model, texts):
-    from adapruner.config import PruneRequest
+    from service.jobs import PruneRequest
 
     spec = {
         "model": {"source": str(model)},

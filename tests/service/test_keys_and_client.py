@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from adapruner.cli import main as cli
 from adapruner.client import ApiError, Client
+from service.cli import main as cli
 from service.settings import settings_env
 
 

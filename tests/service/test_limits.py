@@ -7,9 +7,10 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-from adapruner.config import JOB_SPECS, PruneJob, SearchJob
+from adapruner.config import PruneJob, SearchJob
 from service import crud
 from service.db import transaction
+from service.jobs import JOB_SPECS
 from service.limits import FIELD_LIMITS, job_cost
 from service.main import create_app
 

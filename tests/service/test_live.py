@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from adapruner.cli import main as cli
 from adapruner.client import ApiError, Client
 from service import crud
+from service.cli import main as cli
 from service.db import transaction
 from tests.worker.cluster import Cluster, search_request
 
@@ -38,7 +38,8 @@ def test_twenty_concurrent_identical_posts_make_one_job(live):
 
 def test_the_client_reports_field_errors_and_refusals(live):
     client = Client(live.url, api_key=new_key(live.app))
-    from adapruner.config import PruneJob, PruneRequest, SearchJob, SearchRequest
+    from adapruner.config import PruneJob, SearchJob
+    from service.jobs import PruneRequest, SearchRequest
 
     with pytest.raises(ApiError) as error:
         client.submit(SearchRequest(spec=SearchJob(search={"trials": 10_000})))
@@ -133,7 +134,7 @@ def test_embedded_mode_serves_and_runs_a_job_with_one_command(tmp_path, tiny_mod
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "adapruner.cli", "serve", "--port", str(port), "--with-worker", "--open"],
+            [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--with-worker", "--open"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

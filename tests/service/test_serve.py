@@ -66,7 +66,7 @@ class Serve:
         self.log = tmp_path / "serve.log"
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "adapruner.cli", "serve", "--port", str(self.port), *args],
+                [sys.executable, "-m", "service.cli", "serve", "--port", str(self.port), *args],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

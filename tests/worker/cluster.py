@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from adapruner.config import SearchRequest
 from service import crud, queue
 from service.db import make_engine, make_sessionmaker, transaction
+from service.jobs import SearchRequest
 from service.models import Job, Trial
 from service.settings import Settings, settings_env
 from tests.conftest import tiny_search_spec
@@ -96,7 +96,7 @@ class Cluster:
 
 def prune_request(model_dir: Path, texts: dict[str, str]):
     """A prune job on a tiny random LLaMA: about 0.2 s of work on the CPU."""
-    from adapruner.config import PruneRequest
+    from service.jobs import PruneRequest
 
     return PruneRequest.model_validate(
         {

@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import shutil
 
-from adapruner.config import PruneRequest
 from service import crud, queue
 from service.db import transaction
+from service.jobs import PruneRequest
 from tests.worker.cluster import prune_request
 
 

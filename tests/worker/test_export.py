@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapruner.config import PruneRequest
+from service.jobs import PruneRequest
 from service.models import JobStatus
 from tests.export.conftest import save_bpe_model
 from tests.worker.cluster import prune_request

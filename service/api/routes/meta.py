@@ -9,9 +9,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from adapruner import catalog
-from adapruner.config import JOB_SPECS
 from adapruner.registry import Registry
 from service.api.deps import RedisDep, SessionDep, SettingsDep
+from service.jobs import JOB_SPECS
 from service.limits import server_limits
 from service.schemas import Catalog, CatalogEntry, Health
 

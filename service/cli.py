@@ -1,6 +1,7 @@
-"""Service commands of the ``adapruner`` CLI: run the API and workers, manage keys and the database, and
-talk to a server from a pipeline (``submit | status | wait | cancel | download``). Parsing and printing
-only; none of these imports torch except ``worker``."""
+"""The ``adapruner`` console script: the library's commands (:mod:`adapruner.cli`) plus the service's: run
+the API and workers, manage keys and the database, and talk to a server from a pipeline (``submit | status |
+wait | cancel | download``). Parsing and printing only; none of these imports torch except ``worker``.
+The library's parser is extended here, so the library never imports the service."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from collections.abc import Sequence
+from typing import Any
 
-from pydantic import Field, TypeAdapter
+from pydantic import TypeAdapter
 
+from adapruner import cli
 from adapruner.errors import UserError
+from service.jobs import JobRequest
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 
@@ -126,13 +130,11 @@ def _ended(job: dict[str, Any]) -> int:
 
 def read_request(path: str):
     """A job request from a JSON file (or stdin), validated with the library's configs."""
-    from adapruner.config import PruneRequest, SearchRequest
-
     try:
         data = json.loads(sys.stdin.read() if path == "-" else Path(path).read_text())
     except (OSError, ValueError) as error:
         raise UserError(f"request: cannot read {path}: {error}") from None
-    return TypeAdapter(Annotated[PruneRequest | SearchRequest, Field(discriminator="kind")]).validate_python(data)
+    return TypeAdapter(JobRequest).validate_python(data)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -371,3 +373,18 @@ COMMANDS = {
     "wait": cmd_wait,
     "download": cmd_download,
 }
+
+
+def build_parser() -> cli.Parser:
+    """The library's parser with the service's commands added."""
+    parser = cli.build_parser()
+    add_commands(cli.subcommands(parser), parser_class=cli.Parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli.main(argv, parser=build_parser(), commands=cli.COMMANDS | COMMANDS)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

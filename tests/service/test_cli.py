@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from adapruner import service_cli
-from adapruner.cli import build_parser
 from adapruner.errors import UserError
+from service import cli as service_cli
+from service.cli import build_parser
 
 
 def test_each_worker_gets_distinct_gpus():
