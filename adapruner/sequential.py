@@ -35,7 +35,9 @@ from torch import nn
 from adapruner.adapters import get_adapter
 from adapruner.adapters.base import ModelAdapter
 from adapruner.catalog import BLOCK_CRITERIA, METRICS
+from adapruner.config import ModelSpec
 from adapruner.errors import UserError
+from adapruner.models.loading import placement
 from adapruner.prune.depth import _hidden_in, _hidden_out, block_influence, skipping, token_cosine
 from adapruner.stats import Statistics, _moment_hooks, calibration_mode, unit_modules
 
@@ -77,7 +79,7 @@ def to_device(value: Any, device: torch.device, memo: dict[int, Any] | None = No
 def visiting(module: nn.Module, device: torch.device) -> Iterator[None]:
     """``module``'s weights on ``device`` while active, back where they were after (the same Parameter
     objects: hooks and references held elsewhere stay valid)."""
-    home = next(module.parameters()).device
+    home = next(p.device for p in module.parameters())  # where the layer lives, not an input device
     module.to(device)
     try:
         yield
@@ -350,6 +352,11 @@ _FIX = (
     "metrics (wanda, flap, bip, ...) and the block criterion block_influence or ppl, or set model.sequential "
     "false (model.gpus > 1 spreads a model too large for one GPU over several)"
 )
+
+
+def sequential_for(spec: ModelSpec) -> Sequential | None:
+    """The :class:`Sequential` mode ``spec`` asks for (``model.sequential``), on its compute device; else None."""
+    return Sequential(placement(spec)[0]) if spec.sequential else None
 
 
 def check_sequential(mix: Iterable[str], *, block_criterion: str | None = None) -> None:

@@ -39,6 +39,25 @@ class ModelSpec(StrictModel):
         default="auto", description="weights' dtype; 'auto' is bfloat16 on CUDA, float32 on the CPU"
     )
     device: str = Field(default="auto", description="'auto' picks cuda when present, else cpu")
+    sequential: bool = Field(
+        default=False,
+        description="layer by layer: the weights stay on the CPU and each decoder layer visits the device in "
+        "turn, so a model larger than the GPU can be pruned; activation metrics only (see docs/gpu.md)",
+    )
+    gpus: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="GPUs the job needs; above 1 the model is spread over them (accelerate device_map)",
+    )
+
+    @model_validator(mode="after")
+    def _check_placement(self) -> ModelSpec:
+        if self.gpus > 1 and self.sequential:
+            raise ValueError("sequential runs on one GPU; set gpus to 1 or sequential to false")
+        if self.gpus > 1 and self.device not in ("auto", "cuda"):
+            raise ValueError(f"gpus {self.gpus} needs device 'auto' or 'cuda', got {self.device!r}")
+        return self
 
 
 class CalibrationConfig(StrictModel):

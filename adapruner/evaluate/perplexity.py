@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from adapruner.errors import UserError
 from adapruner.models.loading import input_device
+
+if TYPE_CHECKING:
+    from adapruner.sequential import Sequential
 
 
 @dataclass(frozen=True)
@@ -36,13 +40,21 @@ def windows(n_tokens: int, *, seq_len: int, stride: int) -> list[tuple[int, int,
 
 
 def perplexity(
-    model, tokens: torch.Tensor, *, seq_len: int, stride: int | None = None, batch_size: int = 4, device=None
+    model,
+    tokens: torch.Tensor,
+    *,
+    seq_len: int,
+    stride: int | None = None,
+    batch_size: int = 4,
+    device=None,
+    sequential: Sequential | None = None,
 ) -> Perplexity:
     """Perplexity of ``tokens`` (``[n]``) under ``model`` with windows of ``seq_len`` every ``stride``.
 
     ``stride`` defaults to, and is capped at, ``seq_len - 1``: consecutive windows then share at least
     one token, so every token after the first is predicted exactly once, with up to ``seq_len - 1``
-    tokens of context.
+    tokens of context. With ``sequential`` the model runs layer by layer (every layer visits the device
+    once for all windows).
     """
     tokens = tokens.reshape(-1)
     if tokens.numel() < 2:
@@ -54,19 +66,23 @@ def perplexity(
     spans = windows(tokens.numel(), seq_len=seq_len, stride=stride)
     total, count = 0.0, 0
     model.eval()
+    # Windows of equal length are batched; the last, shorter one runs alone.
+    batches = []
+    for start in range(0, len(spans), batch_size):
+        groups: dict[int, list[tuple[int, int, int]]] = {}
+        for span in spans[start : start + batch_size]:
+            groups.setdefault(span[1] - span[0], []).append(span)
+        batches += [(torch.stack([tokens[b:e] for b, e, _ in same]), same) for same in groups.values()]
     with torch.inference_mode():
-        # Windows of equal length are batched; the last, shorter one runs alone.
-        for start in range(0, len(spans), batch_size):
-            chunk = spans[start : start + batch_size]
-            groups: dict[int, list[tuple[int, int, int]]] = {}
-            for span in chunk:
-                groups.setdefault(span[1] - span[0], []).append(span)
-            for length, same in groups.items():
-                ids = torch.stack([tokens[b:e] for b, e, _ in same]).to(device)
-                logits = model(ids, use_cache=False).logits[:, :-1].float()
-                nll = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")  # [b, length - 1]
-                for row, (_, _, new) in enumerate(same):
-                    total += nll[row, length - 1 - new :].double().sum().item()
-                    count += new
+        if sequential is None:
+            outputs = (model(ids.to(device), use_cache=False).logits for ids, _ in batches)
+        else:
+            outputs = sequential.logits(model, [ids for ids, _ in batches])
+        for (ids, same), logits in zip(batches, outputs, strict=True):
+            ids, length = ids.to(logits.device), ids.shape[1]
+            nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")
+            for row, (_, _, new) in enumerate(same):  # nll: [b, length - 1]
+                total += nll[row, length - 1 - new :].double().sum().item()
+                count += new
     mean = total / count
     return Perplexity(ppl=math.exp(mean), nll=mean, tokens=count, windows=len(spans))

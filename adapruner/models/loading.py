@@ -6,6 +6,7 @@ import gc
 import importlib.util
 import os
 from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,10 @@ MANIFEST_NAME = "adapruner.json"
 
 class ModelLoadError(UserError):
     """The model cannot be found or is not supported; the message says what to do."""
+
+
+class GpuCountError(UserError):
+    """The job needs more GPUs than this process can see (a worker owns those ``--gpus`` gives it)."""
 
 
 @dataclass
@@ -133,6 +138,52 @@ def check_fits(source: str, need: int, device: torch.device, dtype: torch.dtype)
     )
 
 
+def check_gpus(need: int, have: int) -> None:
+    """Refuse a job that needs ``need`` GPUs where ``have`` are visible: one line naming the field and the fix."""
+    if need > have:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        owned = f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""
+        raise GpuCountError(
+            f"model.gpus: the job needs {need} GPUs, this worker has {have}{owned}; run it on a worker started "
+            f"with --gpus listing {need} GPUs (e.g. --gpus {','.join(map(str, range(need)))}), or set model.gpus "
+            f"to {max(have, 1)}"
+        )
+
+
+def spread_kwargs(gpus: int, free: Sequence[int], *, headroom: float = 0.9) -> dict[str, Any]:
+    """``from_pretrained`` arguments that spread a model over the first ``gpus`` GPUs (accelerate's
+    ``device_map="auto"``: whole decoder layers, balanced) with ``max_memory`` at ``headroom`` of each one's
+    free bytes ``free`` (room for activations); nothing goes to the CPU or disk."""
+    if gpus > len(free):
+        raise ValueError(f"{gpus} GPUs asked, {len(free)} given")
+    return {"device_map": "auto", "max_memory": {i: int(free[i] * headroom) for i in range(gpus)}}
+
+
+def free_gpu_bytes(gpus: int) -> list[int]:
+    """Free bytes of each of the first ``gpus`` visible GPUs."""
+    return [int(torch.cuda.mem_get_info(i)[0]) for i in range(gpus)]
+
+
+def spread_model(model: Any, gpus: int) -> Any:
+    """``model`` (loaded on the CPU) dispatched over the first ``gpus`` GPUs as :func:`spread_kwargs` says."""
+    from accelerate import dispatch_model, infer_auto_device_map
+
+    max_memory = spread_kwargs(gpus, free_gpu_bytes(gpus))["max_memory"]
+    no_split = list(getattr(model, "_no_split_modules", None) or [])
+    device_map = infer_auto_device_map(model, max_memory=max_memory, no_split_module_classes=no_split)
+    return dispatch_model(model, device_map=device_map)
+
+
+def placement(spec: ModelSpec) -> tuple[torch.device, torch.device]:
+    """``(compute, weights)`` devices of a spec: where it runs, and where its weights live (the CPU in
+    sequential mode; the first GPU of a multi-GPU job, which holds the embedding)."""
+    if spec.gpus > 1:
+        check_gpus(spec.gpus, torch.cuda.device_count())
+        return torch.device("cuda", 0), torch.device("cuda", 0)
+    device = pick_device(spec.device)
+    return device, torch.device("cpu") if spec.sequential else device
+
+
 def check_model_type(model_type: str | None) -> str:
     if model_type not in ADAPTERS:
         raise ModelLoadError(f"model_type {model_type!r} is not supported; supported: {', '.join(ADAPTERS.names())}")
@@ -146,13 +197,16 @@ def load_model(spec: ModelSpec | str, **overrides: Any) -> LoadedModel:
 
     if isinstance(spec, str):
         spec = ModelSpec(source=spec, **overrides)
+    compute, device = placement(spec)
     where, gguf_file = resolve_source(spec)
-    device = pick_device(spec.device)
-    dtype = pick_dtype(spec.dtype, device)
-    enable_tf32(device)
+    dtype = pick_dtype(spec.dtype, compute)
+    enable_tf32(compute)
     if os.path.isfile(os.path.join(where, MANIFEST_NAME)):
         from adapruner.artifacts import artifact_weight_bytes, load_pruned
 
+        if spec.gpus > 1:
+            model, tokenizer = load_pruned(where, device="cpu", dtype=dtype)
+            return LoadedModel(spread_model(model, spec.gpus), tokenizer, spec.source)
         check_fits(spec.source, artifact_weight_bytes(where, dtype), device, dtype)
         model, tokenizer = load_pruned(where, device=device, dtype=dtype)
         return LoadedModel(model, tokenizer, spec.source)
@@ -165,7 +219,10 @@ def load_model(spec: ModelSpec | str, **overrides: Any) -> LoadedModel:
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"model: cannot load {spec.source!r}: {str(error).splitlines()[0]}") from error
     check_model_type(getattr(config, "model_type", None))
-    check_fits(spec.source, config_weight_bytes(config, dtype), device, dtype)
+    if spec.gpus > 1:
+        kwargs |= spread_kwargs(spec.gpus, free_gpu_bytes(spec.gpus))
+    else:
+        check_fits(spec.source, config_weight_bytes(config, dtype), device, dtype)
     model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
     if gguf_file:
@@ -174,4 +231,6 @@ def load_model(spec: ModelSpec | str, **overrides: Any) -> LoadedModel:
         model.hf_quantizer = None
         if getattr(model.config, "quantization_config", None) is not None:
             del model.config.quantization_config
-    return LoadedModel(model.to(device).eval(), tokenizer, spec.source)
+    if spec.gpus == 1:
+        model = model.to(device)
+    return LoadedModel(model.eval(), tokenizer, spec.source)
