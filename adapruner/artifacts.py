@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from adapruner.adapters import get_adapter
-from adapruner.errors import UserError
+from adapruner.errors import MissingFileError, UserError
 from adapruner.models.loading import MANIFEST_NAME
 from adapruner.stats import consumer_modules
 
@@ -75,10 +75,14 @@ def add_biases(adapter: Any, names: list[str]) -> None:
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
+    """The manifest of the artifact folder ``path``; a :class:`MissingFileError` when it is none."""
     file = Path(path) / MANIFEST_NAME
     if not file.is_file():
-        raise FileNotFoundError(f"{path} is not an adapruner artifact (no {MANIFEST_NAME})")
-    manifest = json.loads(file.read_text())
+        raise MissingFileError(f"{path} is not an adapruner artifact (no {MANIFEST_NAME})")
+    try:
+        manifest = json.loads(file.read_text())
+    except json.JSONDecodeError as error:
+        raise UserError(f"{file}: not valid JSON ({error}); save the artifact again") from None
     if manifest.get("format") != FORMAT_VERSION:
         raise UserError(f"{file}: format {manifest.get('format')!r}, this adapruner reads {FORMAT_VERSION}")
     return manifest

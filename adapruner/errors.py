@@ -6,3 +6,8 @@ The CLI prints them as one line with exit code 2; the worker marks the job faile
 
 class UserError(ValueError):
     """Bad input: the message names the field or option and how to fix it."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or folder the user named (or one it needs) does not exist; the message names it and how to
+    get it. Also a ``FileNotFoundError``, which is what it is."""

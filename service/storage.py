@@ -14,6 +14,7 @@ from pathlib import Path
 from fastapi import HTTPException, status
 from fastapi.responses import FileResponse, StreamingResponse
 
+from adapruner.errors import UserError
 from service.settings import Settings
 
 CHUNK = 1 << 20
@@ -71,7 +72,7 @@ class S3Store(ArtifactStore):
         import boto3
 
         if not settings.s3_bucket:
-            raise ValueError("ADAPRUNER_S3_BUCKET: set the bucket of the s3 artifact store")
+            raise UserError("ADAPRUNER_S3_BUCKET: set the bucket of the s3 artifact store")
         self.client = boto3.client("s3", endpoint_url=settings.s3_endpoint_url or None)
 
     def key(self, job_id: str, path: str) -> str:

@@ -8,6 +8,7 @@ from transformers import AutoModelForCausalLM
 
 from adapruner.adapters import get_adapter
 from adapruner.artifacts import load_pruned, read_manifest, save_pruned
+from adapruner.errors import UserError
 from adapruner.models import load_model
 from tests.conftest import tiny_llama
 
@@ -58,6 +59,15 @@ def test_saved_weights_are_really_smaller(tmp_path):
 def test_not_an_artifact(tmp_path):
     with pytest.raises(FileNotFoundError, match="not an adapruner artifact"):
         load_pruned(tmp_path)
+
+
+def test_a_folder_that_is_no_artifact_is_a_user_error(tmp_path):
+    """What the CLI prints as one line and the worker records as the job's failure."""
+    with pytest.raises(UserError, match="not an adapruner artifact"):
+        read_manifest(tmp_path)
+    (tmp_path / "adapruner.json").write_text("{")
+    with pytest.raises(UserError, match="adapruner.json: not valid JSON"):
+        read_manifest(tmp_path)
 
 
 def test_sharded_artifact_reloads_on_the_meta_device_shard_by_shard(tmp_path, tiny_batch, monkeypatch):

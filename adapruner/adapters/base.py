@@ -17,6 +17,8 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
+from adapruner.errors import UserError
+
 UnitKind = Literal["heads", "channels"]
 UNIT_KINDS: tuple[UnitKind, ...] = ("heads", "channels")
 
@@ -191,7 +193,7 @@ class ModelAdapter:
         """Shrink a freshly built dense model to the given widths (keeping the first units), so that a
         pruned state dict loads into it."""
         if len(widths) != self.n_layers:
-            raise ValueError(f"{len(widths)} widths for {self.n_layers} layers")
+            raise UserError(f"manifest widths: {len(widths)} widths for {self.n_layers} layers of the model config")
         for layer, width in enumerate(widths):
             for kind in UNIT_KINDS:
                 self.remove_units(self.unit_group(layer, kind), torch.arange(width[kind]))

@@ -16,6 +16,8 @@ import textwrap
 from functools import cache
 from pathlib import Path
 
+from adapruner.errors import MissingFileError
+
 JARGON_PATH = Path("/usr/share/doc/jargon-text/jargon.txt.gz")
 GNU_STANDARDS_PATHS: tuple[Path, ...] = (
     Path("/usr/share/doc/gnu-standards/standards.text.gz"),
@@ -75,7 +77,7 @@ def _debian_documents(corpus: str, package: str, paths: tuple[Path, ...]) -> tup
     documents: list[str] = []
     for path in paths:
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"builtin corpus {corpus!r} needs the Debian package {package} ({path} is missing): "
                 f"apt-get install {package}"
             )

@@ -20,7 +20,7 @@ import torch
 from adapruner.calibration.builtin import group_paragraphs
 from adapruner.catalog import BUILTIN_CORPORA
 from adapruner.config import PARTITION_SPLITS, DataSource
-from adapruner.errors import UserError
+from adapruner.errors import MissingFileError, UserError
 
 Role = Literal["calibration", "evaluation"]
 
@@ -94,7 +94,7 @@ def partition(documents: Sequence[str], label: str, split: str) -> list[str]:
 def _read_file(path_name: str, field: str) -> list[str]:
     path = Path(path_name).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"data file {path_name!r} does not exist")
+        raise MissingFileError(f"data file {path_name!r} does not exist")
     text = path.read_text(encoding="utf-8")
     documents: list[str]
     if path.suffix in (".txt", ".md"):
@@ -174,9 +174,9 @@ def token_stream(tokenizer: Any, source: DataSource, role: Role, *, max_tokens: 
     """
     eos = tokenizer.eos_token_id
     if eos is None:
-        raise ValueError("token_stream: the tokenizer has no EOS token to separate documents")
+        raise UserError("token_stream: the tokenizer has no EOS token to separate documents")
     if max_tokens is not None and max_tokens < 0:
-        raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
+        raise UserError(f"max_tokens must be >= 0, got {max_tokens}")
     documents = load_documents(source, role)
     ids: list[int] = []
     for start in range(0, len(documents), _TOKENIZE_BATCH):

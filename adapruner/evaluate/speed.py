@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from adapruner.errors import UserError
 from adapruner.models.loading import input_device
 
 
@@ -153,7 +154,7 @@ def measure_generation(
     batch is serving throughput.
     """
     if new_tokens < 2:
-        raise ValueError(f"new_tokens must be at least 2 (one prefill token and one decode step), got {new_tokens}")
+        raise UserError(f"new_tokens must be at least 2 (one prefill token and one decode step), got {new_tokens}")
     device = torch.device(device) if device else input_device(model)
     vocab = model.get_input_embeddings().num_embeddings
     ids = torch.randint(0, vocab, (batch, prompt_len), generator=torch.Generator().manual_seed(0)).to(device)

@@ -27,7 +27,9 @@ from torch import nn
 
 from adapruner.adapters.base import ModelAdapter
 from adapruner.catalog import BLOCK_CRITERIA
+from adapruner.errors import UserError
 from adapruner.models.loading import input_device
+from adapruner.prune.plan import PlanError
 from adapruner.stats import calibration_mode
 
 
@@ -70,7 +72,7 @@ def choose_blocks(scores: torch.Tensor, n: int, *, candidates: Sequence[int]) ->
     """The ``n`` lowest-scored blocks among ``candidates`` (``scores: [n_layers]``), ascending; ties go
     to the later block."""
     if n > len(candidates):
-        raise ValueError(f"cannot remove {n} of {len(candidates)} candidate blocks")
+        raise PlanError(f"prune.depth_share: cannot remove {n} of {len(candidates)} candidate blocks")
     order = sorted(candidates, key=lambda i: (float(scores[i]), -i))
     return sorted(order[:n])
 
@@ -215,7 +217,7 @@ def fixed_batch(tokens: torch.Tensor | None, n: int = 32) -> torch.Tensor:
     """``n`` evenly spaced rows of ``tokens`` (``[n_pool, seq_len]``, a pool concatenated by source, so
     every source contributes): ``[min(n, n_pool), seq_len]``."""
     if tokens is None:
-        raise ValueError("the calibration pool holds no token ids; delete its cache to rebuild it")
+        raise UserError("the calibration pool holds no token ids; delete its cache to rebuild it")
     rows = torch.linspace(0, tokens.shape[0] - 1, min(n, tokens.shape[0])).round().long()
     return tokens[rows]
 

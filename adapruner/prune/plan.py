@@ -270,7 +270,7 @@ def blocks_to_remove(shapes: Sequence[LayerShape], *, params_before: int, config
     layers = pruned_layers(len(shapes), config)
     block = sum(shapes[i].block_params for i in layers) / len(layers)
     if block <= 0:
-        raise ValueError("LayerShape.block_params is needed to plan depth pruning")
+        raise PlanError("prune.depth_share > 0: this model's blocks have no parameter count to plan depth pruning")
     target = round(config.ratio * params_before)
     n = round(config.depth_share * target / block)
     if n * block > 1.01 * target:
