@@ -1,0 +1,128 @@
+"""Sequential (layer-by-layer) mode equals the whole-model passes it replaces, on every family's tiny model:
+activation statistics, compensation, block scores and perplexity; gradient metrics are refused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from adapruner.adapters import get_adapter
+from adapruner.compensate import build_compensator, pruned_inputs
+from adapruner.config import ModelSpec, PruneConfig
+from adapruner.evaluate import count_parameters, perplexity
+from adapruner.importance import score_groups
+from adapruner.prune import apply_plan, plan_model
+from adapruner.prune.depth import block_scores
+from adapruner.sequential import (
+    Sequential,
+    SequentialError,
+    capture_inputs,
+    check_sequential,
+    run_layers,
+    sequential_for,
+)
+from adapruner.stats import collect_statistics
+from tests.adapters.families import CASES
+
+CPU = torch.device("cpu")
+SEQ = Sequential(CPU, batch_size=4)
+FAMILIES = ["llama-gqa", "llama-mha", "mistral", "qwen2", "gemma", "gemma2", "gemma3_text", "phi3"]
+
+
+@pytest.fixture
+def batch() -> torch.Tensor:
+    """Seven rows: chunks of 4 and 3 (a short last chunk)."""
+    return torch.randint(0, 96, (7, 12), generator=torch.Generator().manual_seed(3))
+
+
+@pytest.mark.parametrize("case", FAMILIES)
+def test_layer_outputs_equal_the_whole_models_hidden_states(case, batch):
+    model = CASES[case]()
+    adapter = get_adapter(model)
+    finals = run_layers(adapter, capture_inputs(adapter, batch, batch_size=4, device=CPU), device=CPU)
+    with torch.no_grad():
+        whole = model.model(batch, output_hidden_states=True, use_cache=False).hidden_states
+    # hidden_states[-1] is after the final norm; the last layer's own output is what the norm reads.
+    normed = torch.cat([model.model.norm(h) for h in finals])
+    torch.testing.assert_close(normed, whole[-1], rtol=1e-5, atol=1e-5)
+    assert all("forward" not in layer.__dict__ for layer in adapter.layers)  # own forwards back
+
+
+@pytest.mark.parametrize("case", FAMILIES)
+def test_statistics_equal_the_whole_models(case, batch):
+    adapter = get_adapter(CASES[case]())
+    flags = [p.requires_grad for p in adapter.model.parameters()]
+    whole = collect_statistics(adapter, batch, needs={"act", "cov"}, batch_size=4)
+    seq = SEQ.statistics(adapter, batch, needs={"act", "cov"})
+    assert (seq.n_tokens, seq.n_samples) == (whole.n_tokens, whole.n_samples)
+    for store in ("act_sq", "act_sum", "cov"):
+        mine, theirs = getattr(seq, store), getattr(whole, store)
+        assert mine.keys() == theirs.keys() and mine
+        for name in theirs:
+            torch.testing.assert_close(mine[name], theirs[name], rtol=1e-5, atol=1e-5)
+    assert [p.requires_grad for p in adapter.model.parameters()] == flags
+
+
+@pytest.mark.parametrize("case", FAMILIES)
+def test_perplexity_equals_the_whole_models(case):
+    model = CASES[case]()
+    tokens = torch.randint(0, 96, (150,), generator=torch.Generator().manual_seed(5))
+    whole = perplexity(model, tokens, seq_len=32, stride=24, batch_size=2)
+    seq = perplexity(model, tokens, seq_len=32, stride=24, batch_size=2, sequential=SEQ)
+    assert (seq.tokens, seq.windows) == (whole.tokens, whole.windows)
+    assert seq.nll == pytest.approx(whole.nll, rel=1e-6)
+
+
+@pytest.mark.parametrize("criterion", ["block_influence", "ppl"])
+@pytest.mark.parametrize("case", ["llama-gqa", "gemma2", "qwen2"])
+def test_block_scores_equal_the_whole_models(case, criterion, batch):
+    adapter = get_adapter(CASES[case]())
+    whole = block_scores(adapter, batch, criterion=criterion, batch_size=4)
+    seq = SEQ.block_scores(adapter, batch, criterion=criterion)
+    assert seq.dtype == torch.float64 and seq.shape == (adapter.n_layers,)
+    torch.testing.assert_close(seq, whole, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["bias", "obs", "reformation", "numerical"])
+def test_compensation_equals_the_whole_models(method, batch):
+    results = []
+    for sequential in (False, True):
+        adapter = get_adapter(CASES["llama-gqa"]())
+        compensator = build_compensator(method)
+        needs = {"act"} | compensator.needs
+        if sequential:
+            stats = SEQ.statistics(adapter, batch, needs=needs)
+        else:
+            stats = collect_statistics(adapter, batch, needs=needs, batch_size=4)
+        scores = score_groups(adapter, adapter.groups(), stats, mix={"wanda": 1.0})
+        before = count_parameters(adapter.model, non_embedding=True)
+        plan = plan_model(adapter, params_before=before, config=PruneConfig(ratio=0.3, channel_multiple=1))
+        targets = pruned_inputs(adapter, scores, plan)
+        apply_plan(adapter, scores, plan, drop_blocks=False)
+        if sequential:
+            SEQ.compensate(compensator, adapter, targets, stats)
+        else:
+            compensator(adapter, targets, stats)
+        results.append(adapter.model.state_dict())
+    whole, seq = results
+    assert whole.keys() == seq.keys()
+    for name in whole:
+        torch.testing.assert_close(seq[name], whole[name], rtol=1e-5, atol=1e-6)
+
+
+def test_gradient_metrics_and_criteria_are_refused_naming_them(batch):
+    adapter = get_adapter(CASES["llama-gqa"]())
+    with pytest.raises(SequentialError, match=r"taylor, taylor2.*model\.sequential"):
+        check_sequential(["wanda", "taylor2", "taylor"])
+    with pytest.raises(SequentialError, match="taylor_plus"):
+        check_sequential(["wanda"], block_criterion="taylor_plus")
+    check_sequential(["wanda", "flap", "bip", "l2", "numerical"], block_criterion="block_influence")
+    with pytest.raises(SequentialError, match="grad"):
+        SEQ.statistics(adapter, batch, needs={"act", "grad"})
+    with pytest.raises(SequentialError, match="taylor_plus"):
+        SEQ.block_scores(adapter, batch, criterion="taylor_plus")
+
+
+def test_the_spec_turns_it_on():
+    assert sequential_for(ModelSpec(device="cpu")) is None
+    assert sequential_for(ModelSpec(device="cpu", sequential=True)) == Sequential(CPU)
