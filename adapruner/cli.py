@@ -1,18 +1,26 @@
-"""``adapruner`` command line: parsing and printing only; the work is in :mod:`adapruner.pipeline`."""
+"""``adapruner`` command line: parsing and printing only; the work is in :mod:`adapruner.pipeline`.
+
+The ``prune`` and ``search`` options are one table each (:class:`Option` rows bound to the job fields they
+set): the parser, the job payload and the option named in an error message are all read from it, and the
+default and help of an option are the config field's own, so a default exists only in the config.
+"""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
-from collections.abc import Sequence
+import types
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, get_args
+from typing import Any, Literal, NoReturn, Union, get_args, get_origin
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
-from adapruner import service_cli
 from adapruner.catalog import (
     BLOCK_CRITERIA,
     BUILTIN_CORPORA,
@@ -22,71 +30,8 @@ from adapruner.catalog import (
     RECOVERY,
     ZERO_SHOT_TASKS,
 )
-from adapruner.config import DEFAULT_CHANNEL_MULTIPLE, EXPORT_TYPES, DataSource, ModelSpec, PruneJob, SearchJob
+from adapruner.config import EXPORT_TYPES, DataSource, ModelSpec, PruneJob, Range, SearchJob
 from adapruner.errors import UserError
-
-# Config field path (as pydantic reports it) -> the option that sets it.
-OPTION_OF = {
-    "model": "--model",
-    "calibration.sources": "--calib",
-    "calibration.samples": "--samples",
-    "calibration.seq_len": "--seq-len",
-    "importance.mix": "--mix/--metric",
-    "importance.aggregation": "--aggregation",
-    "importance.normalization": "--normalization",
-    "prune.ratio": "--ratio",
-    "prune.targets": "--targets",
-    "prune.allocation": "--allocation",
-    "compensate.method": "--compensate",
-    "compensate.damping": "--compensate-damping",
-    "space.compensators": "--compensators",
-    "prune.attn_share": "--attn-share",
-    "prune.attn_gamma": "--attn-gamma",
-    "prune.protect_first": "--protect",
-    "prune.protect_last": "--protect",
-    "prune.channel_multiple": "--channel-multiple",
-    "prune.uniform": "--uniform",
-    "space.channel_multiple": "--channel-multiple",
-    "space.uniform": "--uniform",
-    "prune.depth_share": "--depth-share",
-    "prune.block_criterion": "--block-criterion",
-    "evaluate.texts": "--eval-text",
-    "evaluate.seq_len": "--eval-seq-len",
-    "evaluate.max_tokens": "--eval-tokens",
-    "ratio": "--ratio",
-    "space.sources": "--calib",
-    "space.metrics": "--metrics",
-    "space.samples": "--samples",
-    "space.pool_size": "--pool-size",
-    "space.seq_lens": "--seq-lens",
-    "space.ratio": "--ratio-range",
-    "search.second_objective": "--second-objective",
-    "search.second_cap": "--second-cap",
-    "search.trials": "--trials",
-    "search.n_init": "--n-init",
-    "search.validation": "--val-text",
-    "search.time_budget_s": "--time-budget",
-    "search.patience": "--patience",
-    "search.validation_tokens": "--val-tokens",
-    "search.chunk_tokens": "--chunk-tokens",
-    "recover.method": "--recover",
-    "recover.steps": "--recover-steps",
-    "recover.max_tokens": "--recover-tokens",
-    "recover.learning_rate": "--recover-lr",
-    "recover.batch_size": "--recover-batch",
-    "recover.seq_len": "--recover-seq-len",
-    "recover.source": "--recover-text",
-    "recover.rank": "--lora-rank",
-    "recover.alpha": "--lora-alpha",
-    "recover": "--recover-text",
-    "evaluate.zero_shot": "--zero-shot",
-    "evaluate.zero_shot_limit": "--zero-shot-limit",
-    "export.formats": "--export",
-    "export.type": "--export-type",
-}
-
-
-UNIFORM_HELP = "keep the same widths in every layer (stock from_pretrained, llama.cpp 'llama', vLLM llama)"
 
 
 class CliError(Exception):
@@ -94,26 +39,32 @@ class CliError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
+    commands: Any = None  # the subcommands (argparse's _SubParsersAction) of the top-level parser
+
     def error(self, message: str) -> NoReturn:
         raise CliError(message)
 
 
-def _option(loc: Sequence[Any]) -> str:
+def _option(loc: Sequence[Any], names: Mapping[str, str]) -> str:
     path = ".".join(str(part) for part in loc if not isinstance(part, int))
-    for prefix in sorted(OPTION_OF, key=len, reverse=True):
+    for prefix in sorted(names, key=len, reverse=True):
         if path == prefix or path.startswith(prefix + "."):
-            return OPTION_OF[prefix]
+            return names[prefix]
     return path
 
 
-def _one_line(error: ValidationError) -> str:
+def _one_line(error: ValidationError, names: Mapping[str, str] | None = None) -> str:
+    """The first error of ``error`` as one line, its field named by the option that sets it (``names``)."""
     first = error.errors()[0]
     loc, message = tuple(first["loc"]), first["msg"].removeprefix("Value error, ")
     # A model-level check names its field first ("attn_gamma: ..."): report it as that field.
     field, sep, rest = message.partition(": ")
     if sep and field.isidentifier():
         loc, message = (*loc, field), rest
-    return f"{_option(loc)}: {message}" if loc else message
+    return f"{_option(loc, names or {})}: {message}" if loc else message
+
+
+# Parsers of option text: argparse calls them and names the option in the one-line error.
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -124,17 +75,46 @@ def parse_mix(text: str) -> dict[str, float]:
         try:
             mix[name.strip()] = float(weight) if eq else 1.0
         except ValueError:
-            raise CliError(f"--mix: weight {weight!r} of {name!r} is not a number (use NAME=W,...)") from None
+            raise argparse.ArgumentTypeError(
+                f"weight {weight!r} of {name!r} is not a number (use NAME=W,...)"
+            ) from None
     return mix
 
 
-def parse_range(option: str, text: str) -> dict[str, float]:
+def parse_metric(name: str) -> dict[str, float]:
+    """``--metric taylor``: the mix of one metric."""
+    return {name: 1.0}
+
+
+def parse_range(text: str) -> dict[str, float]:
     """``LOW,HIGH`` (or one number, a fixed value) -> a ``Range`` payload."""
     low, _, high = text.partition(",")
     try:
         return {"low": float(low), "high": float(high or low)}
     except ValueError:
-        raise CliError(f"{option}: {text!r} is not LOW,HIGH (two numbers)") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not LOW,HIGH (two numbers)") from None
+
+
+def parse_names(text: str) -> tuple[str, ...]:
+    """``a, b,c`` -> ``("a", "b", "c")``."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def parse_whole_numbers(text: str) -> tuple[int, ...]:
+    """``128,256`` -> ``(128, 256)``."""
+    try:
+        return tuple(int(n) for n in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of whole numbers, e.g. 128,256") from None
+
+
+def parse_protect(text: str) -> tuple[int, int]:
+    """``FIRST,LAST`` (LAST 0 when left out) -> ``(FIRST, LAST)``."""
+    first, _, last = text.partition(",")
+    try:
+        return int(first), int(last or 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not FIRST,LAST (two whole numbers)") from None
 
 
 def parse_source(spec: str) -> DataSource:
@@ -145,170 +125,373 @@ def parse_source(spec: str) -> DataSource:
         raise CliError(f"data source {spec!r}: {detail}") from None
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """Where the model runs and in which dtype (ModelSpec.device, ModelSpec.dtype)."""
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when present)")
-    parser.add_argument(
-        "--dtype",
-        default="auto",
-        choices=get_args(ModelSpec.model_fields["dtype"].annotation),
-        help="weights' dtype (auto: bfloat16 on CUDA, float32 on the CPU)",
-    )
+@dataclass(frozen=True)
+class Option:
+    """One command-line option and the job fields (dotted paths, e.g. ``calibration.samples``) it sets.
+
+    ``parse`` turns its text into the value (default: the field's own type, int, float or text);
+    ``kind``: ``value``, ``append`` (repeatable: a tuple of parsed values), ``on``/``off`` (a flag that
+    sets a bool field to True/False). Several ``fields`` get the same value, or with ``spread`` one item
+    of the parsed tuple each. The help is the field's ``description`` (or ``text``), then ``note``, then
+    the field's default. With no ``fields`` the option is the command's own (``--out``), not the job's.
+    """
+
+    flag: str
+    fields: tuple[str, ...] = ()
+    parse: Callable[[str], Any] | None = None
+    kind: Literal["value", "append", "on", "off"] = "value"
+    note: str = ""
+    text: str = ""
+    spread: bool = False
+    choices: bool = False
+    required: bool = False
+    group: str | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
 
 
-def add_recover_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("recovery after pruning and zero-shot evaluation")
-    group.add_argument("--recover", default="none", help=f"none, {', '.join(RECOVERY.names())}")
-    group.add_argument("--recover-steps", type=int, default=100, help="optimiser steps")
-    group.add_argument("--recover-tokens", type=int, help="token budget (whichever of steps and tokens ends first)")
-    group.add_argument("--recover-lr", type=float, help="learning rate (default: lora 2e-4, cpt 2e-5)")
-    group.add_argument("--recover-batch", type=int, default=4, help="windows per step")
-    group.add_argument("--recover-seq-len", type=int, default=256, help="tokens per window")
-    group.add_argument("--recover-text", help="text trained on (its train partition; default pydoc)")
-    group.add_argument("--lora-rank", type=int, default=8)
-    group.add_argument("--lora-alpha", type=float, default=16.0)
-    group.add_argument(
+def bind(flag: str, *fields: str, **settings: Any) -> Option:
+    return Option(flag, fields, **settings)
+
+
+def own(flag: str, text: str, **settings: Any) -> Option:
+    return Option(flag, (), text=text, **settings)
+
+
+def _one_of(names: Sequence[str]) -> str:
+    return f"one of: {', '.join(names)}"
+
+
+def _alternatives(names: Sequence[str]) -> str:
+    """``("a", "b", "c")`` -> ``a, b or c``."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+SOURCE_SYNTAX = (
+    f"{', '.join(BUILTIN_CORPORA.names())}, FILE.txt/.jsonl, file:PATH[:split], hf:NAME[:CONFIG[:SPLIT[:FIELD]]]"
+)
+MODEL_OPTIONS = (bind("--device", "model.device"), bind("--dtype", "model.dtype", choices=True))
+RECOVER_OPTIONS = (
+    bind("--recover", "recover.method", note=f"none, {', '.join(RECOVERY.names())}"),
+    bind("--recover-steps", "recover.steps"),
+    bind("--recover-tokens", "recover.max_tokens"),
+    bind("--recover-lr", "recover.learning_rate"),
+    bind("--recover-batch", "recover.batch_size"),
+    bind("--recover-seq-len", "recover.seq_len"),
+    bind("--recover-text", "recover.source", parse=parse_source, note="(its train partition)"),
+    bind("--lora-rank", "recover.rank"),
+    bind("--lora-alpha", "recover.alpha"),
+    bind(
         "--zero-shot",
-        help=f"comma-separated lm-eval tasks: {', '.join(ZERO_SHOT_TASKS)} (online) or cloze:CORPUS (offline)",
+        "evaluate.zero_shot",
+        parse=parse_names,
+        note=f"comma-separated: {', '.join(ZERO_SHOT_TASKS)} (online) or cloze:CORPUS (offline)",
+    ),
+    bind("--zero-shot-limit", "evaluate.zero_shot_limit"),
+)
+EXPORT_OPTIONS = (
+    bind("--export", "export.formats", parse=parse_names, note=f"comma-separated, {_one_of(EXPORT_FORMATS.names())}"),
+    bind("--export-type", "export.type", choices=True),
+)
+RECOVER_GROUP = "recovery after pruning and zero-shot evaluation"
+EXPORT_GROUP = "files for a serving runtime, written into --out (see adapruner export)"
+JSON = own("--json", "print the report as JSON", kind="on")
+
+PRUNE_OPTIONS = (
+    bind("--model", "model.source"),
+    bind("--ratio", "prune.ratio", required=True),
+    bind("--mix", "importance.mix", parse=parse_mix, group="mix", text="weighted metrics, e.g. taylor=0.7,wanda=0.3"),
+    bind("--metric", "importance.mix", parse=parse_metric, group="mix", text=_one_of(METRICS.names())),
+    bind("--aggregation", "importance.aggregation"),
+    bind("--normalization", "importance.normalization"),
+    bind("--calib", "calibration.sources", kind="append", parse=parse_source, note=f"(repeatable): {SOURCE_SYNTAX}"),
+    bind("--samples", "calibration.samples"),
+    bind("--seq-len", "calibration.seq_len"),
+    bind("--seed", "calibration.seed", "importance.seed", "recover.seed"),
+    bind("--targets", "prune.targets", parse=parse_names, note="heads, channels or both"),
+    bind("--allocation", "prune.allocation"),
+    bind("--compensate", "compensate.method", note=_one_of(COMPENSATORS.names())),
+    bind("--compensate-damping", "compensate.damping"),
+    bind(
+        "--protect",
+        "prune.protect_first",
+        "prune.protect_last",
+        parse=parse_protect,
+        spread=True,
+        text="FIRST,LAST blocks kept whole with --allocation protected",
+    ),
+    bind("--attn-share", "prune.attn_share"),
+    bind("--attn-gamma", "prune.attn_gamma", note="(instead of --attn-share)"),
+    bind("--channel-multiple", "prune.channel_multiple"),
+    bind("--uniform", "prune.uniform", kind="on"),
+    bind("--depth-share", "prune.depth_share"),
+    bind("--block-criterion", "prune.block_criterion", note=f"with --depth-share, {_one_of(BLOCK_CRITERIA.names())}"),
+    bind("--eval-text", "evaluate.texts", kind="append", parse=parse_source, note="(repeatable)"),
+    bind("--eval-seq-len", "evaluate.seq_len"),
+    bind("--eval-tokens", "evaluate.max_tokens"),
+    bind("--no-speed", "evaluate.speed", kind="off", text="skip the throughput measurement"),
+    *MODEL_OPTIONS,
+    own("--out", "folder for the pruned model and report.json", required=True),
+    JSON,
+)
+
+SEARCH_OPTIONS = (
+    bind("--model", "model.source"),
+    bind("--ratio", "ratio", required=True),
+    bind("--trials", "search.trials"),
+    bind("--n-init", "search.n_init"),
+    bind("--calib", "space.sources", kind="append", parse=parse_source, note=f"(repeatable): {SOURCE_SYNTAX}"),
+    bind("--val-text", "search.validation", kind="append", parse=parse_source, note="(repeatable)"),
+    bind("--eval-text", "evaluate.texts", kind="append", parse=parse_source, note="(repeatable)"),
+    bind("--metrics", "space.metrics", parse=parse_names, note=f"comma-separated, from: {', '.join(METRICS.names())}"),
+    bind(
+        "--compensators",
+        "space.compensators",
+        parse=parse_names,
+        note=f"comma-separated, from: {', '.join(COMPENSATORS.names())}",
+    ),
+    bind("--samples", "space.samples", parse=parse_range, note="LOW,HIGH"),
+    bind("--pool-size", "space.pool_size"),
+    bind("--channel-multiple", "space.channel_multiple"),
+    bind("--uniform", "space.uniform", kind="on"),
+    bind("--seq-lens", "space.seq_lens", parse=parse_whole_numbers, note="e.g. 128,256"),
+    bind("--second-objective", "search.second_objective", choices=True),
+    bind("--ratio-range", "space.ratio", parse=parse_range, note="LOW,HIGH (needs --second-objective)"),
+    bind("--second-cap", "search.second_cap"),
+    bind("--val-tokens", "search.validation_tokens"),
+    bind("--chunk-tokens", "search.chunk_tokens"),
+    bind("--time-budget", "search.time_budget_s"),
+    bind("--patience", "search.patience"),
+    bind("--no-early-reject", "search.early_reject", kind="off", text="never stop a trial early"),
+    bind("--seed", "search.seed", "recover.seed"),
+    own("--cache-dir", "where pool statistics are cached (default ~/.cache/adapruner/stats)"),
+    *MODEL_OPTIONS,
+    own("--out", "folder for the model, report.json and the search state", required=True),
+    JSON,
+)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command whose options make a job: its table, in groups (``None``: the command's own group)."""
+
+    name: str
+    help: str
+    job: type[BaseModel]
+    groups: tuple[tuple[str | None, tuple[Option, ...]], ...]
+
+    @property
+    def options(self) -> tuple[Option, ...]:
+        return tuple(option for _, options in self.groups for option in options)
+
+    @functools.cached_property
+    def names(self) -> dict[str, str]:
+        """Job field path -> the option(s) that set it, for error messages."""
+        names: dict[str, list[str]] = {}
+        for option in self.options:
+            for path in option.fields:
+                names.setdefault(path, []).append(option.flag)
+        return {path: "/".join(flags) for path, flags in names.items()}
+
+
+JOB_COMMANDS = {
+    command.name: command
+    for command in (
+        Command(
+            "prune",
+            "prune a model with one metric or a fixed metric mix",
+            PruneJob,
+            ((None, PRUNE_OPTIONS), (RECOVER_GROUP, RECOVER_OPTIONS), (EXPORT_GROUP, EXPORT_OPTIONS)),
+        ),
+        Command(
+            "search",
+            "Bayesian search over calibration data x metric mix x allocation",
+            SearchJob,
+            ((None, SEARCH_OPTIONS), (RECOVER_GROUP, RECOVER_OPTIONS), (EXPORT_GROUP, EXPORT_OPTIONS)),
+        ),
     )
-    group.add_argument("--zero-shot-limit", type=int, help="examples per zero-shot task")
+}
 
 
-def add_export_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("files for a serving runtime, written into --out (see adapruner export)")
-    group.add_argument("--export", help=f"comma-separated formats: {', '.join(EXPORT_FORMATS.names())}")
-    group.add_argument("--export-type", choices=EXPORT_TYPES, help="weight type (default: f16 for gguf, else the model's)")
+def _field(job: type[BaseModel], path: str) -> FieldInfo:
+    """The pydantic field at the dotted ``path`` of ``job`` (``calibration.samples``)."""
+    *sections, name = path.split(".")
+    model = job
+    for section in sections:
+        model = model.model_fields[section].annotation
+    return model.model_fields[name]
 
 
-def export_payload(args: argparse.Namespace) -> dict[str, Any]:
-    formats = tuple(f.strip() for f in args.export.split(",") if f.strip()) if args.export else ()
-    return {"formats": formats, "type": args.export_type}
+@functools.cache
+def _default_job(job: type[BaseModel]) -> BaseModel:
+    return job()
 
 
-def recover_payload(args: argparse.Namespace) -> dict[str, Any]:
-    recover: dict[str, Any] = {
-        "method": args.recover,
-        "steps": args.recover_steps,
-        "max_tokens": args.recover_tokens,
-        "learning_rate": args.recover_lr,
-        "batch_size": args.recover_batch,
-        "seq_len": args.recover_seq_len,
-        "rank": args.lora_rank,
-        "alpha": args.lora_alpha,
-        "seed": args.seed,
-    }
-    if args.recover_text:
-        recover["source"] = parse_source(args.recover_text)
-    return recover
+def _default(job: type[BaseModel], path: str) -> Any:
+    """The value a job left to its defaults has at ``path`` (a section's default may differ from its class's)."""
+    value: Any = _default_job(job)
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
 
 
-def zero_shot_payload(args: argparse.Namespace) -> dict[str, Any]:
-    tasks = tuple(t.strip() for t in args.zero_shot.split(",") if t.strip()) if args.zero_shot else ()
-    return {"zero_shot": tasks, "zero_shot_limit": args.zero_shot_limit}
+def _plain(annotation: Any) -> Any:
+    """``X | None`` -> ``X``."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        kept = [arg for arg in get_args(annotation) if arg is not type(None)]
+        return kept[0] if len(kept) == 1 else annotation
+    return annotation
+
+
+def _literal(annotation: Any) -> tuple[str, ...]:
+    plain = _plain(annotation)
+    return get_args(plain) if get_origin(plain) is Literal else ()
+
+
+def _show(value: Any) -> str:
+    """A default as it would be typed on the command line ("" for none)."""
+    if value is None or value is False or value == () or value == {}:
+        return ""
+    if isinstance(value, tuple):
+        return ",".join(_show(item) for item in value)
+    if isinstance(value, dict):
+        return ",".join(f"{name}={weight:g}" for name, weight in value.items())
+    if isinstance(value, DataSource):
+        return value.label()
+    if isinstance(value, Range):
+        return f"{value.low:g},{value.high:g}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _help(option: Option, job: type[BaseModel] | None) -> str:
+    if not option.fields or job is None:
+        return option.text.replace("%", "%%")
+    field = _field(job, option.fields[0])
+    parts = [option.text or field.description or ""]
+    names = _literal(field.annotation)
+    if names and not option.choices:
+        parts.append(_alternatives(names))
+    parts.append(option.note)
+    defaults = tuple(_default(job, path) for path in option.fields)
+    shown = _show(defaults if option.spread else defaults[0])
+    if shown and option.kind in ("value", "append") and not option.required:
+        parts.append(f"(default: {shown})")
+    return " ".join(part for part in parts if part).replace("%", "%%")
+
+
+def _named(flag: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse`` whose refusal is a :class:`CliError` naming ``flag`` (argparse would prefix "argument ")."""
+
+    @functools.wraps(parse)
+    def parse_option(text: str) -> Any:
+        try:
+            return parse(text)
+        except argparse.ArgumentTypeError as error:
+            raise CliError(f"{flag}: {error}") from None
+
+    return parse_option
+
+
+def _parser_default(option: Option, job: type[BaseModel]) -> Any:
+    """What argparse holds when the option is absent: the field's default for an option of the field's own
+    type (so ``args`` shows it), else None. Either way the job then keeps the field's default."""
+    if option.kind != "value" or option.parse or option.required or not option.fields:
+        return None
+    return _default(job, option.fields[0])
+
+
+def add_options(parser: argparse.ArgumentParser, options: Sequence[Option], job: type[BaseModel]) -> None:
+    """Add ``options`` (bound to fields of ``job``) to ``parser``."""
+    groups: dict[str, Any] = {}
+    for option in options:
+        target: Any = parser
+        if option.group:
+            if option.group not in groups:
+                groups[option.group] = parser.add_mutually_exclusive_group()
+            target = groups[option.group]
+        settings: dict[str, Any] = {"help": _help(option, job)}
+        if option.kind in ("on", "off"):
+            target.add_argument(option.flag, action="store_true", **settings)
+            continue
+        if option.required:
+            settings["required"] = True
+        if option.kind == "append":
+            settings["action"] = "append"
+        annotation = _plain(_field(job, option.fields[0]).annotation) if option.fields else str
+        names = _literal(annotation)
+        settings["type"] = _named(option.flag, option.parse) if option.parse else (str if names else annotation)
+        if option.choices:
+            settings["choices"] = names
+        target.add_argument(option.flag, default=_parser_default(option, job), **settings)
+
+
+def _put(payload: dict[str, Any], path: str, value: Any) -> None:
+    *sections, name = path.split(".")
+    for section in sections:
+        payload = payload.setdefault(section, {})
+    payload[name] = value
+
+
+def job_payload(args: argparse.Namespace, command: Command) -> dict[str, Any]:
+    """The job's fields that the command line sets; the others keep their defaults. A section given in
+    part starts from the job's default for it (search's ``evaluate`` reports on test splits)."""
+    payload: dict[str, Any] = {}
+    for option in command.options:
+        value = getattr(args, option.dest)
+        if not option.fields or value is None or value is False or value == _parser_default(option, command.job):
+            continue
+        if option.kind in ("on", "off"):
+            value = option.kind == "on"
+        elif option.kind == "append":
+            value = tuple(value)
+        values = value if option.spread else (value,) * len(option.fields)
+        for path, item in zip(option.fields, values, strict=True):
+            _put(payload, path, item)
+    default = _default_job(command.job)
+    for name, section in payload.items():
+        base = getattr(default, name)
+        if isinstance(section, dict) and isinstance(base, BaseModel):
+            payload[name] = {field: getattr(base, field) for field in base.model_fields_set} | section
+    return payload
+
+
+def _job(args: argparse.Namespace, command: Command) -> Any:
+    try:
+        return command.job.model_validate(job_payload(args, command))
+    except ValidationError as error:
+        raise CliError(_one_line(error, command.names)) from None
+
+
+def job_from_args(args: argparse.Namespace) -> PruneJob:
+    return _job(args, JOB_COMMANDS["prune"])
+
+
+def search_job_from_args(args: argparse.Namespace) -> SearchJob:
+    return _job(args, JOB_COMMANDS["search"])
+
+
+def subcommands(parser: Parser) -> Any:
+    """The subcommands of a parser made by :func:`build_parser`, to add more to (the service's commands)."""
+    return parser.commands
 
 
 def build_parser() -> Parser:
+    """The library's commands: ``prune`` and ``search`` from their tables, ``eval`` and ``export``."""
     parser = Parser(prog="adapruner", description="Structured pruning of causal LMs.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    sub = parser.commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for command in JOB_COMMANDS.values():
+        command_parser = sub.add_parser(command.name, help=command.help)
+        for title, options in command.groups:
+            target = command_parser.add_argument_group(title) if title else command_parser
+            add_options(target, options, command.job)
+    add_eval_parser(sub)
+    add_export_parser(sub)
+    return parser
 
-    prune = sub.add_parser("prune", help="prune a model with one metric or a fixed metric mix")
-    prune.add_argument("--model", default="smollm2-135m", help="hub id, folder, .gguf file or alias")
-    prune.add_argument("--ratio", type=float, required=True, help="share of non-embedding params to remove")
-    which = prune.add_mutually_exclusive_group()
-    which.add_argument("--metric", help=f"one of: {', '.join(METRICS.names())}")
-    which.add_argument("--mix", help="weighted metrics, e.g. taylor=0.7,wanda=0.3")
-    prune.add_argument("--aggregation", default="sum", help="sum, mean, max or prod")
-    prune.add_argument("--normalization", default="mean", help="none, mean, max, l2, zscore or rank")
-    prune.add_argument(
-        "--calib",
-        action="append",
-        help=f"calibration source (repeatable): {', '.join(BUILTIN_CORPORA.names())}, FILE.txt/.jsonl, "
-        "file:PATH[:split], hf:NAME[:CONFIG[:SPLIT[:FIELD]]]",
-    )
-    prune.add_argument("--samples", type=int, default=32)
-    prune.add_argument("--seq-len", type=int, default=256)
-    prune.add_argument("--seed", type=int, default=0)
-    prune.add_argument("--targets", default="heads,channels", help="heads, channels or both")
-    prune.add_argument(
-        "--allocation", default="uniform", help="uniform, protected or nirvana (NIRVANA: raw scores pick the layers)"
-    )
-    prune.add_argument(
-        "--compensate",
-        default="none",
-        help=f"update the remaining weights after pruning, one of: {', '.join(COMPENSATORS.names())}",
-    )
-    prune.add_argument(
-        "--compensate-damping", type=float, help="damping relative to the mean input variance (method default)"
-    )
-    prune.add_argument("--protect", default="4,2", help="FIRST,LAST blocks kept whole with --allocation protected")
-    prune.add_argument("--attn-share", type=float, help="share of the removed params taken from attention")
-    prune.add_argument(
-        "--attn-gamma", type=float, help="NIRVANA's gamma: MLP sparsity / attention sparsity (instead of --attn-share)"
-    )
-    prune.add_argument("--channel-multiple", type=int, default=DEFAULT_CHANNEL_MULTIPLE, help="kept channels: a multiple")
-    prune.add_argument("--uniform", action="store_true", help=UNIFORM_HELP)
-    prune.add_argument(
-        "--depth-share", type=float, default=0.0, help="share of the removed params taken as whole blocks (0..1)"
-    )
-    prune.add_argument(
-        "--block-criterion",
-        default="block_influence",
-        help=f"which blocks go with --depth-share: {', '.join(BLOCK_CRITERIA.names())}",
-    )
-    prune.add_argument("--eval-text", action="append", help="held-out text to report PPL on (repeatable)")
-    prune.add_argument("--eval-seq-len", type=int, default=512)
-    prune.add_argument("--eval-tokens", type=int, default=16_384, help="max tokens of each eval text")
-    prune.add_argument("--no-speed", action="store_true", help="skip the throughput measurement")
-    add_model_options(prune)
-    prune.add_argument("--out", required=True, help="folder for the pruned model and report.json")
-    prune.add_argument("--json", action="store_true", help="print the report as JSON")
-    add_recover_options(prune)
-    add_export_options(prune)
 
-    search = sub.add_parser("search", help="Bayesian search over calibration data x metric mix x allocation")
-    search.add_argument("--model", default="smollm2-135m", help="hub id, folder, .gguf file or alias")
-    search.add_argument("--ratio", type=float, required=True, help="share of non-embedding params to remove")
-    search.add_argument("--trials", type=int, default=30)
-    search.add_argument("--n-init", type=int, default=8, help="quasi-random trials before the GP")
-    search.add_argument("--calib", action="append", help="candidate calibration source (repeatable)")
-    search.add_argument("--val-text", action="append", help="validation text the search optimises (repeatable)")
-    search.add_argument("--eval-text", action="append", help="held-out text the final report uses (repeatable)")
-    search.add_argument("--metrics", help=f"metrics to mix, from: {', '.join(METRICS.names())}")
-    search.add_argument(
-        "--compensators",
-        help=f"compensators to choose from (a search dimension), from: {', '.join(COMPENSATORS.names())}",
-    )
-    search.add_argument("--samples", help="LOW,HIGH calibration samples per trial")
-    search.add_argument("--pool-size", type=int, default=32, help="candidate samples per source")
-    search.add_argument("--channel-multiple", type=int, default=DEFAULT_CHANNEL_MULTIPLE, help="kept channels: a multiple")
-    search.add_argument("--uniform", action="store_true", help=UNIFORM_HELP + " in every trial")
-    search.add_argument(
-        "--seq-lens", help="calibration window lengths to choose from, e.g. 128,256 (one pool each: warm-up adds up)"
-    )
-    search.add_argument(
-        "--second-objective",
-        choices=("latency", "params"),
-        help="also minimise forward latency or non-embedding params; the report gets the Pareto front",
-    )
-    search.add_argument("--ratio-range", help="LOW,HIGH searched ratio (needs --second-objective; params needs it)")
-    search.add_argument(
-        "--second-cap", type=float, help="the artifact: best trial with latency (s) or params at most this"
-    )
-    search.add_argument("--val-tokens", type=int, default=8192, help="validation tokens per domain")
-    search.add_argument("--chunk-tokens", type=int, default=1024, help="validation chunk (early-stop step)")
-    search.add_argument(
-        "--time-budget", type=float, help="start no trial after this many seconds of trials and proposals"
-    )
-    search.add_argument("--patience", type=int, help="stop after this many trials without improvement")
-    search.add_argument("--no-early-reject", action="store_true")
-    search.add_argument("--seed", type=int, default=0)
-    search.add_argument("--cache-dir", help="where pool statistics are cached (default ~/.cache/adapruner/stats)")
-    add_model_options(search)
-    search.add_argument("--out", required=True, help="folder for the model, report.json and the search state")
-    search.add_argument("--json", action="store_true", help="print the report as JSON")
-    add_recover_options(search)
-    add_export_options(search)
-
+def add_eval_parser(sub: Any) -> None:
     evaluate = sub.add_parser("eval", help="perplexity of a model or pruned artifact on a text")
     evaluate.add_argument("model", help="hub id, folder, .gguf file, alias or pruned artifact")
     text = evaluate.add_mutually_exclusive_group(required=True)
@@ -317,16 +500,13 @@ def build_parser() -> Parser:
     evaluate.add_argument("--seq-len", type=int, default=512)
     evaluate.add_argument("--stride", type=int)
     evaluate.add_argument("--max-tokens", type=int, default=100_000)
-    add_model_options(evaluate)
+    add_options(evaluate, MODEL_OPTIONS, PruneJob)
     evaluate.add_argument("--json", action="store_true")
     evaluate.add_argument(
         "--runtime", choices=("torch", "llamacpp"), default="torch", help="llamacpp: the GGUF file in llama.cpp"
     )
     evaluate.add_argument("--threads", type=int, help="llama.cpp threads (default: its own choice)")
     evaluate.add_argument("--type", choices=EXPORT_TYPES, help="llamacpp: GGUF type a model folder is exported as")
-    add_export_parser(sub)
-    service_cli.add_commands(sub, parser_class=Parser)
-    return parser
 
 
 def add_export_parser(sub: Any) -> None:
@@ -336,104 +516,6 @@ def add_export_parser(sub: Any) -> None:
     export.add_argument("--out", required=True, help="the .gguf file (gguf) or folder (hf, decilm) to write")
     export.add_argument("--type", choices=EXPORT_TYPES, help="weight type (default: f16 for gguf, else the model's)")
     export.add_argument("--json", action="store_true")
-
-
-def job_from_args(args: argparse.Namespace) -> PruneJob:
-    mix = parse_mix(args.mix) if args.mix else {args.metric or "taylor": 1.0}
-    first, _, last = args.protect.partition(",")
-    try:
-        protect = (int(first), int(last or 0))
-    except ValueError:
-        raise CliError(f"--protect: {args.protect!r} is not FIRST,LAST (two whole numbers)") from None
-    calibration: dict[str, Any] = {"samples": args.samples, "seq_len": args.seq_len, "seed": args.seed}
-    if args.calib:
-        calibration["sources"] = tuple(parse_source(s) for s in args.calib)
-    evaluate: dict[str, Any] = {
-        "seq_len": args.eval_seq_len,
-        "max_tokens": args.eval_tokens,
-        "speed": not args.no_speed,
-        **zero_shot_payload(args),
-    }
-    if args.eval_text:
-        evaluate["texts"] = tuple(parse_source(s) for s in args.eval_text)
-    # Validated as one nested payload so that errors carry the full field path (prune.ratio, ...).
-    return PruneJob.model_validate(
-        {
-            "model": {"source": args.model, "device": args.device, "dtype": args.dtype},
-            "calibration": calibration,
-            "importance": {
-                "mix": mix,
-                "aggregation": args.aggregation,
-                "normalization": args.normalization,
-                "seed": args.seed,
-            },
-            "prune": {
-                "ratio": args.ratio,
-                "targets": tuple(t.strip() for t in args.targets.split(",")),
-                "allocation": args.allocation,
-                "protect_first": protect[0],
-                "protect_last": protect[1],
-                "attn_share": args.attn_share,
-                "attn_gamma": args.attn_gamma,
-                "channel_multiple": args.channel_multiple,
-                "uniform": args.uniform,
-                "depth_share": args.depth_share,
-                "block_criterion": args.block_criterion,
-            },
-            "compensate": {"method": args.compensate, "damping": args.compensate_damping},
-            "evaluate": evaluate,
-            "recover": recover_payload(args),
-            "export": export_payload(args),
-        }
-    )
-
-
-def search_job_from_args(args: argparse.Namespace) -> SearchJob:
-    space: dict[str, Any] = {"pool_size": args.pool_size, "channel_multiple": args.channel_multiple}
-    if args.uniform:
-        space["uniform"] = True
-    if args.calib:
-        space["sources"] = tuple(parse_source(s) for s in args.calib)
-    if args.metrics:
-        space["metrics"] = tuple(m.strip() for m in args.metrics.split(","))
-    if args.compensators:
-        space["compensators"] = tuple(c.strip() for c in args.compensators.split(","))
-    if args.samples:
-        space["samples"] = parse_range("--samples", args.samples)
-    if args.ratio_range:
-        space["ratio"] = parse_range("--ratio-range", args.ratio_range)
-    if args.seq_lens:
-        try:
-            space["seq_lens"] = tuple(int(n) for n in args.seq_lens.split(","))
-        except ValueError:
-            raise CliError(f"--seq-lens: {args.seq_lens!r} is not a list of whole numbers, e.g. 128,256") from None
-    search: dict[str, Any] = {
-        "trials": args.trials,
-        "n_init": args.n_init,
-        "seed": args.seed,
-        "validation_tokens": args.val_tokens,
-        "chunk_tokens": args.chunk_tokens,
-        "time_budget_s": args.time_budget,
-        "patience": args.patience,
-        "early_reject": not args.no_early_reject,
-        "second_objective": args.second_objective,
-        "second_cap": args.second_cap,
-    }
-    if args.val_text:
-        search["validation"] = tuple(parse_source(s) for s in args.val_text)
-    payload: dict[str, Any] = {
-        "model": {"source": args.model, "device": args.device, "dtype": args.dtype},
-        "ratio": args.ratio,
-        "space": space,
-        "search": search,
-    }
-    if args.eval_text:
-        payload["evaluate"] = {"texts": tuple(parse_source(s) for s in args.eval_text)}
-    if args.zero_shot:
-        payload.setdefault("evaluate", {"texts": SearchJob().evaluate.texts}).update(zero_shot_payload(args))
-    payload["recover"] = recover_payload(args)
-    payload["export"] = export_payload(args)
-    return SearchJob.model_validate(payload)
 
 
 def _progress_bar():
@@ -466,8 +548,23 @@ def _loss_printer(steps: int):
     return on_loss
 
 
+def format_table(rows: Sequence[tuple[str, ...]], header: Sequence[str]) -> str:
+    """``rows`` under ``header`` as aligned text columns (the first left-aligned, the rest right-aligned)."""
+    table = [tuple(header), *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in table
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
-    from adapruner.pipeline import format_table, run_prune, summary_rows
+    from adapruner.pipeline import run_prune
+    from adapruner.report import summary_rows
 
     job = job_from_args(args)
     outcome = run_prune(job, out=args.out, progress=_progress_bar(), on_loss=_loss_printer(job.recover.steps))
@@ -554,34 +651,48 @@ def eval_llamacpp(args: argparse.Namespace, source: DataSource) -> int:
     return 0
 
 
-def cmd_search(args: argparse.Namespace) -> int:
-    from adapruner.pipeline import format_table, summary_rows
-    from adapruner.search.run import DEFAULT_CACHE, run_search
+def _trial_printer():
+    """One line on stderr per finished trial: its validation PPL (or failure) and the best so far."""
+    from adapruner.search.records import TrialDone
 
-    job = search_job_from_args(args)
-
-    def on_trial(record: dict[str, Any]) -> None:
-        if record["status"] == "failed":
-            line = f"failed: {record['error']}"
+    def on_trial(done: TrialDone) -> None:
+        record = done.record
+        if record.status == "failed":
+            line = f"failed: {record.error}"
         else:
-            early = " (stopped early)" if record["stopped_early"] else ""
-            line = f"val PPL {record['validation_ppl']:8.2f}{early}"
-            if "latency_s" in record:
-                line += f"  latency {1000 * record['latency_s']:.1f} ms"
-        best = record["best_value"]
-        best_text = f"best {math.exp(best):8.2f}" if best is not None else ""
+            early = " (stopped early)" if record.stopped_early else ""
+            line = f"val PPL {record.validation_ppl:8.2f}{early}"
+            if record.latency_s is not None:
+                line += f"  latency {1000 * record.latency_s:.1f} ms"
+        best_text = f"best {math.exp(done.best_value):8.2f}" if done.best_value is not None else ""
         print(
-            f"trial {record['finished']:>3}/{record['total']}  {line}  {best_text}  {record['seconds']:.1f}s",
+            f"trial {done.finished:>3}/{done.total}  {line}  {best_text}  {record.seconds:.1f}s",
             file=sys.stderr,
             flush=True,
         )
 
+    return on_trial
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from adapruner.search.run import DEFAULT_CACHE, run_search
+
+    job = search_job_from_args(args)
     cache_dir = Path(args.cache_dir) if args.cache_dir else DEFAULT_CACHE
-    outcome = run_search(job, out=args.out, cache_dir=cache_dir, progress=_progress_bar(), on_trial=on_trial)
-    report = outcome.report
+    outcome = run_search(job, out=args.out, cache_dir=cache_dir, progress=_progress_bar(), on_trial=_trial_printer())
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(outcome.report, indent=2))
         return 0
+    print_search_report(job, outcome.report)
+    print(f"saved to {Path(args.out).resolve()} (report.json, search_state.json)")
+    print_exports(outcome.report)
+    return 0
+
+
+def print_search_report(job: SearchJob, report: dict[str, Any]) -> None:
+    """The best trial's recipe, the dense/pruned table, the trials' cost and the Pareto front."""
+    from adapruner.report import summary_rows
+
     best = report["best"]
     recipe = best["recipe"]
     print(
@@ -612,9 +723,6 @@ def cmd_search(args: argparse.Namespace) -> int:
         for point in report["pareto"]:
             second = f"{1000 * point[field]:.1f} ms" if field == "latency_s" else f"{point[field]:,} params"
             print(f"  #{point['index']}: PPL {point['validation_ppl']:.2f}, {second}, ratio {point['ratio']:.3f}")
-    print(f"saved to {Path(args.out).resolve()} (report.json, search_state.json)")
-    print_exports(report)
-    return 0
 
 
 def print_exports(report: dict[str, Any]) -> None:
@@ -640,22 +748,28 @@ COMMANDS = {
     "search": cmd_search,
     "eval": cmd_eval,
     "export": cmd_export,
-    **service_cli.COMMANDS,
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    parser: argparse.ArgumentParser | None = None,
+    commands: Mapping[str, Callable[[argparse.Namespace], int]] | None = None,
+) -> int:
+    """Run one command; ``parser`` and ``commands`` (default: the library's) let the service add its own."""
+    args = None
     try:
-        args = build_parser().parse_args(argv)
-        return COMMANDS[args.command](args)
+        args = (parser or build_parser()).parse_args(argv)
+        return (commands or COMMANDS)[args.command](args)
     except CliError as error:
         print(f"adapruner: error: {error}", file=sys.stderr)
         return 2
     except ValidationError as error:
-        print(f"adapruner: error: {_one_line(error)}", file=sys.stderr)
+        command = JOB_COMMANDS.get(getattr(args, "command", ""))
+        print(f"adapruner: error: {_one_line(error, command.names if command else None)}", file=sys.stderr)
         return 2
-    except (UserError, FileNotFoundError) as error:
+    except UserError as error:
         print(f"adapruner: error: {str(error).splitlines()[0]}", file=sys.stderr)
         return 2
 
