@@ -12,15 +12,10 @@ from typing import Any
 
 import torch
 
-from adapruner.catalog import ADAPTERS
+from adapruner.adapters import check_model_type
+from adapruner.artifacts import MANIFEST_NAME, artifact_weight_bytes, load_pruned
 from adapruner.config import ModelSpec
-from adapruner.errors import UserError
-
-MANIFEST_NAME = "adapruner.json"
-
-
-class ModelLoadError(UserError):
-    """The model cannot be found or is not supported; the message says what to do."""
+from adapruner.errors import ModelLoadError, UserError
 
 
 class GpuCountError(UserError):
@@ -139,8 +134,9 @@ def check_fits(source: str, need: int, device: torch.device, dtype: torch.dtype)
 
 
 def check_gpus(need: int, have: int) -> None:
-    """Refuse a job that needs ``need`` GPUs where ``have`` are visible: one line naming the field and the fix."""
-    if need > have:
+    """Refuse a multi-GPU job (``need > 1``) where only ``have`` GPUs are visible: one line naming the field
+    and the fix. One GPU is the default, which a CPU-only worker also runs (on its CPU)."""
+    if need > 1 and need > have:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         owned = f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""
         raise GpuCountError(
@@ -184,12 +180,6 @@ def placement(spec: ModelSpec) -> tuple[torch.device, torch.device]:
     return device, torch.device("cpu") if spec.sequential else device
 
 
-def check_model_type(model_type: str | None) -> str:
-    if model_type not in ADAPTERS:
-        raise ModelLoadError(f"model_type {model_type!r} is not supported; supported: {', '.join(ADAPTERS.names())}")
-    return model_type
-
-
 def load_model(spec: ModelSpec | str, **overrides: Any) -> LoadedModel:
     """Load model and tokenizer; a folder written by :func:`adapruner.artifacts.save_pruned` is reloaded
     with its per-layer widths. ``overrides`` are ``ModelSpec`` fields when ``spec`` is a string."""
@@ -202,8 +192,6 @@ def load_model(spec: ModelSpec | str, **overrides: Any) -> LoadedModel:
     dtype = pick_dtype(spec.dtype, compute)
     enable_tf32(compute)
     if os.path.isfile(os.path.join(where, MANIFEST_NAME)):
-        from adapruner.artifacts import artifact_weight_bytes, load_pruned
-
         if spec.gpus > 1:
             model, tokenizer = load_pruned(where, device="cpu", dtype=dtype)
             return LoadedModel(spread_model(model, spec.gpus), tokenizer, spec.source)
