@@ -1,0 +1,500 @@
+"""Scale benchmark: peak memory and time of the search's steps and of a Taylor prune, on random-init
+models of real shapes (Llama-3.2-1B, Llama-3-8B, Llama-3-70B; ``tiny`` for a quick check).
+
+Cost does not need real weights: each model is built directly in bfloat16 on its device (no float32
+copy, no checkpoint) with uniform random weights, and fed SmolLM2's tokenizer (token ids below its
+49,152-word vocabulary; the embedding keeps the shape's own). Texts: the built-in corpora, as the search
+uses them (train partitions for calibration, validation partitions for the objective, test partitions
+for the final report). Every measured job runs in a fresh subprocess:
+
+- ``search``: warm-up (pool statistics), ``--trials`` trials without compensation (each reads all the
+  validation text: no early stop) and the final step (pick, confirm, evaluate, save);
+- ``prune``: ``prune --metric taylor`` (``wanda`` in sequential mode, which refuses gradient metrics);
+- ``compensation``: a ``wanda`` prune with ``--compensator``, timed on its compensation phase.
+
+Memory is the peak RSS (CPU; read per step by resetting the process's high-water mark) or
+``torch.cuda.max_memory_allocated`` (CUDA), less what the process held before the model was built, as a
+multiple of the weights' bytes; time as a multiple of one validation pass of the dense model measured in
+the same job. Writes its section of BENCHMARKS.md with ``--write``.
+
+    .venv/bin/python bench/scale.py --shape 1b --device cpu --write            # about 10 min on 2 cores
+    .venv/bin/python bench/scale.py --shape 8b --device cuda --write
+    .venv/bin/python bench/scale.py --shape 8b --device cuda --sequential --memory-fraction 0.02 --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from baseline import provenance, write_section  # noqa: E402
+
+GIB = 2**30
+_LLAMA3 = dict(vocab_size=128_256, num_key_value_heads=8, head_dim=128, rope_theta=500_000.0, rms_norm_eps=1e-5)
+SHAPES: dict[str, dict[str, Any]] = {
+    # The published configs' shapes (rope scaling and context length do not change the cost measured here).
+    "tiny": dict(
+        vocab_size=49_152,
+        hidden_size=64,
+        intermediate_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        head_dim=8,
+        tie_word_embeddings=True,
+    ),
+    "1b": _LLAMA3
+    | dict(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        head_dim=64,
+        tie_word_embeddings=True,
+    ),
+    "8b": _LLAMA3
+    | dict(hidden_size=4096, intermediate_size=14_336, num_hidden_layers=32, num_attention_heads=32),
+    "70b": _LLAMA3
+    | dict(hidden_size=8192, intermediate_size=28_672, num_hidden_layers=80, num_attention_heads=64),
+}
+JOBS = ("search", "prune", "compensation")
+# Targets of issue 17 (multiples of the weights' bytes, or of one validation pass).
+PRUNE_PEAK, SEARCH_PEAK, TRIAL_COST, GPU_PEAK = 1.6, 1.8, 1.1, 1.5
+
+
+@dataclass
+class Meter:
+    """Memory in use on the measured device, and its peak since the last :meth:`reset`."""
+
+    device: str
+
+    def current(self) -> int:
+        if self.device == "cuda":
+            return torch.cuda.memory_allocated()
+        return _proc_status("VmRSS")
+
+    def peak(self) -> int:
+        if self.device == "cuda":
+            return torch.cuda.max_memory_allocated()
+        return _proc_status("VmHWM")
+
+    def reset(self) -> None:
+        """Start a new peak from what is in use now (Linux: ``clear_refs`` 5 resets the RSS high-water mark)."""
+        if self.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            return
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def _proc_status(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    """A field of a record or report, whether a dict or a dataclass."""
+    return obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
+
+
+def build_model(shape: str, device: str) -> Any:
+    """A random-init LLaMA of ``shape``, built in bfloat16 directly on ``device`` (no float32 detour:
+    transformers' initialisation is skipped and every tensor is filled once, in place)."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # older transformers
+        from transformers.modeling_utils import no_init_weights
+
+    config = LlamaConfig(**SHAPES[shape], max_position_embeddings=8192)
+    with torch.device(device), no_init_weights():
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.tie_weights()
+    generator = torch.Generator(device).manual_seed(0)
+    bound = 0.02 * math.sqrt(3)  # uniform with the standard deviation of LLaMA's normal(0, 0.02)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.ndim >= 2:
+                param.uniform_(-bound, bound, generator=generator)
+            else:  # RMSNorm scales
+                param.fill_(1.0)
+    return model.eval()
+
+
+def load_tokenizer(folder: Path | None = None) -> Any:
+    """SmolLM2-135M's tokenizer from the installed GGUF (the model itself is not loaded), or from the
+    ``folder`` it was saved in (the jobs read the parent's copy: parsing the GGUF takes seconds)."""
+    from transformers import AutoTokenizer
+
+    from adapruner.config import ModelSpec
+    from adapruner.models.loading import resolve_source
+
+    if folder is not None:
+        return AutoTokenizer.from_pretrained(folder)
+    where, gguf_file = resolve_source(ModelSpec(source="smollm2-135m"))
+    return AutoTokenizer.from_pretrained(where, gguf_file=gguf_file)
+
+
+def model_spec(args: argparse.Namespace) -> Any:
+    from adapruner.config import ModelSpec
+
+    spec: dict[str, Any] = {"source": f"random-init:{args.shape}", "dtype": "bfloat16", "device": args.device}
+    if args.sequential:
+        if "sequential" not in ModelSpec.model_fields:
+            raise SystemExit("--sequential: not available (this adapruner's ModelSpec has no sequential field)")
+        spec["sequential"] = True
+    return ModelSpec(**spec)
+
+
+def small_eval(default: Any, args: argparse.Namespace) -> Any:
+    """A job's default held-out texts, read in ``--eval-tokens`` tokens each, without speed measurements."""
+    return default.model_copy(
+        update={"max_tokens": args.eval_tokens, "seq_len": args.seq_len, "batch_size": 1, "speed": False}
+    )
+
+
+def search_job(args: argparse.Namespace) -> Any:
+    """A short search: small pools and windows, few validation tokens, every trial read in full."""
+    from adapruner.config import SearchJob
+
+    space: dict[str, Any] = {
+        "pool_size": args.pool_size,
+        "seq_lens": (args.seq_len,),
+        "samples": {"low": args.samples, "high": args.samples},
+    }
+    if args.sequential:  # gradient metrics need the whole model's backward pass
+        space["metrics"] = ("wanda", "flap", "l2")
+    return SearchJob(
+        model=model_spec(args),
+        space=space,
+        search={
+            "trials": args.trials,
+            "validation_tokens": args.validation_tokens,
+            "chunk_tokens": args.seq_len,
+            "eval_seq_len": args.seq_len,
+            "early_reject": False,
+            "top_k": 1,
+        },
+        evaluate=small_eval(SearchJob().evaluate, args),  # the test partitions
+    )
+
+
+def prune_job(args: argparse.Namespace, metric: str, compensator: str = "none") -> Any:
+    """``prune --metric METRIC`` with the search's calibration size and the CLI's other defaults."""
+    from adapruner.config import PruneJob
+
+    return PruneJob(
+        model=model_spec(args),
+        calibration={"samples": args.samples, "seq_len": args.seq_len},
+        importance={"mix": {metric: 1.0}},
+        compensate={"method": compensator},
+        evaluate=small_eval(PruneJob().evaluate, args),
+    )
+
+
+def validation_pass(args: argparse.Namespace, loaded: Any) -> float:
+    """Seconds of one pass of the dense model over the search's validation chunks (the cost unit)."""
+    from adapruner.search.objective import observe, validation_chunks
+
+    search = search_job(args).search
+    validation = validation_chunks(
+        loaded.tokenizer,
+        search.validation,
+        tokens_per_domain=search.validation_tokens,
+        chunk_tokens=search.chunk_tokens,
+        seq_len=search.eval_seq_len,
+    )
+    start = time.perf_counter()
+    observe(loaded.model, validation, reference=[0.0] * len(validation.chunks))
+    return time.perf_counter() - start
+
+
+def measure_search(args: argparse.Namespace, loaded: Any, meter: Meter) -> dict[str, Any]:
+    """The search's steps: the peak is reset after every trial, so each trial and the final step have
+    their own; the warm-up's is read at its last progress report (before any trial)."""
+    from adapruner.search.run import run_search
+
+    seen: dict[str, Any] = {"warmup_peak": None, "last": None, "trials": [], "peaks": []}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if seen["last"] is None:
+            seen["warmup_peak"] = meter.peak()
+
+    def on_trial(record: Any) -> None:
+        seen["peaks"].append(meter.peak())
+        meter.reset()
+        seen["trials"].append({"seconds": _get(record, "seconds"), "status": _get(record, "status")})
+        seen["last"] = time.perf_counter()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        meter.reset()
+        start = time.perf_counter()
+        outcome = run_search(
+            search_job(args), out=Path(tmp) / "out", loaded=loaded, cache_dir=Path(tmp) / "cache",
+            progress=progress, on_trial=on_trial,
+        )  # fmt: skip
+        end = time.perf_counter()
+        final_peak = meter.peak()
+    cost = _get(outcome.report, "trial_cost")
+    peaks = seen["peaks"]
+    return {
+        "validation_pass_s": _get(cost, "validation_pass_s"),
+        "warmup_s": _get(cost, "warmup_s"),
+        "warmup_peak": seen["warmup_peak"],
+        "trials": seen["trials"],
+        # The first trial's window holds the warm-up and the dense validation pass too.
+        "trial_peak": max(peaks[1:]) if len(peaks) > 1 else peaks[0],
+        "final_s": end - seen["last"],
+        "final_peak": final_peak,
+        "search_s": end - start,
+        "search_peak": max([*peaks, final_peak]),
+    }
+
+
+def measure_prune(args: argparse.Namespace, loaded: Any, meter: Meter, *, metric: str, compensator: str) -> dict:
+    """One ``prune`` job; its time without the evaluations, and its compensation phase."""
+    from adapruner.pipeline import run_prune
+
+    pass_s = validation_pass(args, loaded)
+    meter.reset()
+    start = time.perf_counter()
+    outcome = run_prune(prune_job(args, metric, compensator), loaded=loaded)
+    wall = time.perf_counter() - start
+    timings = _get(outcome.report, "timings")
+    evaluation = sum(timings.get(k, 0.0) for k in ("eval_text_s", "eval_dense_s", "eval_pruned_s"))
+    return {
+        "validation_pass_s": pass_s,
+        "prune_s": wall - evaluation,
+        "compensation_s": timings.get("compensation_s"),
+        "peak": meter.peak(),
+        "timings": timings,
+    }
+
+
+def prune_metric(args: argparse.Namespace) -> str:
+    return "wanda" if args.sequential else "taylor"
+
+
+def measure(args: argparse.Namespace, loaded: Any, meter: Meter) -> dict[str, Any]:
+    if args.job == "search":
+        return measure_search(args, loaded, meter)
+    if args.job == "prune":
+        return measure_prune(args, loaded, meter, metric=prune_metric(args), compensator="none")
+    return measure_prune(args, loaded, meter, metric="wanda", compensator=args.compensator)
+
+
+def child(args: argparse.Namespace) -> None:
+    """One measured job in this (fresh) process; its facts go to ``args.result`` as JSON."""
+    from adapruner.evaluate import weights_bytes
+    from adapruner.models import LoadedModel
+
+    result: dict[str, Any] = {"job": args.job}
+    try:
+        meter = Meter(args.device)
+        if args.device == "cuda" and args.memory_fraction:
+            torch.cuda.set_per_process_memory_fraction(args.memory_fraction)
+            result["cap_bytes"] = int(args.memory_fraction * torch.cuda.get_device_properties(0).total_memory)
+        tokenizer = load_tokenizer(args.tokenizer)
+        result["baseline"] = meter.current()
+        start = time.perf_counter()
+        model = build_model(args.shape, "cpu" if args.sequential else args.device)
+        result["build_s"] = time.perf_counter() - start
+        result["weights_bytes"] = weights_bytes(model)
+        result["params"] = sum(p.numel() for p in model.parameters())
+        result |= measure(args, LoadedModel(model, tokenizer, f"random-init:{args.shape}"), meter)
+    except Exception as error:  # reported in the table; the other jobs still run
+        result["error"] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        Path(args.result).write_text(json.dumps(result))
+        raise
+    Path(args.result).write_text(json.dumps(result))
+
+
+def run_jobs(argv: list[str]) -> dict[str, dict[str, Any]]:
+    """Every job in a fresh subprocess of this script (its stderr passes through)."""
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        load_tokenizer().save_pretrained(Path(tmp) / "tokenizer")
+        argv = [*argv, "--tokenizer", str(Path(tmp) / "tokenizer")]
+        for job in JOBS:
+            path = Path(tmp) / f"{job}.json"
+            start = time.perf_counter()
+            proc = subprocess.run([sys.executable, __file__, *argv, "--job", job, "--result", str(path)])
+            result = json.loads(path.read_text()) if path.exists() else {"job": job}
+            if proc.returncode and "error" not in result:
+                result["error"] = f"exit status {proc.returncode}"
+            results[job] = result
+            print(f"{job}: {time.perf_counter() - start:.1f} s", result.get("error", ""), file=sys.stderr)
+    return results
+
+
+@dataclass
+class Row:
+    step: str
+    seconds: float | None
+    passes: float | None  # seconds / one validation pass of the same job
+    peak: int | None  # bytes above the job's baseline
+    weights: float | None  # peak / the weights' bytes
+    error: str = ""
+
+
+def row(step: str, result: dict[str, Any], seconds: float | None, peak: int | None) -> Row:
+    if "error" in result:
+        return Row(step, None, None, None, None, result["error"])
+    above = None if peak is None else peak - result["baseline"]
+    pass_s = result["validation_pass_s"]
+    return Row(
+        step,
+        seconds,
+        None if seconds is None else seconds / pass_s,
+        above,
+        None if above is None else above / result["weights_bytes"],
+    )
+
+
+def table_rows(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> list[Row]:
+    search, prune, comp = results["search"], results["prune"], results["compensation"]
+    trials = [t["seconds"] for t in search.get("trials", []) if t["status"] == "completed"]
+    samples = args.pool_size * 3
+    return [
+        row(f"warm-up (pool statistics, {samples} x {args.seq_len} tokens)", search, search.get("warmup_s"),
+            search.get("warmup_peak")),
+        row(f"one trial (mean of {len(trials)}, no compensation)", search,
+            statistics.fmean(trials) if trials else None, search.get("trial_peak")),
+        row("final step (pick, confirm, evaluate, save)", search, search.get("final_s"), search.get("final_peak")),
+        row(f"search ({args.trials} trials, whole)", search, search.get("search_s"), search.get("search_peak")),
+        row(f"compensation ({args.compensator}, after a wanda prune)", comp, comp.get("compensation_s"),
+            comp.get("peak")),
+        row(f"prune --metric {prune_metric(args)}", prune, prune.get("prune_s"), prune.get("peak")),
+    ]  # fmt: skip
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def format_rows(rows: list[Row]) -> list[str]:
+    lines = ["| step | s | x validation pass | peak GiB | x weights |", "|---|---:|---:|---:|---:|"]
+    for r in rows:
+        if r.error:
+            lines.append(f"| {r.step} | failed: {r.error} | | | |")
+            continue
+        peak = None if r.peak is None else r.peak / GIB
+        cells = [_num(r.seconds, ".1f"), _num(r.passes, ".2f"), _num(peak, ".2f"), _num(r.weights, ".2f")]
+        lines.append(f"| {r.step} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def verdict(name: str, value: float | None, limit: float, unit: str) -> str:
+    if value is None:
+        return f"- {name}: not measured (target <= {limit}{unit}): not met"
+    return f"- {name}: {value:.2f}{unit} (target <= {limit}{unit}): {'met' if value <= limit else 'not met'}"
+
+
+def targets(args: argparse.Namespace, rows: list[Row], results: dict[str, dict[str, Any]]) -> list[str]:
+    """Issue 17's targets, each met or not met."""
+    warmup, trial, _, search, _, prune = rows
+    lines = [
+        verdict(f"peak of {prune.step}", prune.weights, PRUNE_PEAK, "x weights"),
+        verdict("peak of the search", search.weights, SEARCH_PEAK, "x weights"),
+        verdict("one trial (no compensation)", trial.passes, TRIAL_COST, "x validation pass"),
+    ]
+    if args.device == "cuda" and not args.sequential:
+        lines.append(verdict("peak of the warm-up", warmup.weights, GPU_PEAK, "x weights"))
+        lines.append(verdict("peak of a trial", trial.weights, GPU_PEAK, "x weights"))
+    if args.sequential:
+        first = next(iter(results.values()))
+        cap = first.get("cap_bytes")
+        share = None if cap is None or "weights_bytes" not in first else cap / first["weights_bytes"]
+        line = verdict("GPU memory cap in sequential mode", share, 0.25, "x weights")
+        if any("error" in r for r in results.values()):
+            line = line.rpartition(": ")[0] + ": not met (a job failed)"
+        lines.append(line)
+    return lines
+
+
+def section(args: argparse.Namespace, argv: list[str], results: dict[str, dict[str, Any]]) -> str:
+    rows = table_rows(args, results)
+    facts = next((r for r in results.values() if "weights_bytes" in r), {})
+    device = args.device if args.device == "cpu" else torch.cuda.get_device_name(0)
+    mode = ", sequential" if args.sequential else ""
+    cap = f", GPU memory capped at {args.memory_fraction:g} of the device" if args.memory_fraction else ""
+    passes = ", ".join(f"{job} {r['validation_pass_s']:.1f} s" for job, r in results.items() if "validation_pass_s" in r)
+    lines = [
+        f"## Scale: random-init {args.shape} shape, {args.device}, bfloat16{mode}{cap}",
+        "",
+        provenance("scale.py", argv, device),
+        "",
+        f"Weights: {facts.get('params', 0):,} parameters, {facts.get('weights_bytes', 0) / GIB:.2f} GiB; "
+        f"memory before the model was built: {facts.get('baseline', 0) / GIB:.2f} GiB "
+        f"({'RSS' if args.device == 'cpu' else 'CUDA allocated'}). Peak memory is "
+        f"{'the peak RSS' if args.device == 'cpu' else 'torch.cuda.max_memory_allocated'} above that, "
+        "each job in a fresh process. One validation pass of the dense model "
+        f"({2 * args.validation_tokens} tokens in windows of {args.seq_len}): {passes}. "
+        f"Search: {args.trials} trials, pools of {args.pool_size} samples per source x 3 sources, "
+        f"{args.samples} calibration samples per trial, no early stop, top 1 confirmed; "
+        f"prunes: {args.samples} samples x {args.seq_len} tokens; evaluation {args.eval_tokens} tokens per test text.",
+        "",
+        *format_rows(rows),
+        "",
+        "Targets (issue 17):",
+        "",
+        *targets(args, rows, results),
+    ]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", choices=tuple(SHAPES), default="1b")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--sequential", action="store_true", help="layer by layer (model.sequential), CUDA")
+    parser.add_argument("--memory-fraction", type=float, help="cap of this process's share of the GPU's memory")
+    parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--pool-size", type=int, default=2, help="pool samples per calibration source")
+    parser.add_argument("--samples", type=int, default=4, help="calibration samples of a trial and of a prune")
+    parser.add_argument("--seq-len", type=int, default=128, help="calibration and evaluation window")
+    parser.add_argument("--validation-tokens", type=int, default=256, help="per validation domain")
+    parser.add_argument("--eval-tokens", type=int, default=256, help="per test text of the final evaluation")
+    parser.add_argument("--compensator", default="obs")
+    parser.add_argument("--write", action="store_true", help="(re)write this run's section of BENCHMARKS.md")
+    parser.add_argument("--section", help="BENCHMARKS.md section (default scale-SHAPE-DEVICE[-sequential])")
+    parser.add_argument("--job", choices=JOBS, help=argparse.SUPPRESS)  # a measured job, in a subprocess
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--tokenizer", type=Path, help=argparse.SUPPRESS)  # the parent's saved copy
+    args = parser.parse_args(argv)
+    if (args.sequential or args.memory_fraction) and args.device != "cuda":
+        parser.error("--sequential and --memory-fraction are for --device cuda")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if args.job:
+        child(args)
+        return
+    model_spec(args)  # --sequential fails here, before any job, when the library lacks it
+    body = section(args, argv, run_jobs(argv))
+    print(body)
+    if args.write:
+        name = args.section or f"scale-{args.shape}-{args.device}" + ("-sequential" if args.sequential else "")
+        write_section(name, body)
+
+
+if __name__ == "__main__":
+    main()
