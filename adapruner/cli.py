@@ -174,25 +174,30 @@ SOURCE_SYNTAX = (
 )
 MODEL_OPTIONS = (bind("--device", "model.device"), bind("--dtype", "model.dtype", choices=True))
 RECOVER_OPTIONS = (
-    bind("--recover", "recover.method", note=f"none, {', '.join(RECOVERY.names())}"),
+    bind("--recover", "recover.method", note=_one_of(("none", *RECOVERY.names()))),
     bind("--recover-steps", "recover.steps"),
     bind("--recover-tokens", "recover.max_tokens"),
     bind("--recover-lr", "recover.learning_rate"),
     bind("--recover-batch", "recover.batch_size"),
     bind("--recover-seq-len", "recover.seq_len"),
-    bind("--recover-text", "recover.source", parse=parse_source, note="(its train partition)"),
+    bind("--recover-text", "recover.source", parse=parse_source),
     bind("--lora-rank", "recover.rank"),
     bind("--lora-alpha", "recover.alpha"),
     bind(
         "--zero-shot",
         "evaluate.zero_shot",
         parse=parse_names,
-        note=f"comma-separated: {', '.join(ZERO_SHOT_TASKS)} (online) or cloze:CORPUS (offline)",
+        note=f"comma-separated, from: {', '.join(ZERO_SHOT_TASKS)}, cloze:CORPUS",
     ),
     bind("--zero-shot-limit", "evaluate.zero_shot_limit"),
 )
 EXPORT_OPTIONS = (
-    bind("--export", "export.formats", parse=parse_names, note=f"comma-separated, {_one_of(EXPORT_FORMATS.names())}"),
+    bind(
+        "--export",
+        "export.formats",
+        parse=parse_names,
+        note=f"comma-separated, from: {', '.join(EXPORT_FORMATS.names())}",
+    ),
     bind("--export-type", "export.type", choices=True),
 )
 RECOVER_GROUP = "recovery after pruning and zero-shot evaluation"
@@ -206,12 +211,18 @@ PRUNE_OPTIONS = (
     bind("--metric", "importance.mix", parse=parse_metric, group="mix", text=_one_of(METRICS.names())),
     bind("--aggregation", "importance.aggregation"),
     bind("--normalization", "importance.normalization"),
-    bind("--calib", "calibration.sources", kind="append", parse=parse_source, note=f"(repeatable): {SOURCE_SYNTAX}"),
+    bind("--calib", "calibration.sources", kind="append", parse=parse_source, note=f"repeatable: {SOURCE_SYNTAX}"),
     bind("--samples", "calibration.samples"),
     bind("--seq-len", "calibration.seq_len"),
-    bind("--seed", "calibration.seed", "importance.seed", "recover.seed"),
-    bind("--targets", "prune.targets", parse=parse_names, note="heads, channels or both"),
-    bind("--allocation", "prune.allocation"),
+    bind(
+        "--seed",
+        "calibration.seed",
+        "importance.seed",
+        "recover.seed",
+        text="seed of the sampling, metric and training",
+    ),
+    bind("--targets", "prune.targets", parse=parse_names, note="comma-separated: heads, channels or both"),
+    bind("--allocation", "prune.allocation", note="nirvana: raw scores pick the layers"),
     bind("--compensate", "compensate.method", note=_one_of(COMPENSATORS.names())),
     bind("--compensate-damping", "compensate.damping"),
     bind(
@@ -223,12 +234,12 @@ PRUNE_OPTIONS = (
         text="FIRST,LAST blocks kept whole with --allocation protected",
     ),
     bind("--attn-share", "prune.attn_share"),
-    bind("--attn-gamma", "prune.attn_gamma", note="(instead of --attn-share)"),
+    bind("--attn-gamma", "prune.attn_gamma"),
     bind("--channel-multiple", "prune.channel_multiple"),
     bind("--uniform", "prune.uniform", kind="on"),
     bind("--depth-share", "prune.depth_share"),
-    bind("--block-criterion", "prune.block_criterion", note=f"with --depth-share, {_one_of(BLOCK_CRITERIA.names())}"),
-    bind("--eval-text", "evaluate.texts", kind="append", parse=parse_source, note="(repeatable)"),
+    bind("--block-criterion", "prune.block_criterion", note=_one_of(BLOCK_CRITERIA.names())),
+    bind("--eval-text", "evaluate.texts", kind="append", parse=parse_source, note="repeatable"),
     bind("--eval-seq-len", "evaluate.seq_len"),
     bind("--eval-tokens", "evaluate.max_tokens"),
     bind("--no-speed", "evaluate.speed", kind="off", text="skip the throughput measurement"),
@@ -242,9 +253,9 @@ SEARCH_OPTIONS = (
     bind("--ratio", "ratio", required=True),
     bind("--trials", "search.trials"),
     bind("--n-init", "search.n_init"),
-    bind("--calib", "space.sources", kind="append", parse=parse_source, note=f"(repeatable): {SOURCE_SYNTAX}"),
-    bind("--val-text", "search.validation", kind="append", parse=parse_source, note="(repeatable)"),
-    bind("--eval-text", "evaluate.texts", kind="append", parse=parse_source, note="(repeatable)"),
+    bind("--calib", "space.sources", kind="append", parse=parse_source, note=f"repeatable: {SOURCE_SYNTAX}"),
+    bind("--val-text", "search.validation", kind="append", parse=parse_source, note="repeatable"),
+    bind("--eval-text", "evaluate.texts", kind="append", parse=parse_source, note="repeatable"),
     bind("--metrics", "space.metrics", parse=parse_names, note=f"comma-separated, from: {', '.join(METRICS.names())}"),
     bind(
         "--compensators",
@@ -256,16 +267,23 @@ SEARCH_OPTIONS = (
     bind("--pool-size", "space.pool_size"),
     bind("--channel-multiple", "space.channel_multiple"),
     bind("--uniform", "space.uniform", kind="on"),
-    bind("--seq-lens", "space.seq_lens", parse=parse_whole_numbers, note="e.g. 128,256"),
+    bind(
+        "--seq-lens",
+        "space.seq_lens",
+        parse=parse_whole_numbers,
+        note="e.g. 128,256 (a pool of statistics each: the warm-up adds up)",
+    ),
     bind("--second-objective", "search.second_objective", choices=True),
-    bind("--ratio-range", "space.ratio", parse=parse_range, note="LOW,HIGH (needs --second-objective)"),
-    bind("--second-cap", "search.second_cap"),
+    bind(
+        "--ratio-range", "space.ratio", parse=parse_range, note="LOW,HIGH (needs --second-objective; params needs it)"
+    ),
+    bind("--second-cap", "search.second_cap", note="latency in seconds or a parameter count"),
     bind("--val-tokens", "search.validation_tokens"),
     bind("--chunk-tokens", "search.chunk_tokens"),
     bind("--time-budget", "search.time_budget_s"),
     bind("--patience", "search.patience"),
     bind("--no-early-reject", "search.early_reject", kind="off", text="never stop a trial early"),
-    bind("--seed", "search.seed", "recover.seed"),
+    bind("--seed", "search.seed", "recover.seed", text="seed of the trials, optimiser and training"),
     own("--cache-dir", "where pool statistics are cached (default ~/.cache/adapruner/stats)"),
     *MODEL_OPTIONS,
     own("--out", "folder for the model, report.json and the search state", required=True),
@@ -369,16 +387,15 @@ def _help(option: Option, job: type[BaseModel] | None) -> str:
     if not option.fields or job is None:
         return option.text.replace("%", "%%")
     field = _field(job, option.fields[0])
-    parts = [option.text or field.description or ""]
     names = _literal(field.annotation)
-    if names and not option.choices:
-        parts.append(_alternatives(names))
-    parts.append(option.note)
+    alternatives = _alternatives(names) if names and not option.choices else ""
+    text = ": ".join(part for part in (option.text or field.description or "", alternatives) if part)
+    text = "; ".join(part for part in (text, option.note) if part)
     defaults = tuple(_default(job, path) for path in option.fields)
     shown = _show(defaults if option.spread else defaults[0])
     if shown and option.kind in ("value", "append") and not option.required:
-        parts.append(f"(default: {shown})")
-    return " ".join(part for part in parts if part).replace("%", "%%")
+        text += f" (default: {shown})"
+    return text.replace("%", "%%")
 
 
 def _named(flag: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -727,7 +744,9 @@ def print_search_report(job: SearchJob, report: dict[str, Any]) -> None:
 
 def print_exports(report: dict[str, Any]) -> None:
     for record in report.get("exports", []):
-        print(f"exported {record['path']} ({record['format']}, architecture {record['architecture']}, {record['type']})")
+        print(
+            f"exported {record['path']} ({record['format']}, architecture {record['architecture']}, {record['type']})"
+        )
         for note in record["notes"]:
             print(f"note: {note}")
 

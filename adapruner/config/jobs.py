@@ -49,7 +49,7 @@ class SearchJob(StrictModel):
     """Everything one ``adapruner search`` run needs; the worker stores it as the job row's spec."""
 
     model: ModelSpec = Field(default_factory=ModelSpec)
-    ratio: float = Field(default=0.2, gt=0.0, lt=1.0)
+    ratio: float = Field(default=0.2, gt=0.0, lt=1.0, description="share of non-embedding params to remove")
     targets: tuple[Literal["heads", "channels"], ...] = ("heads", "channels")
     space: SearchSpace = Field(default_factory=SearchSpace)
     search: SearchConfig = Field(default_factory=SearchConfig)

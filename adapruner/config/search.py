@@ -66,19 +66,27 @@ class SearchSpace(StrictModel):
     since at a fixed ratio the parameter count barely moves.
     """
 
-    sources: tuple[DataSource, ...] = Field(default_factory=_default_search_sources, min_length=1)
-    samples: Range = Field(default_factory=lambda: Range(low=8, high=32))
+    sources: tuple[DataSource, ...] = Field(
+        default_factory=_default_search_sources, min_length=1, description="candidate calibration sources"
+    )
+    samples: Range = Field(
+        default_factory=lambda: Range(low=8, high=32), description="calibration samples per trial (a searched range)"
+    )
     seq_lens: tuple[int, ...] = Field(default=(256,), min_length=1, description="calibration window lengths")
     pool_size: int = Field(default=32, ge=1, description="candidate calibration samples per source")
     subset_seeds: int = Field(default=8, ge=1, description="number of seeded subsets of the pool to choose from")
-    metrics: tuple[str, ...] = ("taylor", "taylor_vector", "wanda", "flap", "l2")
+    metrics: tuple[str, ...] = Field(
+        default=("taylor", "taylor_vector", "wanda", "flap", "l2"), description="metrics the search mixes"
+    )
     aggregations: tuple[Literal["sum", "mean", "max", "prod"], ...] = ("sum",)
     normalizations: tuple[Literal["none", "mean", "max", "l2", "zscore", "rank"], ...] = ("mean", "rank")
     attn_share: Range = Field(default_factory=lambda: Range(low=0.0, high=0.3))
     depth_slope: Range = Field(default_factory=lambda: Range(low=-1.0, high=1.0))
     protect_first: Range = Field(default_factory=lambda: _fixed(0))
     protect_last: Range = Field(default_factory=lambda: _fixed(0))
-    compensators: tuple[str, ...] = ("none",)
+    compensators: tuple[str, ...] = Field(
+        default=("none",), description="compensators to choose from (a search dimension when more than one)"
+    )
     ratio: Range | None = Field(default=None, description="searched pruning ratio; None = the job's ratio")
     depth_share: Range = Field(default_factory=lambda: _fixed(0))
     block_criteria: tuple[str, ...] = ("block_influence",)
@@ -183,8 +191,8 @@ class SearchConfig(StrictModel):
     meets it).
     """
 
-    trials: int = Field(default=30, ge=1, le=10_000)
-    n_init: int = Field(default=8, ge=1)
+    trials: int = Field(default=30, ge=1, le=10_000, description="trials in all")
+    n_init: int = Field(default=8, ge=1, description="quasi-random trials before the GP")
     time_budget_s: float | None = Field(
         default=None,
         gt=0,
@@ -192,18 +200,23 @@ class SearchConfig(StrictModel):
         " (summed over resumed runs; warm-up and the final evaluation not counted)",
     )
     patience: int | None = Field(default=None, ge=1, description="stop after this many trials without improvement")
-    seed: int = 0
-    validation: tuple[DataSource, ...] = Field(default_factory=_default_validation_sources, min_length=1)
+    seed: int = Field(default=0, description="seed of the quasi-random trials and the optimiser")
+    validation: tuple[DataSource, ...] = Field(
+        default_factory=_default_validation_sources, min_length=1, description="validation text the search optimises"
+    )
     validation_tokens: int = Field(default=8192, ge=64, description="tokens per validation domain")
-    chunk_tokens: int = Field(default=1024, ge=32)
+    chunk_tokens: int = Field(default=1024, ge=32, description="validation chunk (early-stop step)")
     eval_seq_len: int = Field(default=512, ge=8)
-    early_reject: bool = True
+    early_reject: bool = Field(default=True, description="stop a clearly worse trial early")
     reject_z: float = Field(default=2.0, gt=0)
     min_fraction: float = Field(default=0.25, gt=0, le=1)
     top_k: int = Field(default=3, ge=1, description="best trials re-evaluated on more validation text")
     acq_restarts: int = Field(default=8, ge=1)
     raw_samples: int = Field(default=256, ge=4)
-    second_objective: Literal["latency", "params"] | None = None
+    second_objective: Literal["latency", "params"] | None = Field(
+        default=None,
+        description="also minimise forward latency or non-embedding params; the report gets the Pareto front",
+    )
     second_cap: float | None = Field(default=None, gt=0, description="cap on the second objective for the artifact")
     latency_batch: int = Field(default=1, ge=1)
     latency_seq_len: int = Field(default=256, ge=8)

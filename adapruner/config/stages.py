@@ -32,7 +32,7 @@ def _default_eval_sources() -> tuple[DataSource, ...]:
 class ModelSpec(StrictModel):
     """A model: hub id, local folder, ``.gguf`` file, or a built-in alias such as ``smollm2-135m``."""
 
-    source: str = Field(default="smollm2-135m", min_length=1)
+    source: str = Field(default="smollm2-135m", min_length=1, description="hub id, folder, .gguf file or alias")
     gguf_file: str | None = None
     revision: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
@@ -63,19 +63,27 @@ class ModelSpec(StrictModel):
 class CalibrationConfig(StrictModel):
     """Seeded sampling of ``samples`` windows of ``seq_len`` tokens from the training partition."""
 
-    sources: tuple[DataSource, ...] = Field(default_factory=_default_calibration_sources, min_length=1)
-    samples: int = Field(default=32, ge=1, le=100_000)
-    seq_len: int = Field(default=256, ge=8, le=131_072)
-    seed: int = 0
+    sources: tuple[DataSource, ...] = Field(
+        default_factory=_default_calibration_sources, min_length=1, description="text the statistics are computed on"
+    )
+    samples: int = Field(default=32, ge=1, le=100_000, description="calibration windows")
+    seq_len: int = Field(default=256, ge=8, le=131_072, description="tokens per calibration window")
+    seed: int = Field(default=0, description="seed of the window sampling")
 
 
 class ImportanceConfig(StrictModel):
     """A weighted mix of registered metrics, each normalised per unit group before mixing."""
 
-    mix: dict[str, float] = Field(default_factory=lambda: {"taylor": 1.0}, min_length=1)
-    aggregation: Literal["sum", "mean", "max", "prod"] = "sum"
-    normalization: Literal["none", "mean", "max", "l2", "zscore", "rank"] = "mean"
-    seed: int = 0
+    mix: dict[str, float] = Field(
+        default_factory=lambda: {"taylor": 1.0}, min_length=1, description="metric name -> weight"
+    )
+    aggregation: Literal["sum", "mean", "max", "prod"] = Field(
+        default="sum", description="how the scores of a unit's weights combine"
+    )
+    normalization: Literal["none", "mean", "max", "l2", "zscore", "rank"] = Field(
+        default="mean", description="how each metric's scores are normalised per unit group before mixing"
+    )
+    seed: int = Field(default=0, description="seed of the random metric")
 
     @field_validator("mix")
     @classmethod
@@ -114,22 +122,34 @@ class PruneConfig(StrictModel):
     ``block_influence``); with ``allocation='protected'`` the protected blocks are never removed.
     """
 
-    ratio: float = Field(default=0.2, ge=0.0, lt=1.0)
-    targets: tuple[Literal["heads", "channels"], ...] = ("heads", "channels")
-    allocation: Literal["uniform", "protected", "nirvana"] = "uniform"
-    protect_first: int = Field(default=4, ge=0)
-    protect_last: int = Field(default=2, ge=0)
-    attn_share: float | None = Field(default=None, ge=0.0, le=1.0)
-    attn_gamma: float | None = Field(default=None, gt=0.0)
-    channel_multiple: int = Field(default=DEFAULT_CHANNEL_MULTIPLE, ge=1)
+    ratio: float = Field(default=0.2, ge=0.0, lt=1.0, description="share of non-embedding params to remove")
+    targets: tuple[Literal["heads", "channels"], ...] = Field(
+        default=("heads", "channels"), description="units removed: KV head groups, MLP channels"
+    )
+    allocation: Literal["uniform", "protected", "nirvana"] = Field(
+        default="uniform", description="how the removed params are spread over the layers"
+    )
+    protect_first: int = Field(default=4, ge=0, description="first blocks kept whole with allocation 'protected'")
+    protect_last: int = Field(default=2, ge=0, description="last blocks kept whole with allocation 'protected'")
+    attn_share: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="share of the removed params taken from attention"
+    )
+    attn_gamma: float | None = Field(
+        default=None, gt=0.0, description="NIRVANA's gamma: MLP sparsity / attention sparsity (instead of attn_share)"
+    )
+    channel_multiple: int = Field(
+        default=DEFAULT_CHANNEL_MULTIPLE, ge=1, description="kept channels: a multiple of this"
+    )
     uniform: bool = Field(
         default=False,
         description="every layer keeps the same KV groups and channels (one width, as stock runtimes read)",
     )
     min_kv_groups: int = Field(default=1, ge=1)
     depth_slope: float = Field(default=0.0, ge=-1.0, le=1.0)
-    depth_share: float = Field(default=0.0, ge=0.0, le=1.0)
-    block_criterion: str = "block_influence"
+    depth_share: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="share of the removed params taken as whole blocks (0..1)"
+    )
+    block_criterion: str = Field(default="block_influence", description="which blocks go with depth_share")
 
     @field_validator("targets")
     @classmethod
@@ -163,8 +183,10 @@ class CompensateConfig(StrictModel):
     method's default).
     """
 
-    method: str = "none"
-    damping: float | None = Field(default=None, ge=0.0)
+    method: str = Field(default="none", description="update of the remaining weights after pruning")
+    damping: float | None = Field(
+        default=None, ge=0.0, description="damping relative to the mean input variance (None: the method's default)"
+    )
 
     @field_validator("method")
     @classmethod
@@ -175,14 +197,16 @@ class CompensateConfig(StrictModel):
 class EvalConfig(StrictModel):
     """Held-out perplexity (sliding window) and speed measurements."""
 
-    texts: tuple[DataSource, ...] = Field(default_factory=_default_eval_sources)
-    seq_len: int = Field(default=512, ge=8)
+    texts: tuple[DataSource, ...] = Field(
+        default_factory=_default_eval_sources, description="held-out text the report's perplexity is measured on"
+    )
+    seq_len: int = Field(default=512, ge=8, description="tokens per evaluation window")
     stride: int | None = Field(
         default=None, ge=1, description="window step; None = seq_len - 1 (windows share one token)"
     )
-    max_tokens: int = Field(default=16_384, ge=16)
+    max_tokens: int = Field(default=16_384, ge=16, description="max tokens of each evaluation text")
     batch_size: int = Field(default=4, ge=1)
-    speed: bool = True
+    speed: bool = Field(default=True, description="measure the throughput")
     speed_batch: int = Field(default=4, ge=1)
     speed_seq_len: int = Field(default=256, ge=8)
     gen_prompt_len: int = Field(default=128, ge=1, description="prompt tokens before timed generation")
@@ -228,21 +252,25 @@ class RecoverConfig(StrictModel):
     ``heldout_tokens`` of the source's validation partition measure the PPL before and after.
     """
 
-    method: str = "none"
-    source: DataSource = Field(default_factory=_default_recover_source)
-    steps: int = Field(default=100, ge=1, le=1_000_000)
+    method: str = Field(default="none", description="training after pruning")
+    source: DataSource = Field(
+        default_factory=_default_recover_source, description="text trained on (its train partition)"
+    )
+    steps: int = Field(default=100, ge=1, le=1_000_000, description="optimiser steps")
     max_tokens: int | None = Field(default=None, ge=1, description="token budget; None = steps x batch x seq_len")
-    batch_size: int = Field(default=4, ge=1)
-    seq_len: int = Field(default=256, ge=8)
-    learning_rate: float | None = Field(default=None, gt=0, lt=1)
+    batch_size: int = Field(default=4, ge=1, description="windows per step")
+    seq_len: int = Field(default=256, ge=8, description="tokens per training window")
+    learning_rate: float | None = Field(
+        default=None, gt=0, lt=1, description="learning rate (None: lora 2e-4, cpt 2e-5)"
+    )
     warmup_steps: int = Field(default=10, ge=0)
     weight_decay: float = Field(default=0.0, ge=0)
-    rank: int = Field(default=8, ge=1)
-    alpha: float = Field(default=16.0, gt=0)
+    rank: int = Field(default=8, ge=1, description="LoRA rank")
+    alpha: float = Field(default=16.0, gt=0, description="LoRA alpha")
     dropout: float = Field(default=0.05, ge=0, lt=1)
     target_modules: tuple[str, ...] = LORA_TARGETS
     heldout_tokens: int = Field(default=8192, ge=16)
-    seed: int = 0
+    seed: int = Field(default=0, description="seed of the training run")
 
     @field_validator("method")
     @classmethod
@@ -294,8 +322,10 @@ class ExportConfig(StrictModel):
     model's own dtype otherwise; ``q8_0`` is GGUF only. A model a format cannot hold fails the job with
     the reason (the pruned artifact is saved first)."""
 
-    formats: tuple[str, ...] = ()
-    type: Literal["f32", "f16", "bf16", "q8_0"] | None = None
+    formats: tuple[str, ...] = Field(default=(), description="serving formats written beside the pruned model")
+    type: Literal["f32", "f16", "bf16", "q8_0"] | None = Field(
+        default=None, description="weight type (None: f16 for gguf, else the model's)"
+    )
 
     @field_validator("formats")
     @classmethod
