@@ -279,6 +279,10 @@ class Sequential:
                 with visiting(layer, self.device):
                     compensator(adapter, mine, stats)
 
+    def wrap(self, compensator: Any) -> LayerByLayer:
+        """``compensator`` run by :meth:`compensate`: a drop-in for the pruning step."""
+        return LayerByLayer(compensator, self)
+
     def block_scores(
         self,
         adapter: ModelAdapter,
@@ -346,6 +350,22 @@ class Sequential:
         finals = run_layers(adapter, inputs, device=self.device, offload=self.offload)
         for ids, final in zip(batches, finals, strict=True):
             yield next(head_outputs(adapter, ids, [final], batch_size=ids.shape[0], device=self.device)).logits
+
+@dataclass(frozen=True)
+class LayerByLayer:
+    """A compensator (same ``needs`` and call) whose solves run one decoder layer at a time on the device."""
+
+    inner: Any
+    sequential: Sequential
+
+    @property
+    def needs(self) -> frozenset[str]:
+        return self.inner.needs
+
+    def __call__(self, adapter: ModelAdapter, targets: Sequence[Any], stats: Statistics | None) -> None:
+        if targets:
+            self.sequential.compensate(self.inner, adapter, targets, stats)
+
 
 _FIX = (
     "sequential mode (model.sequential) runs one layer at a time and cannot take them: choose activation "

@@ -100,7 +100,7 @@ def test_compensation_equals_the_whole_models(method, batch):
         targets = pruned_inputs(adapter, scores, plan)
         apply_plan(adapter, scores, plan, drop_blocks=False)
         if sequential:
-            SEQ.compensate(compensator, adapter, targets, stats)
+            SEQ.wrap(compensator)(adapter, targets, stats)
         else:
             compensator(adapter, targets, stats)
         results.append(adapter.model.state_dict())
