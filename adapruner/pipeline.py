@@ -1,11 +1,10 @@
-"""The one function that runs a pruning job, and the evaluation that reports on it."""
+"""The prune job runner, and the evaluation (and recovery) that the prune and search jobs share."""
 
 from __future__ import annotations
 
 import copy
-import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,14 +13,13 @@ from typing import Any
 import torch
 
 from adapruner.adapters import get_adapter
-from adapruner.artifacts import save_pruned
+from adapruner.adapters.base import ModelAdapter
 from adapruner.calibration import sample_windows, stack, token_stream
-from adapruner.compensate import build_compensator, pruned_inputs
+from adapruner.compensate import build_compensator
 from adapruner.config import EvalConfig, PruneJob, RecoverConfig
 from adapruner.evaluate import (
     count_parameters,
     forward_flops,
-    ideal_speedup,
     measure_generation,
     measure_speed,
     perplexity,
@@ -29,14 +27,14 @@ from adapruner.evaluate import (
 )
 from adapruner.importance import metric_needs, score_groups
 from adapruner.models import LoadedModel, input_device, load_model
-from adapruner.prune import apply_plan, plan_model, remove_planned_blocks, unit_saliency
+from adapruner.prune import unit_saliency
 from adapruner.prune.depth import block_scores
-from adapruner.stats import collect_statistics
+from adapruner.prune.step import prune_step
+from adapruner.report import build_report, save_result
+from adapruner.stats import Statistics, collect_statistics
 
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``: called as a stage advances."""
-
-REPORT_VERSION = 1
 
 
 @dataclass
@@ -101,47 +99,35 @@ def evaluate_model(
 def prune_copy(
     loaded: LoadedModel, job: PruneJob, *, progress: Progress | None = None, timings: dict[str, float] | None = None
 ) -> tuple[Any, dict[str, Any]]:
-    """Prune a copy of ``loaded.model`` as ``job`` says; the loaded model is left dense.
+    """Prune a copy of ``loaded.model`` as ``job`` says; the loaded model is left dense (for callers that
+    compare several prunings of one model; :func:`run_prune` prunes in place).
 
     Returns the pruned model and the facts of the run (plan, calibration sample ids).
     """
+    copied = LoadedModel(copy.deepcopy(loaded.model), loaded.tokenizer, loaded.name)
+    facts = prune_loaded(copied, job, progress=progress, timings=timings)
+    return copied.model, facts
+
+
+def prune_loaded(
+    loaded: LoadedModel, job: PruneJob, *, progress: Progress | None = None, timings: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """Prune ``loaded.model`` in place as ``job`` says (calibrate, score, then the one pruning step of
+    :func:`adapruner.prune.step.prune_step`); returns the facts of the run (plan, calibration sample ids)."""
     timings = {} if timings is None else timings
-    model = copy.deepcopy(loaded.model)
-    adapter = get_adapter(model)
+    adapter = get_adapter(loaded.model)
     with _timed(timings, "calibration_s"):
         samples = sample_windows(loaded.tokenizer, job.calibration)
-    mix = job.importance.mix
     compensator = build_compensator(job.compensate.method, damping=job.compensate.damping)
     with _timed(timings, "statistics_s"):
         stats = collect_statistics(
             adapter,
             stack(samples),
-            needs=metric_needs(mix) | compensator.needs,
+            needs=metric_needs(job.importance.mix) | compensator.needs,
             progress=(lambda done, total: progress("statistics", done, total)) if progress else None,
         )
     with _timed(timings, "scoring_s"):
-        groups = [g for g in adapter.groups() if g.kind in job.prune.targets]
-        scores = score_groups(
-            adapter,
-            groups,
-            stats,
-            mix=mix,
-            aggregation=job.importance.aggregation,
-            normalization=job.importance.normalization,
-            seed=job.importance.seed,
-        )
-        saliency = None
-        if job.prune.allocation == "nirvana":  # raw scores, comparable across layers
-            raw = score_groups(
-                adapter,
-                groups,
-                stats,
-                mix=mix,
-                aggregation=job.importance.aggregation,
-                normalization="none",
-                seed=job.importance.seed,
-            )
-            saliency = unit_saliency(raw, adapter.n_layers)
+        scores, saliency = _scores(adapter, stats, job)
 
     def blocks(criterion: str) -> torch.Tensor:  # depth pruning: scored on the dense model, once
         with _timed(timings, "block_scores_s"):
@@ -152,22 +138,48 @@ def prune_copy(
                 progress=(lambda done, total: progress("block scores", done, total)) if progress else None,
             )
 
-    with _timed(timings, "pruning_s"):
-        before = count_parameters(model, non_embedding=True)
-        plan = plan_model(adapter, params_before=before, config=job.prune, block_scores=blocks, saliency=saliency)
-        targets = pruned_inputs(adapter, scores, plan) if compensator.needs else []
-        apply_plan(adapter, scores, plan, drop_blocks=False)
-    with _timed(timings, "compensation_s"):
-        compensator(adapter, targets, stats)
-    remove_planned_blocks(adapter, plan)  # after compensation, which addresses the dense layer indices
-    del stats, targets
-    facts = {
+    plan = prune_step(
+        adapter,
+        scores,
+        config=job.prune,
+        params_before=count_parameters(loaded.model, non_embedding=True),
+        compensator=compensator,
+        stats=lambda: stats,
+        block_scores=blocks,
+        saliency=saliency,
+        timed=lambda stage: _timed(timings, f"{stage}_s"),
+    )
+    del stats
+    return {
         "calibration_samples": [s.id for s in samples],
         "planned_ratio": plan.ratio_achieved,
         "blocks_removed": list(plan.drop),
         "widths": adapter.widths(),
     }
-    return model, facts
+
+
+def _scores(
+    adapter: ModelAdapter, stats: Statistics, job: PruneJob
+) -> tuple[dict[tuple[int, str], torch.Tensor], list[dict[str, list[float]]] | None]:
+    """The metric mix's scores of the targeted groups and, for ``allocation='nirvana'``, the saliency of
+    every unit (raw scores, comparable across layers)."""
+    groups = [g for g in adapter.groups() if g.kind in job.prune.targets]
+    importance = job.importance
+
+    def score(normalization: str) -> dict[tuple[int, str], torch.Tensor]:
+        return score_groups(
+            adapter,
+            groups,
+            stats,
+            mix=importance.mix,
+            aggregation=importance.aggregation,
+            normalization=normalization,
+            seed=importance.seed,
+        )
+
+    scores = score(importance.normalization)
+    saliency = unit_saliency(score("none"), adapter.n_layers) if job.prune.allocation == "nirvana" else None
+    return scores, saliency
 
 
 def recover_pruned(
@@ -205,8 +217,9 @@ def run_prune(
     """Load, calibrate, score, prune, recover (when ``job.recover`` says), evaluate against the dense
     model and save (when ``out`` is given).
 
-    ``loaded`` lets a caller that runs many jobs on one model load it once; ``on_loss(step, loss)``
-    follows the recovery's training loss.
+    The model is pruned in place after the dense evaluation (no copy: the peak memory is the weights
+    plus the statistics), so a ``loaded`` model that is passed in is consumed: it is the pruned model
+    afterwards. ``on_loss(step, loss)`` follows the recovery's training loss.
     """
     timings: dict[str, float] = {}
     if loaded is None:
@@ -216,7 +229,8 @@ def run_prune(
         texts = eval_texts(loaded.tokenizer, job.evaluate)
     with _timed(timings, "eval_dense_s"):
         dense_eval = evaluate_model(loaded.model, texts, job.evaluate, tokenizer=loaded.tokenizer)
-    model, facts = prune_copy(loaded, job, progress=progress, timings=timings)
+    facts = prune_loaded(loaded, job, progress=progress, timings=timings)
+    model = loaded.model
     if job.recover.enabled:
         with _timed(timings, "recovery_s"):
             model, facts["recovery"] = recover_pruned(
@@ -243,110 +257,3 @@ def run_prune(
     if out is not None:
         save_result(model, loaded.tokenizer, Path(out), job=job, report=report)
     return PruneOutcome(model, loaded.tokenizer, report)
-
-
-def build_report(
-    *,
-    source: str,
-    ratio_target: float,
-    config: dict[str, Any],
-    dense: dict[str, Any],
-    pruned: dict[str, Any],
-    facts: dict[str, Any],
-    timings: dict[str, float],
-) -> dict[str, Any]:
-    before, after = dense["non_embedding_params"], pruned["non_embedding_params"]
-    report: dict[str, Any] = {
-        "version": REPORT_VERSION,
-        "model": source,
-        "params_before": before,
-        "params_after": after,
-        "ratio_target": ratio_target,
-        "ratio_achieved": 1 - after / before,
-        "total_params_before": dense["params"],
-        "total_params_after": pruned["params"],
-        "ideal_speedup": ideal_speedup(dense["flops_per_token"], pruned["flops_per_token"]),
-        "dense": dense,
-        "pruned": pruned,
-        "config": config,
-        "timings": timings,
-        **facts,
-    }
-    if "speed" in dense and "speed" in pruned:
-        report["measured_speedup"] = pruned["speed"]["tokens_per_s"] / dense["speed"]["tokens_per_s"]
-    if "generation" in dense and "generation" in pruned:
-        report["generation_speedup"] = {
-            name: dense["generation"][name]["per_token_s"] / pruned["generation"][name]["per_token_s"]
-            for name in dense["generation"]
-        }
-    return report
-
-
-def save_result(model: Any, tokenizer: Any, out: Path, *, job: PruneJob | Any, report: dict[str, Any]) -> None:
-    """Save the pruned model, write the formats of ``job.export`` next to it (listed in the report's
-    ``exports``) and write ``report.json``: the artifact folder of a prune or search job."""
-    save_pruned(model, tokenizer, out, job=job.model_dump(mode="json"), extra={"report": "report.json"})
-    if job.export.formats:
-        from adapruner.export import export_artifact
-
-        report["exports"] = export_artifact(out, job.export)
-    write_report(report, out / "report.json")
-
-
-def write_report(report: dict[str, Any], path: Path) -> None:
-    path.write_text(json.dumps(report, indent=2) + "\n")
-
-
-def summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """``(quantity, dense, pruned)`` rows for a readable table."""
-    dense, pruned = report["dense"], report["pruned"]
-    rows = [
-        ("non-embedding params", f"{report['params_before']:,}", f"{report['params_after']:,}"),
-        ("total params", f"{dense['params']:,}", f"{pruned['params']:,}"),
-    ]
-    rows += [
-        (f"PPL {label}", f"{dense['perplexity'][label]:.2f}", f"{pruned['perplexity'][label]:.2f}")
-        for label in dense["perplexity"]
-    ]
-    if "recovery" in report:
-        recovery = report["recovery"]
-        rows += [
-            (f"PPL {label} before {recovery['method']}", f"{dense['perplexity'][label]:.2f}", f"{ppl:.2f}")
-            for label, ppl in recovery["perplexity_before"].items()
-        ]
-    for task, result in pruned.get("zero_shot", {}).items():
-        rows.append((f"zero-shot acc {task}", f"{dense['zero_shot'][task]['acc']:.3f}", f"{result['acc']:.3f}"))
-    if "speed" in dense and "speed" in pruned:
-        rows.append(("tokens/s", f"{dense['speed']['tokens_per_s']:.0f}", f"{pruned['speed']['tokens_per_s']:.0f}"))
-    if "generation" in dense and "generation" in pruned:
-        one, many = dense["generation"]["batch1"], dense["generation"]["batched"]
-        rows.append(
-            (
-                f"ms/new token, batch 1, prompt {one['prompt_len']}",
-                f"{1e3 * one['per_token_s']:.1f}",
-                f"{1e3 * pruned['generation']['batch1']['per_token_s']:.1f}",
-            )
-        )
-        rows.append(
-            (
-                f"generated tokens/s, batch {many['batch']}",
-                f"{many['tokens_per_s']:.0f}",
-                f"{pruned['generation']['batched']['tokens_per_s']:.0f}",
-            )
-        )
-    rows.append(("GFLOPs/token", f"{dense['flops_per_token'] / 1e9:.3f}", f"{pruned['flops_per_token'] / 1e9:.3f}"))
-    rows.append(("weights MB", f"{dense['weights_bytes'] / 2**20:.1f}", f"{pruned['weights_bytes'] / 2**20:.1f}"))
-    return rows
-
-
-def format_table(rows: Sequence[tuple[str, ...]], header: Sequence[str]) -> str:
-    table = [tuple(header), *rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    lines = [
-        "  ".join(
-            cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in table
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -91,25 +92,29 @@ def prune_step(
     block_scores: Callable[[str], torch.Tensor] | None = None,
     saliency: Sequence[Mapping[str, Sequence[float]]] | None = None,
     snapshot: DenseSnapshot | None = None,
+    timed: Callable[[str], AbstractContextManager[Any]] = lambda _stage: nullcontext(),
 ) -> Plan:
     """Plan ``adapter``'s model from ``scores`` (``{(layer, kind): [n_units]}``) and ``config``, remove the
     planned units, compensate the pruned projections, then remove the planned blocks; returns the plan.
 
     ``stats()`` gives the dense model's statistics the compensator reads; it is called only when the
     compensator needs any, before surgery. Blocks go last: compensation addresses dense layer indices.
-    With ``snapshot``, tensors that compensation updates in place are saved into it first.
+    With ``snapshot``, tensors that compensation updates in place are saved into it first. ``timed(stage)``
+    wraps the stages ``pruning`` (plan and surgery) and ``compensation``, for the caller's timings.
     """
-    plan = plan_model(
-        adapter, params_before=params_before, config=config, block_scores=block_scores, saliency=saliency
-    )
     targets, dense_stats = [], None
-    if compensator.needs:
-        targets = pruned_inputs(adapter, scores, plan)
-        dense_stats = stats()
-    apply_plan(adapter, scores, plan, drop_blocks=False)
+    with timed("pruning"):
+        plan = plan_model(
+            adapter, params_before=params_before, config=config, block_scores=block_scores, saliency=saliency
+        )
+        if compensator.needs:
+            targets = pruned_inputs(adapter, scores, plan)
+            dense_stats = stats()
+        apply_plan(adapter, scores, plan, drop_blocks=False)
     if snapshot is not None:
         snapshot.protect([adapter.linear(target.module) for target in targets])
-    compensator(adapter, targets, dense_stats)
+    with timed("compensation"):
+        compensator(adapter, targets, dense_stats)
     del targets, dense_stats
     remove_planned_blocks(adapter, plan)
     return plan

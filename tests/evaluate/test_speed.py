@@ -6,7 +6,8 @@ import torch
 from adapruner.adapters import get_adapter
 from adapruner.config import EvalConfig
 from adapruner.evaluate import measure_generation
-from adapruner.pipeline import build_report, evaluate_model, summary_rows
+from adapruner.pipeline import evaluate_model
+from adapruner.report import build_report, summary_rows
 from tests.conftest import tiny_llama
 
 

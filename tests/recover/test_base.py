@@ -58,7 +58,8 @@ def test_unknown_method_lists_the_valid_ones():
 def test_run_prune_recovers_then_reports_before_and_after(tmp_path, tiny_model_dir):
     from adapruner.artifacts import load_pruned
     from adapruner.config import CalibrationConfig, ModelSpec, PruneConfig
-    from adapruner.pipeline import run_prune, summary_rows
+    from adapruner.pipeline import run_prune
+    from adapruner.report import summary_rows
 
     job = PruneJob(
         model=ModelSpec(source=str(tiny_model_dir), device="cpu"),
