@@ -173,6 +173,7 @@ SOURCE_SYNTAX = (
     f"{', '.join(BUILTIN_CORPORA.names())}, FILE.txt/.jsonl, file:PATH[:split], hf:NAME[:CONFIG[:SPLIT[:FIELD]]]"
 )
 MODEL_OPTIONS = (bind("--device", "model.device"), bind("--dtype", "model.dtype", choices=True))
+EVAL_OPTIONS = (bind("--seq-len", "evaluate.seq_len"), bind("--stride", "evaluate.stride"))
 RECOVER_OPTIONS = (
     bind("--recover", "recover.method", note=_one_of(("none", *RECOVERY.names()))),
     bind("--recover-steps", "recover.steps"),
@@ -514,10 +515,8 @@ def add_eval_parser(sub: Any) -> None:
     text = evaluate.add_mutually_exclusive_group(required=True)
     text.add_argument("--text-file", help="a .txt/.jsonl file (the whole file)")
     text.add_argument("--dataset", help="a data source, e.g. jargon, hf:NAME:CONFIG:SPLIT:FIELD")
-    evaluate.add_argument("--seq-len", type=int, default=512)
-    evaluate.add_argument("--stride", type=int)
+    add_options(evaluate, (*EVAL_OPTIONS, *MODEL_OPTIONS), PruneJob)
     evaluate.add_argument("--max-tokens", type=int, default=100_000)
-    add_options(evaluate, MODEL_OPTIONS, PruneJob)
     evaluate.add_argument("--json", action="store_true")
     evaluate.add_argument(
         "--runtime", choices=("torch", "llamacpp"), default="torch", help="llamacpp: the GGUF file in llama.cpp"

@@ -122,3 +122,37 @@ def test_uniform_option_reaches_the_job_and_names_itself_in_errors(capsys):
     assert space.uniform and space.channel_multiple == 16 and space.depth_slope.fixed
     assert main(["prune", "--ratio", "0.2", "--uniform", "--allocation", "protected", "--out", "x"]) == 2
     assert capsys.readouterr().err.startswith("adapruner: error: --uniform: one width for every layer needs")
+
+
+def test_absent_options_leave_the_config_defaults():
+    from adapruner.cli import build_parser, job_from_args, search_job_from_args
+    from adapruner.config import PruneJob, SearchJob
+
+    job = job_from_args(build_parser().parse_args(["prune", "--ratio", "0.3", "--out", "x"]))
+    assert job == PruneJob.model_validate({"prune": {"ratio": 0.3}})
+    assert job.calibration.model_fields_set == set() and job.prune.model_fields_set == {"ratio"}
+    args = build_parser().parse_args(["search", "--ratio", "0.3", "--zero-shot", "piqa", "--out", "x"])
+    search = search_job_from_args(args)
+    assert search.evaluate.texts == SearchJob().evaluate.texts and search.evaluate.zero_shot == ("piqa",)
+    assert search.space == SearchJob().space and search.search == SearchJob().search
+
+
+def test_one_option_can_set_several_fields():
+    from adapruner.cli import build_parser, job_from_args
+
+    args = build_parser().parse_args(["prune", "--ratio", "0.2", "--protect", "3,1", "--seed", "7", "--out", "x"])
+    job = job_from_args(args)
+    assert (job.prune.protect_first, job.prune.protect_last) == (3, 1)
+    assert job.calibration.seed == job.importance.seed == job.recover.seed == 7
+
+
+def test_help_shows_the_config_fields_description_and_default():
+    from adapruner.cli import build_parser
+    from adapruner.config import CalibrationConfig, RecoverConfig
+
+    commands = build_parser().commands.choices
+    prune_help = " ".join(commands["prune"].format_help().split())
+    samples = CalibrationConfig.model_fields["samples"]
+    assert f"--samples SAMPLES {samples.description} (default: {samples.default})" in prune_help
+    steps = RecoverConfig.model_fields["steps"]
+    assert f"{steps.description} (default: {steps.default})" in " ".join(commands["search"].format_help().split())
