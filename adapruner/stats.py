@@ -8,13 +8,15 @@ One pass over the calibration batch collects, for every Linear that belongs to a
   - ``cov[name]``: ``[in_features, in_features]`` sum over tokens of x x^T, for the modules whose input
     columns carry the units (o_proj, down_proj): what least-squares compensation and Newton scores read;
   - ``out_grad[name]``: weight-shaped sum over samples of dF_s/dW, F_s the sample's logits maximised over
-    positions and averaged over the vocabulary (the network output NIRVANA's NTK saliency differentiates).
+    positions and averaged over the vocabulary (the network output NIRVANA's NTK saliency differentiates);
+  - ``unit_sums[statistic][slice]``: ``[n_units]`` a metric's per-unit terms summed over samples, built by a
+    search's pool (:mod:`adapruner.search.cache`) for the metrics that declare such a statistic.
 Gradients are collected only when a metric needs them; the Fisher needs one backward pass per sample.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,10 +24,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from adapruner.adapters.base import ModelAdapter
+from adapruner.adapters.base import CoupledSlice, ModelAdapter, consumer_modules
 from adapruner.models.loading import input_device
 
 NEEDS = ("act", "grad", "fisher", "cov", "out_grad")
+PASSES = ("loss", "output")  # the backward passes a statistics pass can take, in this order
+PASS_OF = {"grad": "loss", "fisher": "loss", "out_grad": "output"}  # the backward pass of each gradient need
 
 
 @dataclass
@@ -38,6 +42,7 @@ class Statistics:
     fisher: dict[str, torch.Tensor] = field(default_factory=dict)
     cov: dict[str, torch.Tensor] = field(default_factory=dict)
     out_grad: dict[str, torch.Tensor] = field(default_factory=dict)
+    unit_sums: dict[str, dict[CoupledSlice, torch.Tensor]] = field(default_factory=dict)
 
     def act_norm(self, name: str) -> torch.Tensor:
         """``[in_features]`` L2 norm of each input channel over all calibration tokens."""
@@ -48,6 +53,14 @@ class Statistics:
         mean = self.act_sum[name] / self.n_tokens
         return (self.act_sq[name] / self.n_tokens - mean.square()).clamp_min(0.0)
 
+    def input_cov(self, name: str, start: int, width: int) -> torch.Tensor:
+        """The input covariance of channels ``start .. start + width - 1`` of module ``name``: ``[width,
+        width]`` from ``cov`` or, where only the moments were collected (a search's pool), its diagonal
+        ``[width]`` (``act_sq``), which ignores the correlations between channels."""
+        if name in self.cov:
+            return self.cov[name].narrow(0, start, width).narrow(1, start, width)
+        return self.act_sq[name].narrow(0, start, width)
+
 
 def unit_modules(adapter: ModelAdapter) -> list[str]:
     """Names of every Linear that appears in a unit group, in layer order."""
@@ -55,15 +68,17 @@ def unit_modules(adapter: ModelAdapter) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def consumer_modules(adapter: ModelAdapter) -> list[str]:
-    """Names of the Linears whose input columns carry the units (o_proj, down_proj), in layer order."""
-    return list(dict.fromkeys(group.consumer().module for group in adapter.groups()))
-
-
 def output_objective(logits: torch.Tensor) -> torch.Tensor:
     """NIRVANA's scalar network output for a chunk (``logits: [batch, seq, vocab]``): per sample, the
     logits maximised over positions and averaged over the vocabulary, summed over samples."""
     return logits.float().max(dim=1).values.mean(dim=-1).sum()
+
+
+def backward_passes(needs: Iterable[str]) -> tuple[str, ...]:
+    """The backward passes that the statistics ``needs`` take, in :data:`PASSES` order: ``loss`` for
+    ``grad``/``fisher``, ``output`` (NIRVANA's) for ``out_grad``."""
+    needs = set(needs)
+    return tuple(p for p in PASSES if needs & {n for n, q in PASS_OF.items() if q == p})
 
 
 def collect_statistics(
@@ -76,31 +91,20 @@ def collect_statistics(
 ) -> Statistics:
     """Run the calibration ``batch`` (``[n_samples, seq_len]`` token ids) through the model once.
 
-    ``needs`` is a subset of :data:`NEEDS`. The model is left unchanged (no gradients
-    kept on it, ``requires_grad`` restored). Each weight's gradient is folded into the accumulators as
-    soon as autograd produces it and freed (:func:`gradient_sink`), so at most one ``.grad`` is alive;
-    the loss backward runs only for ``grad``/``fisher`` and the output backward (NIRVANA's, which keeps
-    the graph of the loss backward) only for ``out_grad``.
+    ``needs`` is a subset of :data:`NEEDS`. The model is left unchanged; at most one ``.grad`` is alive
+    (:func:`calibration_passes`). The Fisher takes one backward pass per sample.
     """
     needs = set(needs)
     if unknown := needs - set(NEEDS):
         raise ValueError(f"unknown statistics {sorted(unknown)}; valid: {', '.join(NEEDS)}")
     if not needs:  # data-free metrics: nothing to run
         return Statistics()
-    model = adapter.model
-    device = input_device(model)
-    modules: dict[str, nn.Linear] = {name: adapter.linear(name) for name in unit_modules(adapter)}
     stats = Statistics()
-    handles = _moment_hooks(adapter, modules, stats, needs)
-    use_loss = bool(needs & {"grad", "fisher"})
-    use_output = "out_grad" in needs
     per_sample = "fisher" in needs
-    step = 1 if per_sample else batch_size
-    phase = ["loss"]
 
-    def consume(name: str, grad: torch.Tensor) -> None:
+    def consume(phase: str, name: str, grad: torch.Tensor) -> None:
         g = grad.float()
-        if phase[0] == "output":
+        if phase == "output":
             _accumulate(stats.out_grad, name, g)
             return
         if per_sample:
@@ -108,25 +112,55 @@ def collect_statistics(
         if "grad" in needs:
             _accumulate(stats.grad, name, g)
 
-    weights = {name: m.weight for name, m in modules.items()} if use_loss or use_output else {}
-    with calibration_mode(model, trainable=list(weights.values()), hooks=handles), gradient_sink(weights, consume):
+    step = 1 if per_sample else batch_size
+    for n in calibration_passes(adapter, batch, stats, needs=needs, step=step, consume=consume):
+        stats.n_samples += n
+        stats.n_tokens += n * batch.shape[1]
+        if progress:
+            progress(stats.n_samples, batch.shape[0])
+    return stats
+
+
+def calibration_passes(
+    adapter: ModelAdapter,
+    batch: torch.Tensor,
+    stats: Statistics,
+    *,
+    needs: set[str],
+    step: int,
+    consume: Callable[[str, str, torch.Tensor], None],
+) -> Iterator[int]:
+    """Run ``batch`` (``[n_samples, seq_len]`` token ids) through the model ``step`` samples at a time and
+    yield each chunk's number of samples once its passes are done.
+
+    Forward pre-hooks add the input moments that ``needs`` names (``act``, ``cov``) to ``stats``. The
+    loss backward (for ``grad``/``fisher``) and the output backward (for ``out_grad``, keeping the loss
+    backward's graph) hand each unit weight's gradient to ``consume(pass, module, grad)`` as soon as
+    autograd produces it and free it (:func:`gradient_sink`), so at most one ``.grad`` is alive. The
+    model is left unchanged (no gradients kept on it, ``requires_grad`` restored).
+    """
+    model = adapter.model
+    device = input_device(model)
+    modules: dict[str, nn.Linear] = {name: adapter.linear(name) for name in unit_modules(adapter)}
+    passes = backward_passes(needs)
+    phase = [PASSES[0]]
+    weights = {name: m.weight for name, m in modules.items()} if passes else {}
+    handles = _moment_hooks(adapter, modules, stats, needs)
+    sink = gradient_sink(weights, lambda name, grad: consume(phase[0], name, grad))
+    with calibration_mode(model, trainable=list(weights.values()), hooks=handles), sink:
         for start in range(0, batch.shape[0], step):
             ids = batch[start : start + step].to(device)
-            with torch.set_grad_enabled(bool(weights)):
-                out = model(ids, labels=ids if use_loss else None, use_cache=False)
-            if use_loss:
+            with torch.set_grad_enabled(bool(passes)):
+                out = model(ids, labels=ids if "loss" in passes else None, use_cache=False)
+            if "loss" in passes:
                 # HF's loss is the mean over the chunk's tokens; scale to a sum of per-sample means.
                 phase[0] = "loss"
-                (out.loss * ids.shape[0]).backward(retain_graph=use_output)
-            if use_output:
+                (out.loss * ids.shape[0]).backward(retain_graph="output" in passes)
+            if "output" in passes:
                 phase[0] = "output"
                 output_objective(out.logits).backward()
             del out
-            stats.n_samples += ids.shape[0]
-            stats.n_tokens += ids.numel()
-            if progress:
-                progress(stats.n_samples, batch.shape[0])
-    return stats
+            yield ids.shape[0]
 
 
 def _moment_hooks(

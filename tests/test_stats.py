@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from adapruner.adapters import get_adapter
-from adapruner.search.cache import PER_UNIT, collect_pool_stats, pool_passes
+from adapruner.search.cache import collect_pool_stats, pool_passes, unit_statistics
 from adapruner.stats import NEEDS, collect_statistics, unit_modules
 from tests.conftest import tiny_llama
 from tests.search.test_cache import make_samples
@@ -91,7 +91,7 @@ def test_pool_reduces_each_gradient_as_it_comes(watched, passes):
     assert set(pool.tensors) == expected
     for key in expected:  # the statistics a pass gives do not depend on the other passes
         torch.testing.assert_close(pool.tensors[key], full.tensors[key])
-    assert set(full.tensors) >= set(PER_UNIT)
+    assert set(full.tensors) >= set(unit_statistics())
 
 
 def test_pool_passes_follow_the_searched_metrics():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from adapruner.adapters.base import CoupledSlice
-from adapruner.importance.base import Importance
+from adapruner.importance.base import MOMENTS, Importance
 from adapruner.stats import Statistics
 
 
@@ -14,6 +14,7 @@ class WandaImportance(Importance):
     weights, with X_j the j-th input channel of the weight's module over all calibration tokens."""
 
     needs = frozenset({"act"})
+    pooled_from = MOMENTS
 
     def element(self, weight: torch.Tensor, slice_: CoupledSlice, stats: Statistics) -> torch.Tensor:
         return weight.float().abs() * stats.act_norm(slice_.module)[None, :]
@@ -26,6 +27,7 @@ class FlapImportance(Importance):
     contribution fluctuates around the mean that its bias compensation would restore."""
 
     needs = frozenset({"act"})
+    pooled_from = MOMENTS
 
     def element(self, weight: torch.Tensor, slice_: CoupledSlice, stats: Statistics) -> torch.Tensor | None:
         if slice_.dim != 1:

@@ -59,13 +59,27 @@ def normalize(scores: torch.Tensor, how: str) -> torch.Tensor:
     raise ValueError(f"unknown normalization {how!r}; valid: none, mean, max, l2, zscore, rank")
 
 
+#: ``Importance.pooled_from`` of a metric that a search's pool rebuilds from the per-sample input moments
+#: (``act_sq``, ``act_sum`` of every unit module), summed over the chosen samples.
+MOMENTS = "act"
+
+
 class Importance:
     """Base class of every metric; registered by name in ``adapruner.catalog.METRICS``.
 
-    ``needs`` names the statistics the metric reads (``act``, ``grad``, ``fisher``).
+    ``needs`` names the statistics the metric reads (:data:`adapruner.stats.NEEDS`). ``pooled_from`` names
+    the per-sample statistic from which a search's pool (:mod:`adapruner.search.cache`) combines the metric
+    over any subset of its samples:
+
+    - :data:`MOMENTS`: the input moments (exact for the metrics that read only ``act``);
+    - any other name: a per-unit statistic, the metric's own :meth:`unit_terms` of one sample's gradients
+      (per slice and unit), summed over the samples and then :meth:`finish`-ed. Exact for terms linear in
+      the gradient; for ``|.|`` of it, per-sample saliencies are added instead of per-sample gradients;
+    - ``None``: only exact statistics (the metric cannot be searched). Data-free metrics need nothing.
     """
 
     needs: ClassVar[frozenset[str]] = frozenset()
+    pooled_from: ClassVar[str | None] = None
 
     def __init__(self, *, seed: int = 0) -> None:
         self.seed = seed
@@ -83,11 +97,24 @@ class Importance:
     def slice_scores(
         self, weight: torch.Tensor, slice_: CoupledSlice, n_units: int, stats: Statistics
     ) -> torch.Tensor | None:
-        """``[n_units]`` scores from one coupled slice, or ``None`` when the metric ignores it."""
+        """``[n_units]`` scores from one coupled slice, or ``None`` when the metric ignores it: the finished
+        unit terms, which pooled statistics hold already summed over their samples (``stats.unit_sums``)."""
+        pooled = stats.unit_sums.get(self.pooled_from)
+        terms = pooled[slice_] if pooled is not None else self.unit_terms(weight, slice_, n_units, stats)
+        return None if terms is None else self.finish(terms)
+
+    def unit_terms(
+        self, weight: torch.Tensor, slice_: CoupledSlice, n_units: int, stats: Statistics
+    ) -> torch.Tensor | None:
+        """``[n_units]`` the sum of the element scores over each unit's weights of the slice, or ``None``."""
         element = self.element(weight, slice_, stats)
         if element is None:
             return None
         return slice_weight(element, slice_, n_units).sum((1, 2))
+
+    def finish(self, terms: torch.Tensor) -> torch.Tensor:
+        """A slice's scores ``[n_units]`` from its unit terms (summed over samples when pooled)."""
+        return terms
 
     def element(self, weight: torch.Tensor, slice_: CoupledSlice, stats: Statistics) -> torch.Tensor | None:
         """Weight-shaped element scores (``[out, in]``), or ``None`` to ignore this slice."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from adapruner.adapters.base import CoupledSlice
-from adapruner.importance.base import Importance, consumer_columns
+from adapruner.importance.base import MOMENTS, Importance, consumer_columns
 from adapruner.stats import Statistics
 
 
@@ -38,6 +38,7 @@ class BipImportance(Importance):
     are not scored: their effect on the block output passes through the unit's output columns)."""
 
     needs = frozenset({"act"})
+    pooled_from = MOMENTS
 
     def slice_scores(
         self, weight: torch.Tensor, slice_: CoupledSlice, n_units: int, stats: Statistics

@@ -23,6 +23,7 @@ class NirvanaImportance(Importance):
     """Element-wise ``|W * dF/dW|`` summed over each unit's weights."""
 
     needs = frozenset({"out_grad"})
+    pooled_from = "nirvana_abs"  # per-sample saliencies added: sum_s |W f_s| >= |W sum_s f_s|
 
     def element(self, weight: torch.Tensor, slice_: CoupledSlice, stats: Statistics) -> torch.Tensor:
         return (weight.float() * stats.out_grad[slice_.module]).abs()

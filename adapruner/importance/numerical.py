@@ -17,9 +17,10 @@ stand in for (correlated contributions) score low and are pruned first; for unco
 ``S_u = G_uu + lam``, the diagonal (FLAP/Wanda-like) contribution. The same Newton step is the
 ``numerical`` compensator (:mod:`adapruner.compensate.numerical`).
 
-Without the full input covariance (the search's pooled statistics keep only its diagonal) the Gram matrix
-is approximated by its diagonal, ``G_uu = sum_{c in u} ||W[:, c]||^2 sum_t x_c^2``: correlations between
-units are then ignored.
+Without the full input covariance (a search's pool keeps the input moments only, ``pooled_from =
+MOMENTS``) the Gram matrix is taken on the covariance's diagonal (:meth:`Statistics.input_cov
+<adapruner.stats.Statistics.input_cov>`), ``G_uu = sum_{c in u} ||W[:, c]||^2 sum_t x_c^2``: correlations
+between units are then ignored.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from __future__ import annotations
 import torch
 
 from adapruner.adapters.base import CoupledSlice
-from adapruner.importance.base import Importance, consumer_columns
+from adapruner.importance.base import MOMENTS, Importance, consumer_columns
 from adapruner.stats import Statistics
 
 DAMPING = 0.01
@@ -35,8 +36,12 @@ DAMPING = 0.01
 
 def unit_gram(weight: torch.Tensor, cov: torch.Tensor, *, n_units: int, unit_size: int) -> torch.Tensor:
     """``G: [n_units, n_units]`` from ``weight: [out, n_units * unit_size]`` and ``cov: [n_units *
-    unit_size, n_units * unit_size]`` (sum over tokens of x x^T of those columns)."""
+    unit_size, n_units * unit_size]`` (sum over tokens of x x^T of those columns) or its diagonal ``[n_units
+    * unit_size]`` (then ``G`` is diagonal: correlations ignored)."""
     w = weight.double()
+    if cov.dim() == 1:
+        diag = w.square().sum(0) * cov.double()
+        return torch.diag(diag.reshape(n_units, unit_size).sum(1))
     full = (w.t() @ w) * cov.double()
     return full.reshape(n_units, unit_size, n_units, unit_size).sum((1, 3))
 
@@ -54,6 +59,7 @@ class NumericalImportance(Importance):
     """Newton score of each unit on its output projection (higher = keep)."""
 
     needs = frozenset({"cov"})
+    pooled_from = MOMENTS  # approximate: the diagonal of the covariance
 
     def slice_scores(
         self, weight: torch.Tensor, slice_: CoupledSlice, n_units: int, stats: Statistics
@@ -61,12 +67,5 @@ class NumericalImportance(Importance):
         columns = consumer_columns(weight, slice_, n_units)
         if columns is None:
             return None
-        width = columns.shape[1]
-        if slice_.module in stats.cov:
-            cov = stats.cov[slice_.module].narrow(0, slice_.offset, width).narrow(1, slice_.offset, width)
-            gram = unit_gram(columns, cov.to(columns.device), n_units=n_units, unit_size=slice_.unit_size)
-        else:  # pooled statistics: the diagonal of the covariance only
-            act = stats.act_sq[slice_.module].narrow(0, slice_.offset, width).to(columns.device)
-            diag = columns.double().square().sum(0) * act.double()
-            gram = torch.diag(diag.reshape(n_units, slice_.unit_size).sum(1))
-        return newton_scores(gram)
+        cov = stats.input_cov(slice_.module, slice_.offset, columns.shape[1]).to(columns.device)
+        return newton_scores(unit_gram(columns, cov, n_units=n_units, unit_size=slice_.unit_size))

@@ -3,13 +3,17 @@
 The loss change from removing weights W is approximated by a Taylor expansion around W:
 ``dL ~= -g.W + 1/2 W.H.W`` with g = dL/dW summed over calibration samples and H approximated by the
 diagonal empirical Fisher F = sum_s g_s^2.
+
+A search's pool keeps each metric's unit terms per sample: exact for ``taylor_vector`` (|sum_s sum W g_s|
+= |sum W * sum_s g_s|); for ``taylor`` and ``taylor2`` sum_s |W g_s| bounds |W sum_s g_s| from above (the
+triangle inequality), i.e. per-sample saliencies are added instead of per-sample gradients.
 """
 
 from __future__ import annotations
 
 import torch
 
-from adapruner.adapters.base import CoupledSlice, slice_weight
+from adapruner.adapters.base import CoupledSlice
 from adapruner.importance.base import Importance
 from adapruner.stats import Statistics
 
@@ -18,6 +22,7 @@ class TaylorImportance(Importance):
     """Element-wise first order: sum over the unit's weights of |W * g| (LLM-Pruner 'param_first')."""
 
     needs = frozenset({"grad"})
+    pooled_from = "taylor_abs"
 
     def element(self, weight: torch.Tensor, slice_: CoupledSlice, stats: Statistics) -> torch.Tensor:
         return (weight.float() * stats.grad[slice_.module]).abs()
@@ -27,6 +32,7 @@ class SecondOrderTaylorImportance(Importance):
     """Element-wise first plus second order: |W*g - 1/2 * W^2 * F| (LLM-Pruner 'param_mix')."""
 
     needs = frozenset({"grad", "fisher"})
+    pooled_from = "taylor2_abs"
 
     def element(self, weight: torch.Tensor, slice_: CoupledSlice, stats: Statistics) -> torch.Tensor:
         w = weight.float()
@@ -38,7 +44,10 @@ class VectorTaylorImportance(Importance):
     'vectorize'): the first-order loss change of removing the unit's whole weight vector at once."""
 
     needs = frozenset({"grad"})
+    pooled_from = "taylor_vec"
 
-    def slice_scores(self, weight: torch.Tensor, slice_: CoupledSlice, n_units: int, stats: Statistics) -> torch.Tensor:
-        product = weight.float() * stats.grad[slice_.module]
-        return slice_weight(product, slice_, n_units).sum((1, 2)).abs()
+    def element(self, weight: torch.Tensor, slice_: CoupledSlice, stats: Statistics) -> torch.Tensor:
+        return weight.float() * stats.grad[slice_.module]
+
+    def finish(self, terms: torch.Tensor) -> torch.Tensor:
+        return terms.abs()

@@ -1,24 +1,25 @@
 """Per-sample, per-unit statistics of a candidate calibration pool, so that trials combine them
 instead of re-running forward and backward passes.
 
-For every pool sample s (one forward and one backward pass each) the cache stores:
+Every metric declares what it is pooled from (``Importance.pooled_from``, :mod:`adapruner.importance.base`).
+For every pool sample s (one forward pass, and the backward passes that the searched metrics need) the
+cache stores:
   - ``act_sq`` / ``act_sum``: ``[n, A]`` per-input-channel sums of x^2 and x of every unit module
-    (concatenated over modules; A = sum of their in_features);
-  - ``taylor_abs``: ``[n, U]`` per slice and unit, sum over the unit's weights of |W * g_s|;
-  - ``taylor_vec``: ``[n, U]`` per slice and unit, sum over the unit's weights of W * g_s (signed);
-  - ``taylor2_abs``: ``[n, U]`` per slice and unit, sum of |W * g_s - 1/2 * W^2 * g_s^2|;
-  - ``nirvana_abs``: ``[n, U]`` per slice and unit, sum of |W * f_s| (NIRVANA's saliency of sample s);
-  (U = sum over unit groups and their slices of n_units; g_s = dL_s/dW; f_s = dF_s/dW with F_s the network
-  output of :func:`adapruner.stats.output_objective`, one more backward pass per sample);
+    (concatenated over modules; A = sum of their in_features): the metrics pooled from the moments;
+  - one ``[n, U]`` tensor per per-unit statistic that a registered metric declares (built-in: ``taylor_abs``,
+    ``taylor2_abs``, ``taylor_vec`` from the loss backward, ``nirvana_abs`` from the output backward): per
+    slice and unit, the metric's own unit terms (:meth:`~adapruner.importance.base.Importance.unit_terms`)
+    on sample s's gradient (U = sum over unit groups and their slices of n_units);
   - ``tokens``: ``[n, seq_len]`` the samples' token ids, so that a trial can re-run its chosen samples
     (compensation reads their input covariance, too large to cache per sample).
 
-Combining a subset S of samples is exact for activation metrics (``wanda``, ``flap``: sums of
-moments), for ``taylor_vector`` (|sum_s sum W g_s| = |sum W * sum_s g_s|) and for the data-free ones.
-It is an approximation for ``taylor``, ``taylor2`` and ``nirvana``: sum_s |W g_s| bounds |W sum_s g_s|
-from above (the triangle inequality), i.e. per-sample saliencies are added instead of per-sample
-gradients. ``bip`` is exact (activation moments). ``numerical`` is approximate: its Newton scores need the
-full input covariance, of which only the diagonal is cached, so correlations between units are ignored
+A subset S of samples gets a :class:`~adapruner.stats.Statistics` of the moments and per-unit sums over S,
+scored by the same :func:`~adapruner.importance.score_groups` as a prune. This is exact for activation
+metrics (``wanda``, ``flap``, ``bip``: sums of moments), for ``taylor_vector`` (linear in the gradient) and
+for the data-free ones. It is an approximation for ``taylor``, ``taylor2`` and ``nirvana``: sum_s |W g_s|
+bounds |W sum_s g_s| from above (the triangle inequality), i.e. per-sample saliencies are added instead of
+per-sample gradients. ``numerical`` is approximate: its Newton scores need the full input covariance, of
+which only the diagonal is cached, so correlations between units are ignored
 (see :mod:`adapruner.importance.numerical`).
 """
 
@@ -27,43 +28,32 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
 
 import torch
 
-from adapruner.adapters.base import ModelAdapter, UnitGroup, slice_weight
+from adapruner.adapters.base import CoupledSlice, ModelAdapter
 from adapruner.calibration import Sample, sample_windows
+from adapruner.catalog import METRICS
 from adapruner.config import CalibrationConfig, DataSource
-from adapruner.importance.base import aggregate, build_metric, normalize
+from adapruner.errors import UserError
+from adapruner.importance.base import MOMENTS, Importance, build_metric, score_groups
 from adapruner.prune.plan import spread
-from adapruner.models import input_device
-from adapruner.stats import Statistics, calibration_mode, gradient_sink, output_objective, unit_modules
+from adapruner.stats import PASS_OF, PASSES, Statistics, backward_passes, calibration_passes, unit_modules
 
-PER_UNIT = ("taylor_abs", "taylor_vec", "taylor2_abs", "nirvana_abs")
-PASSES = ("loss", "output")  # the backward passes a pool can take
-PASS_OF = {"taylor_abs": "loss", "taylor_vec": "loss", "taylor2_abs": "loss", "nirvana_abs": "output"}
 PER_CHANNEL = ("act_sq", "act_sum")
-# metric -> (pooled per-unit statistic, take |.| after summing over samples)
-POOLED_GRADIENT = {
-    "taylor": ("taylor_abs", False),
-    "taylor2": ("taylor2_abs", False),
-    "taylor_vector": ("taylor_vec", True),
-    "nirvana": ("nirvana_abs", False),
-}
-# metrics combined from the cache with a documented approximation of statistics it does not hold
-POOLED_APPROXIMATE = {"numerical": "diagonal of the input covariance"}
+POOL_NEEDS = {"act", "grad", "fisher", "out_grad"}  # what per-sample statistics can be built from
 CACHE_VERSION = "v2"  # v2: nirvana_abs and tokens
 
 
 @dataclass(frozen=True)
 class Layout:
-    """Where each module's channels and each group's slices sit in the concatenated statistics."""
+    """Where each module's channels and each slice's units sit in the concatenated statistics."""
 
     modules: tuple[tuple[str, int, int], ...]  # (name, offset, in_features)
-    slices: tuple[tuple[int, str, int, int], ...]  # (group index, module, offset, n_units) per slice
+    slices: tuple[tuple[CoupledSlice, int, int], ...]  # (slice, offset, n_units), group by group
 
     @classmethod
     def of(cls, adapter: ModelAdapter) -> Layout:
@@ -73,9 +63,9 @@ class Layout:
             modules.append((name, offset, width))
             offset += width
         slices, offset = [], 0
-        for index, group in enumerate(adapter.groups()):
+        for group in adapter.groups():
             for slice_ in group.slices:
-                slices.append((index, slice_.module, offset, group.n_units))
+                slices.append((slice_, offset, group.n_units))
                 offset += group.n_units
         return cls(tuple(modules), tuple(slices))
 
@@ -105,7 +95,7 @@ class PoolStats:
     sample_ids: list[str]
     sources: list[str]
     tokens_per_sample: int
-    tensors: dict[str, torch.Tensor]  # PER_CHANNEL: [n, A]; PER_UNIT: [n, U]
+    tensors: dict[str, torch.Tensor]  # PER_CHANNEL: [n, A]; per-unit statistics: [n, U]
     tokens: torch.Tensor | None = None  # [n, seq_len] token ids
 
     def rows(self, ids: Sequence[str]) -> torch.Tensor:
@@ -123,16 +113,51 @@ class PoolStats:
         )
 
 
+def unit_statistics(passes: Sequence[str] = PASSES) -> dict[str, Importance]:
+    """``{statistic: metric}`` for every registered metric pooled from a per-unit statistic (its
+    ``pooled_from``) taken in one of the backward ``passes`` (the metric's needs tell which one), in
+    registration order."""
+    out: dict[str, Importance] = {}
+    for name in METRICS.names():
+        metric = build_metric(name)
+        key = metric.pooled_from
+        if not _per_unit(metric):
+            continue
+        taken = backward_passes(metric.needs)
+        if len(taken) != 1 or not metric.needs <= POOL_NEEDS or key in PER_CHANNEL or key in out:
+            raise ValueError(
+                f"metric {name!r}: a per-unit statistic ({key!r}) needs a name of its own and the gradients of "
+                f"one backward pass ({', '.join(sorted(POOL_NEEDS))})"
+            )
+        if taken[0] in passes:
+            out[key] = metric
+    return out
+
+
+def _per_unit(metric: Importance | type[Importance]) -> bool:
+    """Whether ``metric`` is pooled from a per-unit statistic of its own (not the moments, not exact only)."""
+    return metric.pooled_from not in (None, MOMENTS)
+
+
+def poolable(name: str) -> bool:
+    """Whether the metric ``name`` can be combined from a pool: it declares what it is pooled from, or it
+    reads no statistics (data-free)."""
+    metric = METRICS.get(name)
+    return metric.pooled_from is not None or not metric.needs
+
+
+def check_poolable(metrics: Sequence[str]) -> None:
+    """Every searched metric must be computable from the pooled statistics."""
+    for name in metrics:
+        if not poolable(name):
+            raise UserError(f"space.metrics: {name!r} cannot be combined from cached statistics yet")
+
+
 def pool_passes(metrics: Sequence[str]) -> tuple[str, ...]:
-    """The backward passes a pool needs for the searched ``metrics``: ``loss`` (the Taylor family's
-    per-unit sums) and ``output`` (NIRVANA's, one more backward that keeps the loss backward's graph)."""
-    names = set(metrics)
-    passes = []
-    if names & {"taylor", "taylor2", "taylor_vector"}:
-        passes.append("loss")
-    if "nirvana" in names:
-        passes.append("output")
-    return tuple(passes)
+    """The backward passes a pool needs for the searched ``metrics``: those of their per-unit statistics
+    (``loss`` for the Taylor family, ``output`` for NIRVANA's, which keeps the loss backward's graph)."""
+    needs = [m.needs for m in map(build_metric, metrics) if _per_unit(m)]
+    return backward_passes(set().union(*needs))
 
 
 def collect_pool_stats(
@@ -143,83 +168,63 @@ def collect_pool_stats(
     progress: Callable[[int, int], None] | None = None,
 ) -> PoolStats:
     """One forward pass per sample and the backward ``passes`` (see :func:`pool_passes`); the model is
-    left unchanged. Each weight's gradient is reduced to its units' sums as autograd produces it and
-    freed, so a backward pass holds one gradient at a time; a statistic whose pass does not run is
-    absent from ``tensors``."""
+    left unchanged. Each weight's gradient is reduced to the unit terms of every per-unit statistic of its
+    pass (:func:`unit_statistics`) as autograd produces it and freed, so a backward pass holds one gradient
+    at a time; a statistic whose pass does not run is absent from ``tensors``."""
     layout = Layout.of(adapter)
-    model = adapter.model
-    device = input_device(model)
-    linears = {name: adapter.linear(name) for name, _, _ in layout.modules}
     n = len(samples)
-    keys = [k for k in PER_UNIT if PASS_OF[k] in passes]
-    out = {k: torch.zeros(n, layout.channels) for k in PER_CHANNEL} | {k: torch.zeros(n, layout.units) for k in keys}
-    current: dict[str, torch.Tensor] = {}
-
-    def hook(name: str):
-        def record(_module, inputs):
-            x = inputs[0].detach().float().reshape(-1, inputs[0].shape[-1])
-            current[name] = torch.stack([x.square().sum(0), x.sum(0)])
-
-        return record
-
-    handles = [linears[name].register_forward_pre_hook(hook(name)) for name in linears]
-    row_phase = [0, "loss"]
-    reduce = _unit_reducer(adapter, layout, linears, out, row_phase)
-    weights = {name: m.weight for name, m in linears.items()} if passes else {}
-    with calibration_mode(model, trainable=list(weights.values()), hooks=handles), gradient_sink(weights, reduce):
-        for row, sample in enumerate(samples):
-            row_phase[0] = row
-            ids = sample.input_ids[None].to(device)
-            with torch.set_grad_enabled(bool(passes)):
-                output = model(ids, labels=ids if "loss" in passes else None, use_cache=False)
-            for name, offset, width in layout.modules:
-                moments = current[name].cpu()
-                out["act_sq"][row, offset : offset + width] = moments[0]
-                out["act_sum"][row, offset : offset + width] = moments[1]
-            if "loss" in passes:
-                row_phase[1] = "loss"
-                output.loss.backward(retain_graph="output" in passes)
-            if "output" in passes:
-                row_phase[1] = "output"
-                output_objective(output.logits).backward()
-            del output
-            if progress:
-                progress(row + 1, n)
-    tokens = torch.stack([s.input_ids for s in samples])
-    return PoolStats([s.id for s in samples], [s.source for s in samples], samples[0].input_ids.numel(), out, tokens)
+    statistics = unit_statistics(passes)
+    out = {k: torch.zeros(n, layout.channels) for k in PER_CHANNEL}
+    out |= {k: torch.zeros(n, layout.units) for k in statistics}
+    current = Statistics(n_tokens=samples[0].input_ids.numel(), n_samples=1)  # one sample's statistics
+    row = [0]
+    reduce = _unit_reducer(adapter, layout, current, statistics, out, row)
+    needs = {"act"} | {need for need, taken in PASS_OF.items() if taken in passes}
+    batch = torch.stack([s.input_ids for s in samples])
+    for _ in calibration_passes(adapter, batch, current, needs=needs, step=1, consume=reduce):
+        for name, offset, width in layout.modules:
+            out["act_sq"][row[0], offset : offset + width] = current.act_sq.pop(name).cpu()
+            out["act_sum"][row[0], offset : offset + width] = current.act_sum.pop(name).cpu()
+        row[0] += 1
+        if progress:
+            progress(row[0], n)
+    return PoolStats([s.id for s in samples], [s.source for s in samples], samples[0].input_ids.numel(), out, batch)
 
 
 def _unit_reducer(
     adapter: ModelAdapter,
     layout: Layout,
-    linears: dict[str, torch.nn.Linear],
+    current: Statistics,
+    statistics: Mapping[str, Importance],
     out: dict[str, torch.Tensor],
-    row_phase: list,
-) -> Callable[[str, torch.Tensor], None]:
-    """``consume(module, grad)`` for :func:`~adapruner.stats.gradient_sink`: writes the per-unit sums of
-    the module's slices into row ``row_phase[0]`` of ``out`` (the loss pass's Taylor sums or the output
-    pass's NIRVANA saliency, by ``row_phase[1]``)."""
-    slices = [slice_ for group in adapter.groups() for slice_ in group.slices]
-    by_module: dict[str, list[tuple[int, int, Any]]] = {}
-    for (_, module, offset, n_units), slice_ in zip(layout.slices, slices, strict=True):
-        by_module.setdefault(module, []).append((offset, n_units, slice_))
+    row: list[int],
+) -> Callable[[str, str, torch.Tensor], None]:
+    """``consume(pass, module, grad)`` for :func:`~adapruner.stats.calibration_passes`: puts one sample's
+    gradient of ``module`` into ``current`` (``grad`` and ``fisher`` for the loss pass, ``out_grad`` for
+    the output pass), writes each statistic's unit terms of the module's slices into row ``row[0]`` of
+    ``out`` and drops the gradient again."""
+    by_module: dict[str, list[tuple[CoupledSlice, int, int]]] = {}
+    for slice_, offset, n_units in layout.slices:
+        by_module.setdefault(slice_.module, []).append((slice_, offset, n_units))
+    fisher = any("fisher" in metric.needs for metric in statistics.values())
+    taken = {key: backward_passes(metric.needs)[0] for key, metric in statistics.items()}
 
-    def consume(name: str, grad: torch.Tensor) -> None:
-        row, phase = row_phase
-        w, g = linears[name].weight.detach().float(), grad.float()
-        wg = w * g
-        for offset, n_units, slice_ in by_module.get(name, ()):
-            span = slice(offset, offset + n_units)
-
-            def unit_sum(element: torch.Tensor) -> torch.Tensor:
-                return slice_weight(element, slice_, n_units).sum((1, 2)).cpu()
-
-            if phase == "output":
-                out["nirvana_abs"][row, span] = unit_sum(wg.abs())
+    def consume(phase: str, name: str, grad: torch.Tensor) -> None:
+        g = grad.float()
+        fields = {"out_grad": g} if phase == "output" else {"grad": g} | ({"fisher": g.square()} if fisher else {})
+        for field, value in fields.items():
+            getattr(current, field)[name] = value
+        weight = adapter.linear(name).weight.detach()
+        for key, metric in statistics.items():
+            if taken[key] != phase:
                 continue
-            out["taylor_abs"][row, span] = unit_sum(wg.abs())
-            out["taylor_vec"][row, span] = unit_sum(wg)
-            out["taylor2_abs"][row, span] = unit_sum((wg - 0.5 * w.square() * g.square()).abs())
+            for slice_, offset, n_units in by_module.get(name, ()):
+                terms = metric.unit_terms(weight, slice_, n_units, current)
+                if terms is None:
+                    raise ValueError(f"statistic {key!r}: a metric pooled from unit terms scores every slice")
+                out[key][row[0], offset : offset + n_units] = terms.cpu()
+        for field in fields:
+            del getattr(current, field)[name]
 
     return consume
 
@@ -239,22 +244,21 @@ def load_pool(
     """The candidate pool of ``pool_size`` samples per source, from the disk cache where present.
 
     Cache files live at ``cache_dir/<model fingerprint>/<hash of source, seq_len, seed, pool_size,
-    passes>.pt`` and hold the sample ids with the statistics (``passes``: :func:`pool_passes`).
+    passes>.pt`` and hold the sample ids with the statistics (``passes``: :func:`pool_passes`); a file
+    without a statistic that a metric registered since declares is rebuilt.
     """
     passes = tuple(p for p in PASSES if p in passes)
     tag = "" if passes == PASSES else f"|{','.join(passes) or 'forward'}"  # a full pool keeps its v2 key
     fingerprint = model_fingerprint(adapter.model) if cache_dir else ""
+    expected = set(PER_CHANNEL) | set(unit_statistics(passes))
     parts = []
     for source in sources:
         key = hashlib.sha256(
             f"{source.model_dump_json()}|{seq_len}|{seed}|{pool_size}|{CACHE_VERSION}{tag}".encode()
         ).hexdigest()[:16]
         path = Path(cache_dir) / fingerprint / f"{key}.pt" if cache_dir else None
-        if path is not None and path.is_file():
-            saved = torch.load(path, weights_only=True)
-            parts.append(
-                PoolStats(saved["ids"], saved["sources"], saved["tokens"], saved["tensors"], saved["token_ids"])
-            )
+        if path is not None and (saved := _read_pool(path, expected)) is not None:
+            parts.append(saved)
             continue
         samples = sample_windows(
             tokenizer, CalibrationConfig(sources=(source,), samples=pool_size, seq_len=seq_len, seed=seed)
@@ -267,21 +271,35 @@ def load_pool(
             progress=(lambda done, total, stage=stage: progress(stage, done, total)) if progress else None,
         )
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            torch.save(
-                {
-                    "ids": pool.sample_ids,
-                    "sources": pool.sources,
-                    "tokens": pool.tokens_per_sample,
-                    "tensors": pool.tensors,
-                    "token_ids": pool.tokens,
-                },
-                tmp,
-            )
-            tmp.replace(path)
+            _write_pool(path, pool)
         parts.append(pool)
     return PoolStats.concat(parts)
+
+
+def _read_pool(path: Path, expected: set[str]) -> PoolStats | None:
+    """The pool saved at ``path``, or ``None`` when there is none or it lacks an ``expected`` statistic."""
+    if not path.is_file():
+        return None
+    saved = torch.load(path, weights_only=True)
+    if not expected <= set(saved["tensors"]):
+        return None
+    return PoolStats(saved["ids"], saved["sources"], saved["tokens"], saved["tensors"], saved["token_ids"])
+
+
+def _write_pool(path: Path, pool: PoolStats) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "ids": pool.sample_ids,
+            "sources": pool.sources,
+            "tokens": pool.tokens_per_sample,
+            "tensors": pool.tensors,
+            "token_ids": pool.tokens,
+        },
+        tmp,
+    )
+    tmp.replace(path)
 
 
 def load_pools(
@@ -358,49 +376,38 @@ def pooled_scores(
     kinds: Sequence[str],
     seed: int = 0,
 ) -> dict[tuple[int, str], torch.Tensor]:
-    """The weighted metric mix over the chosen samples: ``{(layer, kind): scores [n_units]}`` — the
-    cached counterpart of :func:`adapruner.importance.score_groups`."""
+    """The weighted metric mix over the chosen samples: ``{(layer, kind): scores [n_units]}`` — the same
+    :func:`adapruner.importance.score_groups` as a prune, on the samples' :func:`pooled_statistics`."""
+    stats = pooled_statistics(adapter, pool, sample_ids, metrics=[name for name, w in mix.items() if w > 0])
+    groups = [group for group in adapter.groups() if group.kind in kinds]
+    return score_groups(
+        adapter, groups, stats, mix=mix, aggregation=aggregation, normalization=normalization, seed=seed
+    )
+
+
+def pooled_statistics(
+    adapter: ModelAdapter, pool: PoolStats, sample_ids: Sequence[str], *, metrics: Sequence[str]
+) -> Statistics:
+    """The statistics of the chosen pool samples that ``metrics`` read: the input moments (on the device of
+    the weight they meet) and, per slice, the sums of the metrics' per-unit statistics."""
     layout = Layout.of(adapter)
     rows = pool.rows(sample_ids)
-    sums = {k: pool.tensors[k][rows].sum(0) for k in pool.tensors}
     stats = Statistics(n_tokens=len(sample_ids) * pool.tokens_per_sample, n_samples=len(sample_ids))
-    for name, offset, width in layout.modules:  # on the device of the weight they meet
+    act_sq, act_sum = (pool.tensors[k][rows].sum(0) for k in PER_CHANNEL)
+    for name, offset, width in layout.modules:
         device = adapter.linear(name).weight.device
-        stats.act_sq[name] = sums["act_sq"][offset : offset + width].to(device)
-        stats.act_sum[name] = sums["act_sum"][offset : offset + width].to(device)
-    groups = adapter.groups()
-    per_group_slices: dict[int, list[tuple[int, int]]] = {}
-    for group_index, _module, offset, n_units in layout.slices:
-        per_group_slices.setdefault(group_index, []).append((offset, n_units))
-    total = sum(mix.values())
-    scores: dict[tuple[int, str], torch.Tensor] = {}
-    for index, group in enumerate(groups):
-        if group.kind not in kinds:
+        stats.act_sq[name] = act_sq[offset : offset + width].to(device)
+        stats.act_sum[name] = act_sum[offset : offset + width].to(device)
+    for name in metrics:
+        metric = METRICS.get(name)
+        if not poolable(name):
+            raise ValueError(f"metric {name!r} cannot be combined from pooled statistics")
+        key = metric.pooled_from
+        if not _per_unit(metric) or key in stats.unit_sums:
             continue
-        combined = torch.zeros(group.n_units, dtype=torch.float64)
-        for name, weight in mix.items():
-            if weight <= 0:
-                continue
-            raw = _pooled_metric(adapter, group, name, stats, sums, per_group_slices[index], aggregation, seed)
-            combined += (weight / total) * normalize(raw, normalization)
-        scores[group.key] = combined
-    return scores
-
-
-def _pooled_metric(
-    adapter: ModelAdapter,
-    group: UnitGroup,
-    name: str,
-    stats: Statistics,
-    sums: dict[str, torch.Tensor],
-    slices: list[tuple[int, int]],
-    aggregation: str,
-    seed: int,
-) -> torch.Tensor:
-    if name in POOLED_GRADIENT:
-        key, absolute = POOLED_GRADIENT[name]
-        if key not in sums:
-            raise ValueError(f"metric {name!r}: this pool was built without its {PASS_OF[key]} backward pass")
-        per_slice = torch.stack([sums[key][offset : offset + n] for offset, n in slices]).double()
-        return aggregate(per_slice.abs() if absolute else per_slice, aggregation)
-    return build_metric(name, seed=seed)(adapter, group, stats, aggregation=aggregation)
+        if key not in pool.tensors:
+            missing = backward_passes(metric.needs)[0]
+            raise ValueError(f"metric {name!r}: this pool was built without its {missing} backward pass")
+        sums = pool.tensors[key][rows].sum(0)
+        stats.unit_sums[key] = {slice_: sums[offset : offset + n] for slice_, offset, n in layout.slices}
+    return stats
