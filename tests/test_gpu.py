@@ -119,3 +119,73 @@ def test_reload_on_cuda_gives_the_same_logits(tmp_path, on_cuda, calib_file):
     with torch.no_grad():
         torch.testing.assert_close(reloaded.model(ids).logits, model(ids).logits, rtol=0, atol=0)
     assert get_adapter(reloaded.model).widths() == get_adapter(model).widths()
+
+
+# ---- sequential mode and multi-GPU jobs (issue 17 items 4 and 6) ----------------------------------------
+def _random_llama_dir(tmp_path, tokenizer, *, layers: int = 16, hidden: int = 1024) -> tuple[str, int]:
+    """A random LLaMA (bfloat16, about 18 MB per layer) saved with ``tokenizer``: ``(folder, weight bytes)``."""
+    from tests.conftest import tiny_llama
+
+    model = tiny_llama(
+        vocab_size=len(tokenizer),
+        layers=layers,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_attention_heads=16,
+        num_key_value_heads=4,
+        head_dim=hidden // 16,
+        max_position_embeddings=256,
+    ).to(torch.bfloat16)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    return str(tmp_path), sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def test_sequential_prune_on_cuda_with_memory_capped_below_the_weights(tmp_path, tiny_tokenizer, calib_file):
+    from adapruner.pipeline import run_prune
+
+    folder, weight_bytes = _random_llama_dir(tmp_path / "m", tiny_tokenizer)
+    job = prune_job(calib_file, mix={"wanda": 0.5, "flap": 0.5}, compensate="obs", prune={"depth_share": 0.2})
+    job = job.model_copy(
+        update={
+            "model": job.model.model_copy(update={"source": folder, "device": "cuda", "sequential": True}),
+            "evaluate": job.evaluate.model_copy(update={"texts": (job.calibration.sources[0],), "max_tokens": 256}),
+        }
+    )
+    cap = weight_bytes // 2
+    torch.cuda.empty_cache()
+    torch.cuda.set_per_process_memory_fraction(cap / torch.cuda.get_device_properties(CUDA).total_memory, CUDA)
+    try:
+        loaded = load_model(job.model)
+        assert {p.device.type for p in loaded.model.parameters()} == {"cpu"}
+        with pytest.raises(torch.cuda.OutOfMemoryError):  # the cap is real: the whole model does not fit
+            torch.empty(weight_bytes, dtype=torch.uint8, device=CUDA)
+        torch.cuda.reset_peak_memory_stats(CUDA)
+        outcome = run_prune(job, loaded=loaded)
+        peak = torch.cuda.max_memory_allocated(CUDA)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, CUDA)
+        torch.cuda.empty_cache()
+    assert 0 < peak <= cap
+    assert outcome.report["params_after"] < outcome.report["params_before"]
+    assert outcome.report["blocks_removed"]
+    assert all(torch.isfinite(torch.tensor(v)) for v in outcome.report["pruned"]["perplexity"].values())
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs (a multi-GPU job)")
+def test_a_two_gpu_job_spreads_the_model_and_prunes(tmp_path, tiny_tokenizer, calib_file, monkeypatch):
+    from adapruner.models import loading
+    from adapruner.pipeline import run_prune
+
+    folder, weight_bytes = _random_llama_dir(tmp_path / "m", tiny_tokenizer, layers=8, hidden=512)
+    # Each GPU offered about 60% of the weights, so that accelerate must use both.
+    monkeypatch.setattr(loading, "free_gpu_bytes", lambda gpus: [int(0.6 * weight_bytes / 0.9)] * gpus)
+    job = prune_job(calib_file, mix={"taylor": 1.0}, compensate="obs")
+    job = job.model_copy(update={"model": job.model.model_copy(update={"source": folder, "gpus": 2})})
+    loaded = load_model(job.model)
+    assert {p.device for p in loaded.model.parameters()} == {torch.device("cuda", 0), torch.device("cuda", 1)}
+    outcome = run_prune(job, loaded=loaded)
+    assert outcome.report["params_after"] < outcome.report["params_before"]
+    ids = torch.arange(12, device=CUDA)[None]
+    with torch.no_grad():
+        assert torch.isfinite(outcome.model(ids).logits.float()).all()
