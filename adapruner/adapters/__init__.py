@@ -14,7 +14,14 @@ from adapruner.adapters.base import (
     unit_indices,
 )
 from adapruner.catalog import ADAPTERS
-from adapruner.models.loading import check_model_type
+from adapruner.errors import ModelLoadError
+
+
+def check_model_type(model_type: str | None) -> str:
+    """``model_type`` if an adapter is registered for it; else a :class:`ModelLoadError` listing the supported."""
+    if model_type not in ADAPTERS:
+        raise ModelLoadError(f"model_type {model_type!r} is not supported; supported: {', '.join(ADAPTERS.names())}")
+    return model_type
 
 
 def get_adapter(model: nn.Module) -> ModelAdapter:
@@ -29,6 +36,7 @@ __all__ = [
     "ModelAdapter",
     "UnitGroup",
     "UnitKind",
+    "check_model_type",
     "get_adapter",
     "slice_weight",
     "unit_indices",
