@@ -126,3 +126,12 @@ def test_gradient_metrics_and_criteria_are_refused_naming_them(batch):
 def test_the_spec_turns_it_on():
     assert sequential_for(ModelSpec(device="cpu")) is None
     assert sequential_for(ModelSpec(device="cpu", sequential=True)) == Sequential(CPU)
+
+
+def test_a_search_refuses_sequential_mode():
+    from pydantic import ValidationError
+
+    from adapruner.config import SearchJob
+
+    with pytest.raises(ValidationError, match="model.sequential: a search"):
+        SearchJob.model_validate({"model": {"source": "x", "sequential": True}})

@@ -64,6 +64,15 @@ class SearchJob(StrictModel):
         return self
 
     @model_validator(mode="after")
+    def _whole_model(self) -> SearchJob:
+        if self.model.sequential:
+            raise ValueError(
+                "model.sequential: a search's trials run whole-model passes; prune with model.sequential, "
+                "or spread the model over several GPUs with model.gpus"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _searched_ratio(self) -> SearchJob:
         searched = self.space.ratio is not None and not self.space.ratio.fixed
         if searched and self.search.second_objective is None:
