@@ -16,10 +16,10 @@ import torch
 from safetensors.torch import load_file
 
 from adapruner.adapters import get_adapter
+from adapruner.adapters.base import consumer_modules
 from adapruner.errors import MissingFileError, UserError
-from adapruner.models.loading import MANIFEST_NAME
-from adapruner.stats import consumer_modules
 
+MANIFEST_NAME = "adapruner.json"
 FORMAT_VERSION = 1
 SHARD_SIZE = "2GB"  # safetensors shards: a reload reads one at a time
 

@@ -11,3 +11,7 @@ class UserError(ValueError):
 class MissingFileError(UserError, FileNotFoundError):
     """A file or folder the user named (or one it needs) does not exist; the message names it and how to
     get it. Also a ``FileNotFoundError``, which is what it is."""
+
+
+class ModelLoadError(UserError):
+    """The model cannot be found or is not supported; the message says what to do."""

@@ -62,6 +62,11 @@ def unit_indices(slice_: CoupledSlice, units: torch.Tensor) -> torch.Tensor:
     return (slice_.offset + units[:, None] * slice_.unit_size + within[None, :]).reshape(-1)
 
 
+def consumer_modules(adapter: ModelAdapter) -> list[str]:
+    """Names of the Linears whose input columns carry the units (o_proj, down_proj), in layer order."""
+    return list(dict.fromkeys(group.consumer().module for group in adapter.groups()))
+
+
 def slice_weight(weight: torch.Tensor, slice_: CoupledSlice, n_units: int) -> torch.Tensor:
     """The units' part of a weight, unit-major: ``[n_units, unit_size, other]`` for either ``dim``."""
     span = weight.narrow(slice_.dim, slice_.offset, n_units * slice_.unit_size)
