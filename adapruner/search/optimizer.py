@@ -8,8 +8,8 @@ and restoring it gives the same next suggestion as an uninterrupted run with the
 With ``n_objectives > 1`` every trial is told a vector of objectives (all minimised); each gets its own
 GP (a ``ModelListGP``) and the acquisition is the log noisy expected hypervolume improvement
 (``qLogNoisyExpectedHypervolumeImprovement``, Daulton et al., NeurIPS 2021; Ament et al., NeurIPS
-2023) over a reference point just beyond the worst observed value of each objective. :meth:`best`
-stays the choice on the first objective; :meth:`pareto` gives the non-dominated trials.
+2023) over a reference point just beyond the worst observed value of each objective; :meth:`pareto`
+gives the non-dominated trials.
 
 Conventions:
 
@@ -47,8 +47,10 @@ from typing import Any, Literal
 
 import torch
 
+from adapruner.errors import UserError
+
 Value = float | int | str
-STATE_VERSION = 2  # 2: n_objectives and Trial.secondary; version 1 states load as single-objective
+STATE_VERSION = 2  # 2: n_objectives and Trial.secondary
 MAX_CHOICE_COMBINATIONS = 32
 # L-BFGS iterations of a GP fit: the mixed kernel converges slowly in the last digits (~600 function
 # evaluations); 200 iterations reach the optimum's marginal likelihood to ~1e-2 at a third of the cost.
@@ -211,7 +213,7 @@ class BayesOptimizer:
         n_objectives: int = 1,
     ) -> None:
         if not dims:
-            raise ValueError("the search space has no free dimension; fix fewer parameters")
+            raise UserError("space: the search space has no free dimension; fix fewer parameters")
         names = [d.name for d in dims]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate dimension names in {names}")
@@ -296,26 +298,6 @@ class BayesOptimizer:
         """All trials so far, in index order (a new list; the trials themselves are live)."""
         return list(self._trials)
 
-    def best(self) -> Trial | None:
-        """The completed full-fidelity trial with the lowest GP posterior mean.
-
-        Falls back to the lowest observed value while fewer than three trials are complete or when the
-        GP cannot be fitted. Early-stopped trials (fidelity < 1) are never returned; ``None`` when no
-        full-fidelity trial is complete.
-        """
-        full = [t for t in self._trials if t.status == "completed" and t.fidelity >= 1.0]
-        if not full:
-            return None
-        n_completed = sum(1 for t in self._trials if t.status == "completed")
-        if n_completed >= 3:
-            try:
-                means = [m for m, _ in self.posterior([t.params for t in full])]
-            except _numerical_errors() as error:
-                logger.debug("best(): GP failed (%s: %s); using observed values", type(error).__name__, error)
-            else:
-                return full[min(range(len(full)), key=lambda i: (means[i], full[i].value, i))]
-        return min(full, key=lambda t: (t.value, t.index))
-
     def pareto(self) -> list[Trial]:
         """The completed full-fidelity trials that no other one dominates on the observed objectives
         (all minimised; a dominates b when it is no worse in every objective and better in one), by
@@ -384,11 +366,10 @@ class BayesOptimizer:
 
     # ---- state -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume: dims, seed and settings, all trials (JSON-serialisable)."""
+        """Everything needed to resume: dims, settings (with the seed), all trials (JSON-serialisable)."""
         return {
             "version": STATE_VERSION,
             "dims": [asdict(d) | {"choices": list(d.choices)} for d in self.dims],
-            "seed": self.settings.seed,
             "settings": asdict(self.settings),
             "trials": [asdict(t) | {"params": dict(t.params)} for t in self._trials],
         }
@@ -396,16 +377,14 @@ class BayesOptimizer:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> BayesOptimizer:
         """Rebuild an optimizer from :meth:`state_dict` (also after a JSON round trip)."""
-        version = state.get("version", STATE_VERSION)
-        if version not in (1, STATE_VERSION):
-            raise ValueError(f"unsupported optimizer state version {version} (expected 1 or {STATE_VERSION})")
-        dims = [Dim(**(d | {"choices": tuple(d.get("choices", ()))})) for d in state["dims"]]
-        settings = dict(state["settings"])
-        settings.setdefault("seed", state.get("seed", 0))
-        optimizer = cls(dims, **settings)
+        version = state.get("version")
+        if version != STATE_VERSION:
+            raise UserError(f"optimizer state: version {version!r}, this adapruner reads {STATE_VERSION}")
+        dims = [Dim(**(d | {"choices": tuple(d["choices"])})) for d in state["dims"]]
+        optimizer = cls(dims, **state["settings"])
         optimizer._trials = [Trial(**(t | {"params": dict(t["params"])})) for t in state["trials"]]
         if [t.index for t in optimizer._trials] != list(range(len(optimizer._trials))):
-            raise ValueError("optimizer state: trial indices must be 0, 1, 2, ... in order")
+            raise UserError("optimizer state: trial indices must be 0, 1, 2, ... in order")
         return optimizer
 
     # ---- encoding --------------------------------------------------------------------------------

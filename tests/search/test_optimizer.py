@@ -9,6 +9,7 @@ import random
 import pytest
 import torch
 
+from adapruner.errors import UserError
 from adapruner.search.optimizer import BayesOptimizer, Dim
 
 MIXED = [
@@ -60,8 +61,6 @@ def test_the_gp_improves_on_the_sobol_design_of_a_noisy_quadratic():
     gp = [t for t in optimizer.trials() if t.generator == "gp"]
     assert len(gp) == 8
     assert min(t.value for t in gp) < sobol_best - 0.05
-    best = optimizer.best()
-    assert best.generator == "gp" and quadratic(best.params) < sobol_best
 
 
 def test_unknown_noise_uses_an_inferred_noise_gp():
@@ -107,22 +106,16 @@ def test_failed_trials_are_recorded_and_bad_tells_raise():
         optimizer.tell(5, value=1.0)
     with pytest.raises(ValueError, match="trial -1 was never asked"):
         optimizer.tell(-1, value=1.0)
-    assert optimizer.best() is None
     run(optimizer, 5)  # the GP takes the failed trials at the worst value and goes on
     assert optimizer.trials()[-1].generator == "gp"
     json.dumps(optimizer.state_dict(), allow_nan=False)
 
 
-def test_best_is_completed_and_never_early_stopped():
+def test_a_fidelity_outside_0_1_is_refused():
     optimizer = BayesOptimizer(MIXED, seed=0, n_init=5, **FAST)
-    for value, fidelity in [(3.0, 1.0), (0.1, 0.25), (2.0, 1.0), (2.5, 1.0)]:
-        trial = optimizer.ask()
-        optimizer.tell(trial.index, value=value, noise=1e-4, fidelity=fidelity)
-    optimizer.ask()  # pending
-    best = optimizer.best()
-    assert best.status == "completed" and best.fidelity == 1.0 and best.index == 2
+    trial = optimizer.ask()
     with pytest.raises(ValueError, match="fidelity"):
-        optimizer.tell(4, value=1.0, fidelity=0.0)
+        optimizer.tell(trial.index, value=1.0, fidelity=0.0)
 
 
 def test_pending_trials_are_not_proposed_twice():
@@ -202,7 +195,6 @@ def test_pareto_is_the_non_dominated_full_fidelity_set():
         if t.status == "completed" and t.fidelity == 1 and t not in front:
             mine = (t.value, *t.secondary)
             assert any(all(a <= b for a, b in zip(p, mine, strict=True)) for p in points)
-    assert optimizer.best().index in {t.index for t in front}  # best() stays the first objective's choice
     with pytest.raises(ValueError, match="expected 2 objective value"):
         optimizer.tell(optimizer.ask().index, value=1.0)
 
@@ -233,16 +225,12 @@ def test_a_restored_two_objective_state_gives_the_same_next_suggestion(stop_afte
         assert a.generator == "gp"
 
 
-def test_a_version_1_state_loads_as_single_objective():
+def test_a_state_of_another_version_is_a_user_error():
     optimizer = BayesOptimizer(MIXED, seed=0, n_init=3, **FAST)
     run(optimizer, 2)
-    state = optimizer.state_dict()
-    state["version"] = 1
-    del state["settings"]["n_objectives"]
-    for trial in state["trials"]:
-        del trial["secondary"]
-    restored = BayesOptimizer.from_state(state)
-    assert restored.settings.n_objectives == 1 and restored.trials() == optimizer.trials()
+    state = optimizer.state_dict() | {"version": 1}
+    with pytest.raises(UserError, match="optimizer state: version 1, this adapruner reads 2"):
+        BayesOptimizer.from_state(state)
 
 
 def test_relevance_ranks_the_dimension_the_objective_depends_on_first():
