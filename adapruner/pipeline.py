@@ -31,6 +31,7 @@ from adapruner.prune import unit_saliency
 from adapruner.prune.depth import block_scores
 from adapruner.prune.step import prune_step
 from adapruner.report import build_report, save_result
+from adapruner.sequential import Sequential, checked_sequential
 from adapruner.stats import Statistics, collect_statistics
 
 Progress = Callable[[str, int, int], None]
@@ -59,14 +60,24 @@ def eval_texts(tokenizer: Any, config: EvalConfig) -> dict[str, torch.Tensor]:
 
 
 def evaluate_model(
-    model: Any, texts: dict[str, torch.Tensor], config: EvalConfig, *, tokenizer: Any = None
+    model: Any,
+    texts: dict[str, torch.Tensor],
+    config: EvalConfig,
+    *,
+    tokenizer: Any = None,
+    sequential: Sequential | None = None,
 ) -> dict[str, Any]:
-    """Perplexity on each text, parameter counts, FLOPs, (optionally) measured speed and generation
-    latency, and zero-shot accuracy on ``config.zero_shot`` (needs ``tokenizer``)."""
+    """Perplexity on each text (layer by layer with ``sequential``), parameter counts, FLOPs, (optionally)
+    measured speed and generation latency, and zero-shot accuracy on ``config.zero_shot`` (needs ``tokenizer``)."""
     result: dict[str, Any] = {
         "perplexity": {
             label: perplexity(
-                model, tokens, seq_len=config.seq_len, stride=config.stride, batch_size=config.batch_size
+                model,
+                tokens,
+                seq_len=config.seq_len,
+                stride=config.stride,
+                batch_size=config.batch_size,
+                sequential=sequential,
             ).ppl
             for label, tokens in texts.items()
         },
@@ -119,8 +130,12 @@ def prune_loaded(
     with _timed(timings, "calibration_s"):
         samples = sample_windows(loaded.tokenizer, job.calibration)
     compensator = build_compensator(job.compensate.method, damping=job.compensate.damping)
+    collect, score_blocks = collect_statistics, block_scores
+    if (sequential := checked_sequential(job)) is not None:  # layer by layer: the same results
+        collect, score_blocks = sequential.statistics, sequential.block_scores
+        compensator = sequential.wrap(compensator)
     with _timed(timings, "statistics_s"):
-        stats = collect_statistics(
+        stats = collect(
             adapter,
             stack(samples),
             needs=metric_needs(job.importance.mix) | compensator.needs,
@@ -131,7 +146,7 @@ def prune_loaded(
 
     def blocks(criterion: str) -> torch.Tensor:  # depth pruning: scored on the dense model, once
         with _timed(timings, "block_scores_s"):
-            return block_scores(
+            return score_blocks(
                 adapter,
                 stack(samples),
                 criterion=criterion,
@@ -222,13 +237,16 @@ def run_prune(
     afterwards. ``on_loss(step, loss)`` follows the recovery's training loss.
     """
     timings: dict[str, float] = {}
+    sequential = checked_sequential(job)  # refuses what sequential mode cannot run, before any work
     if loaded is None:
         with _timed(timings, "load_s"):
             loaded = load_model(job.model)
     with _timed(timings, "eval_text_s"):
         texts = eval_texts(loaded.tokenizer, job.evaluate)
     with _timed(timings, "eval_dense_s"):
-        dense_eval = evaluate_model(loaded.model, texts, job.evaluate, tokenizer=loaded.tokenizer)
+        dense_eval = evaluate_model(
+            loaded.model, texts, job.evaluate, tokenizer=loaded.tokenizer, sequential=sequential
+        )
     facts = prune_loaded(loaded, job, progress=progress, timings=timings)
     model = loaded.model
     if job.recover.enabled:
@@ -243,7 +261,7 @@ def run_prune(
                 on_loss=on_loss,
             )
     with _timed(timings, "eval_pruned_s"):
-        pruned_eval = evaluate_model(model, texts, job.evaluate, tokenizer=loaded.tokenizer)
+        pruned_eval = evaluate_model(model, texts, job.evaluate, tokenizer=loaded.tokenizer, sequential=sequential)
     report = build_report(
         source=job.model.source,
         ratio_target=job.prune.ratio,

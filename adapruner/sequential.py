@@ -35,7 +35,7 @@ from torch import nn
 from adapruner.adapters import get_adapter
 from adapruner.adapters.base import ModelAdapter
 from adapruner.catalog import BLOCK_CRITERIA, METRICS
-from adapruner.config import ModelSpec
+from adapruner.config import ModelSpec, PruneJob
 from adapruner.errors import UserError
 from adapruner.models.loading import placement
 from adapruner.prune.depth import _hidden_in, _hidden_out, block_influence, skipping, token_cosine
@@ -377,6 +377,16 @@ _FIX = (
 def sequential_for(spec: ModelSpec) -> Sequential | None:
     """The :class:`Sequential` mode ``spec`` asks for (``model.sequential``), on its compute device; else None."""
     return Sequential(placement(spec)[0]) if spec.sequential else None
+
+
+def checked_sequential(job: PruneJob) -> Sequential | None:
+    """The :class:`Sequential` mode of a prune ``job`` (None when ``model.sequential`` is off), once
+    :func:`check_sequential` has refused what it cannot run: call before any work."""
+    sequential = sequential_for(job.model)
+    if sequential is not None:
+        depth = job.prune.block_criterion if job.prune.depth_share > 0 else None
+        check_sequential(job.importance.mix, block_criterion=depth)
+    return sequential
 
 
 def check_sequential(mix: Iterable[str], *, block_criterion: str | None = None) -> None:

@@ -135,3 +135,69 @@ def test_a_search_refuses_sequential_mode():
 
     with pytest.raises(ValidationError, match="model.sequential: a search"):
         SearchJob.model_validate({"model": {"source": "x", "sequential": True}})
+
+
+@pytest.fixture(scope="module")
+def calib_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("calib") / "calib.txt"
+    path.write_text("\n\n".join(f"calibration paragraph {i} about pruning models." * 5 for i in range(60)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def heldout_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("heldout") / "heldout.txt"
+    path.write_text("\n\n".join(f"held out paragraph {i} that the report reads." * 5 for i in range(30)))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("metric", "method", "criterion"), [("wanda", "obs", "block_influence"), ("flap", "bias", "ppl")]
+)
+def test_run_prune_sequential_matches_the_whole_model_prune(
+    tiny_model_dir, calib_file, heldout_file, metric, method, criterion
+):
+    from adapruner.config import PruneJob
+    from adapruner.pipeline import run_prune
+
+    outcomes = []
+    for sequential in (False, True):
+        job = PruneJob.model_validate(
+            {
+                "model": {"source": str(tiny_model_dir), "device": "cpu", "sequential": sequential},
+                "calibration": {"sources": [{"kind": "file", "name": str(calib_file)}], "samples": 6, "seq_len": 32},
+                "importance": {"mix": {metric: 1.0, "l2": 0.5}},
+                "prune": {"ratio": 0.3, "channel_multiple": 1, "depth_share": 0.9, "block_criterion": criterion},
+                "compensate": {"method": method},
+                "evaluate": {"texts": [{"kind": "file", "name": str(heldout_file)}], "max_tokens": 300, "speed": False},
+            }
+        )
+        outcomes.append(run_prune(job))
+    whole, seq = outcomes
+    for key in ("widths", "blocks_removed", "calibration_samples", "params_after"):
+        assert seq.report[key] == whole.report[key], key
+    assert seq.report["blocks_removed"]
+    for part in ("dense", "pruned"):
+        for label, ppl in whole.report[part]["perplexity"].items():
+            assert seq.report[part]["perplexity"][label] == pytest.approx(ppl, rel=1e-5)
+    theirs, mine = whole.model.state_dict(), seq.model.state_dict()
+    assert theirs.keys() == mine.keys()
+    for name in theirs:
+        torch.testing.assert_close(mine[name], theirs[name], rtol=1e-4, atol=1e-5)
+
+
+def test_run_prune_refuses_a_gradient_metric_before_any_work(tiny_model_dir, calib_file, monkeypatch):
+    from adapruner.config import PruneJob
+    from adapruner.pipeline import run_prune
+
+    job = PruneJob.model_validate(
+        {
+            "model": {"source": str(tiny_model_dir), "device": "cpu", "sequential": True},
+            "calibration": {"sources": [{"kind": "file", "name": str(calib_file)}], "samples": 2, "seq_len": 16},
+            "importance": {"mix": {"taylor": 1.0, "wanda": 1.0}},
+            "evaluate": {"texts": [], "speed": False},
+        }
+    )
+    monkeypatch.setattr("adapruner.pipeline.load_model", lambda spec: pytest.fail("loaded"))
+    with pytest.raises(SequentialError, match="metric\\(s\\) taylor need"):
+        run_prune(job)
