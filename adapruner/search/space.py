@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapruner.config import (
-    DEFAULT_CHANNEL_MULTIPLE,
     CalibrationConfig,
     CompensateConfig,
     ImportanceConfig,
@@ -35,13 +34,13 @@ class Recipe:
     depth_slope: float
     protect_first: int
     protect_last: int
-    compensate: str = "none"  # a COMPENSATORS name (default for states written before the dimension)
-    seq_len: int = 256  # calibration window length: picks the pool of statistics
-    ratio: float | None = None  # a searched pruning ratio; None: the job's
-    depth_share: float = 0.0  # share of the budget removed as whole blocks
-    block_criterion: str = "block_influence"  # a BLOCK_CRITERIA name: which blocks go
-    channel_multiple: int = DEFAULT_CHANNEL_MULTIPLE  # the space's shape constraints, the same in every trial
-    uniform: bool = False
+    compensate: str  # a COMPENSATORS name
+    seq_len: int  # calibration window length: picks the pool of statistics
+    ratio: float | None  # a searched pruning ratio; None: the job's
+    depth_share: float  # share of the budget removed as whole blocks
+    block_criterion: str  # a BLOCK_CRITERIA name: which blocks go
+    channel_multiple: int  # the space's shape constraints, the same in every trial
+    uniform: bool
 
     def prune_config(self, *, ratio: float, targets: tuple[str, ...]) -> PruneConfig:
         """The prune config of this recipe; ``ratio`` (the job's) applies unless the recipe searched one."""

@@ -55,7 +55,6 @@ def test_weights_are_normalised_to_a_simplex():
         ({"evaluate": {"texts": [{"kind": "builtin", "name": "jargon", "split": "validation"}]}}, "evaluate.texts"),
         ({"space": {"seq_lens": [128, 4]}}, "seq_lens"),
         ({"space": {"seq_lens": []}}, "seq_lens"),
-        ({"space": {"seq_len": 128, "seq_lens": [256]}}, "seq_lens or seq_len"),
         (
             {"space": {"ratio": {"low": 0.1, "high": 0.3}}},
             "space.ratio: a searched ratio needs search.second_objective",
@@ -74,7 +73,6 @@ def test_bad_space_names_the_field(payload, needle):
 def test_seq_len_is_a_choice_when_there_are_several():
     assert "seq_len" not in {d.name for d in dims(SearchSpace())}
     assert decode(SearchSpace(), {}).seq_len == 256
-    assert SearchSpace.model_validate({"seq_len": 128}).seq_lens == (128,)  # the single-value spelling
     space = SearchSpace(seq_lens=(128, 512, 128))
     (dim,) = [d for d in dims(space) if d.name == "seq_len"]
     assert dim.kind == "choice" and dim.choices == ("128", "512")
