@@ -33,6 +33,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +42,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baseline import provenance, write_section  # noqa: E402
+from baseline import ROOT, provenance, write_section  # noqa: E402
 
 GIB = 2**30
 _LLAMA3 = dict(vocab_size=128_256, num_key_value_heads=8, head_dim=128, rope_theta=500_000.0, rms_norm_eps=1e-5)
@@ -71,8 +73,9 @@ SHAPES: dict[str, dict[str, Any]] = {
     | dict(hidden_size=8192, intermediate_size=28_672, num_hidden_layers=80, num_attention_heads=64),
 }
 JOBS = ("search", "prune", "compensation")
-# Targets of issue 17 (multiples of the weights' bytes, or of one validation pass).
-PRUNE_PEAK, SEARCH_PEAK, TRIAL_COST, GPU_PEAK = 1.6, 1.8, 1.1, 1.5
+# Targets of issue 17: peaks (1B shape on the CPU; 8B on one GPU) and the GPU memory cap of sequential mode
+# as multiples of the weights' bytes, a trial's time as a multiple of one validation pass.
+PRUNE_PEAK, SEARCH_PEAK, GPU_PEAK, SEQUENTIAL_CAP, TRIAL_COST = 1.6, 1.8, 1.5, 0.25, 1.1
 
 
 @dataclass
@@ -104,11 +107,6 @@ def _proc_status(field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
     raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    """A field of a record or report, whether a dict or a dataclass."""
-    return obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
 
 
 def build_model(shape: str, device: str) -> Any:
@@ -168,28 +166,29 @@ def small_eval(default: Any, args: argparse.Namespace) -> Any:
     )
 
 
+def search_config(args: argparse.Namespace) -> Any:
+    """Few validation tokens in windows of ``--seq-len``; every trial reads all of them (no early stop)."""
+    from adapruner.config import SearchConfig
+
+    return SearchConfig(
+        trials=args.trials,
+        validation_tokens=args.validation_tokens,
+        chunk_tokens=args.seq_len,
+        eval_seq_len=args.seq_len,
+        early_reject=False,
+        top_k=1,
+    )
+
+
 def search_job(args: argparse.Namespace) -> Any:
-    """A short search: small pools and windows, few validation tokens, every trial read in full."""
+    """A short search: small pools and windows, the default space and test texts."""
     from adapruner.config import SearchJob
 
-    space: dict[str, Any] = {
-        "pool_size": args.pool_size,
-        "seq_lens": (args.seq_len,),
-        "samples": {"low": args.samples, "high": args.samples},
-    }
-    if args.sequential:  # gradient metrics need the whole model's backward pass
-        space["metrics"] = ("wanda", "flap", "l2")
+    samples = {"low": args.samples, "high": args.samples}
     return SearchJob(
         model=model_spec(args),
-        space=space,
-        search={
-            "trials": args.trials,
-            "validation_tokens": args.validation_tokens,
-            "chunk_tokens": args.seq_len,
-            "eval_seq_len": args.seq_len,
-            "early_reject": False,
-            "top_k": 1,
-        },
+        space={"pool_size": args.pool_size, "seq_lens": (args.seq_len,), "samples": samples},
+        search=search_config(args),
         evaluate=small_eval(SearchJob().evaluate, args),  # the test partitions
     )
 
@@ -208,10 +207,12 @@ def prune_job(args: argparse.Namespace, metric: str, compensator: str = "none") 
 
 
 def validation_pass(args: argparse.Namespace, loaded: Any) -> float:
-    """Seconds of one pass of the dense model over the search's validation chunks (the cost unit)."""
-    from adapruner.search.objective import observe, validation_chunks
+    """Seconds of one pass of the dense model over the search's validation chunks (the cost unit; layer
+    by layer in sequential mode, as the prune's own evaluation runs)."""
+    from adapruner.evaluate import perplexity
+    from adapruner.search.objective import validation_chunks
 
-    search = search_job(args).search
+    search = search_config(args)
     validation = validation_chunks(
         loaded.tokenizer,
         search.validation,
@@ -219,55 +220,63 @@ def validation_pass(args: argparse.Namespace, loaded: Any) -> float:
         chunk_tokens=search.chunk_tokens,
         seq_len=search.eval_seq_len,
     )
+    mode: dict[str, Any] = {}
+    if args.sequential:
+        from adapruner.sequential import sequential_for
+
+        mode["sequential"] = sequential_for(model_spec(args))
     start = time.perf_counter()
-    observe(loaded.model, validation, reference=[0.0] * len(validation.chunks))
+    for chunk in validation.chunks:  # as the search's observe() reads them
+        perplexity(loaded.model, chunk, seq_len=validation.seq_len, **mode)
     return time.perf_counter() - start
 
 
+@contextmanager
+def step(meter: Meter, steps: dict[str, dict[str, float]], name: str) -> Iterator[None]:
+    """Time a step and read its own peak memory."""
+    meter.reset()
+    start = time.perf_counter()
+    yield
+    steps[name] = {"seconds": time.perf_counter() - start, "peak": meter.peak()}
+
+
 def measure_search(args: argparse.Namespace, loaded: Any, meter: Meter) -> dict[str, Any]:
-    """The search's steps: the peak is reset after every trial, so each trial and the final step have
-    their own; the warm-up's is read at its last progress report (before any trial)."""
-    from adapruner.search.run import run_search
+    """The search's steps one by one (as ``run_search`` runs them): warm-up, each trial, the final step.
+    The model is handed over as the search's own, as when the search loads it (the final model is then
+    pruned in place rather than copied)."""
+    from adapruner.search.records import SearchState
+    from adapruner.search.run import SearchRun
+    from adapruner.search.store import FileStore
 
-    seen: dict[str, Any] = {"warmup_peak": None, "last": None, "trials": [], "peaks": []}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if seen["last"] is None:
-            seen["warmup_peak"] = meter.peak()
-
-    def on_trial(record: Any) -> None:
-        seen["peaks"].append(meter.peak())
-        meter.reset()
-        seen["trials"].append({"seconds": _get(record, "seconds"), "status": _get(record, "status")})
-        seen["last"] = time.perf_counter()
-
+    job, steps = search_job(args), {}
     with tempfile.TemporaryDirectory() as tmp:
-        meter.reset()
-        start = time.perf_counter()
-        outcome = run_search(
-            search_job(args), out=Path(tmp) / "out", loaded=loaded, cache_dir=Path(tmp) / "cache",
-            progress=progress, on_trial=on_trial,
-        )  # fmt: skip
-        end = time.perf_counter()
-        final_peak = meter.peak()
-    cost = _get(outcome.report, "trial_cost")
-    peaks = seen["peaks"]
+        out = Path(tmp) / "out"
+        run = SearchRun(job, FileStore(out, job), SearchState(job), loaded, own=True)
+        with step(meter, steps, "warmup"):
+            run.warm_up(cache_dir=Path(tmp) / "cache", progress=None)
+        for i in range(args.trials):
+            with step(meter, steps, f"trial {i}"):
+                run.run_trials(max_new_trials=1)
+        with step(meter, steps, "final"):
+            run.finish(out)
+    trials = [v for k, v in steps.items() if k.startswith("trial")]
     return {
-        "validation_pass_s": _get(cost, "validation_pass_s"),
-        "warmup_s": _get(cost, "warmup_s"),
-        "warmup_peak": seen["warmup_peak"],
-        "trials": seen["trials"],
-        # The first trial's window holds the warm-up and the dense validation pass too.
-        "trial_peak": max(peaks[1:]) if len(peaks) > 1 else peaks[0],
-        "final_s": end - seen["last"],
-        "final_peak": final_peak,
-        "search_s": end - start,
-        "search_peak": max([*peaks, final_peak]),
+        "validation_pass_s": run.state.timings["validation_pass_s"],
+        "warmup_s": run.state.timings["warmup_s"],  # the pools alone (the step also holds the dense pass)
+        "warmup_peak": steps["warmup"]["peak"],
+        "trial_s": statistics.fmean(t["seconds"] for t in trials),
+        "trial_peak": max(t["peak"] for t in trials),
+        "final_s": steps["final"]["seconds"],
+        "final_peak": steps["final"]["peak"],
+        "search_s": sum(v["seconds"] for v in steps.values()),
+        "search_peak": max(v["peak"] for v in steps.values()),
+        "failed_trials": sum(1 for r in run.state.records.values() if r.status != "completed"),
     }
 
 
 def measure_prune(args: argparse.Namespace, loaded: Any, meter: Meter, *, metric: str, compensator: str) -> dict:
-    """One ``prune`` job; its time without the evaluations, and its compensation phase."""
+    """One ``prune`` job (the model pruned in place); its time without the evaluations, and its
+    compensation phase."""
     from adapruner.pipeline import run_prune
 
     pass_s = validation_pass(args, loaded)
@@ -275,7 +284,7 @@ def measure_prune(args: argparse.Namespace, loaded: Any, meter: Meter, *, metric
     start = time.perf_counter()
     outcome = run_prune(prune_job(args, metric, compensator), loaded=loaded)
     wall = time.perf_counter() - start
-    timings = _get(outcome.report, "timings")
+    timings = outcome.report["timings"]
     evaluation = sum(timings.get(k, 0.0) for k in ("eval_text_s", "eval_dense_s", "eval_pruned_s"))
     return {
         "validation_pass_s": pass_s,
@@ -324,13 +333,18 @@ def child(args: argparse.Namespace) -> None:
     Path(args.result).write_text(json.dumps(result))
 
 
-def run_jobs(argv: list[str]) -> dict[str, dict[str, Any]]:
+def jobs(args: argparse.Namespace) -> tuple[str, ...]:
+    """The measured jobs: a search refuses sequential mode (its trials run whole-model passes)."""
+    return tuple(j for j in JOBS if not (args.sequential and j == "search"))
+
+
+def run_jobs(args: argparse.Namespace, argv: list[str]) -> dict[str, dict[str, Any]]:
     """Every job in a fresh subprocess of this script (its stderr passes through)."""
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         load_tokenizer().save_pretrained(Path(tmp) / "tokenizer")
         argv = [*argv, "--tokenizer", str(Path(tmp) / "tokenizer")]
-        for job in JOBS:
+        for job in jobs(args):
             path = Path(tmp) / f"{job}.json"
             start = time.perf_counter()
             proc = subprocess.run([sys.executable, __file__, *argv, "--job", job, "--result", str(path)])
@@ -352,35 +366,27 @@ class Row:
     error: str = ""
 
 
-def row(step: str, result: dict[str, Any], seconds: float | None, peak: int | None) -> Row:
+def row(step: str, result: dict[str, Any] | None, time_key: str, peak_key: str) -> Row:
+    if result is None:
+        return Row(step, None, None, None, None, "not run (a search refuses sequential mode)")
     if "error" in result:
-        return Row(step, None, None, None, None, result["error"])
-    above = None if peak is None else peak - result["baseline"]
-    pass_s = result["validation_pass_s"]
-    return Row(
-        step,
-        seconds,
-        None if seconds is None else seconds / pass_s,
-        above,
-        None if above is None else above / result["weights_bytes"],
-    )
+        return Row(step, None, None, None, None, "failed: " + result["error"])
+    seconds, above = result[time_key], result[peak_key] - result["baseline"]
+    passes = None if seconds is None else seconds / result["validation_pass_s"]
+    return Row(step, seconds, passes, above, above / result["weights_bytes"])
 
 
 def table_rows(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> list[Row]:
-    search, prune, comp = results["search"], results["prune"], results["compensation"]
-    trials = [t["seconds"] for t in search.get("trials", []) if t["status"] == "completed"]
+    search, prune, comp = results.get("search"), results["prune"], results["compensation"]
     samples = args.pool_size * 3
     return [
-        row(f"warm-up (pool statistics, {samples} x {args.seq_len} tokens)", search, search.get("warmup_s"),
-            search.get("warmup_peak")),
-        row(f"one trial (mean of {len(trials)}, no compensation)", search,
-            statistics.fmean(trials) if trials else None, search.get("trial_peak")),
-        row("final step (pick, confirm, evaluate, save)", search, search.get("final_s"), search.get("final_peak")),
-        row(f"search ({args.trials} trials, whole)", search, search.get("search_s"), search.get("search_peak")),
-        row(f"compensation ({args.compensator}, after a wanda prune)", comp, comp.get("compensation_s"),
-            comp.get("peak")),
-        row(f"prune --metric {prune_metric(args)}", prune, prune.get("prune_s"), prune.get("peak")),
-    ]  # fmt: skip
+        row(f"warm-up (pool statistics, {samples} x {args.seq_len} tokens)", search, "warmup_s", "warmup_peak"),
+        row(f"one trial (mean of {args.trials}, no compensation)", search, "trial_s", "trial_peak"),
+        row("final step (pick, confirm, evaluate, save)", search, "final_s", "final_peak"),
+        row(f"search ({args.trials} trials, whole)", search, "search_s", "search_peak"),
+        row(f"compensation ({args.compensator}, after a wanda prune)", comp, "compensation_s", "peak"),
+        row(f"prune --metric {prune_metric(args)}", prune, "prune_s", "peak"),
+    ]
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -391,7 +397,7 @@ def format_rows(rows: list[Row]) -> list[str]:
     lines = ["| step | s | x validation pass | peak GiB | x weights |", "|---|---:|---:|---:|---:|"]
     for r in rows:
         if r.error:
-            lines.append(f"| {r.step} | failed: {r.error} | | | |")
+            lines.append(f"| {r.step} | {r.error} | | | |")
             continue
         peak = None if r.peak is None else r.peak / GIB
         cells = [_num(r.seconds, ".1f"), _num(r.passes, ".2f"), _num(peak, ".2f"), _num(r.weights, ".2f")]
@@ -406,48 +412,56 @@ def verdict(name: str, value: float | None, limit: float, unit: str) -> str:
 
 
 def targets(args: argparse.Namespace, rows: list[Row], results: dict[str, dict[str, Any]]) -> list[str]:
-    """Issue 17's targets, each met or not met."""
+    """Issue 17's targets for this device and mode, each met or not met."""
     warmup, trial, _, search, _, prune = rows
-    lines = [
-        verdict(f"peak of {prune.step}", prune.weights, PRUNE_PEAK, "x weights"),
-        verdict("peak of the search", search.weights, SEARCH_PEAK, "x weights"),
-        verdict("one trial (no compensation)", trial.passes, TRIAL_COST, "x validation pass"),
-    ]
-    if args.device == "cuda" and not args.sequential:
-        lines.append(verdict("peak of the warm-up", warmup.weights, GPU_PEAK, "x weights"))
-        lines.append(verdict("peak of a trial", trial.weights, GPU_PEAK, "x weights"))
     if args.sequential:
-        first = next(iter(results.values()))
-        cap = first.get("cap_bytes")
-        share = None if cap is None or "weights_bytes" not in first else cap / first["weights_bytes"]
-        line = verdict("GPU memory cap in sequential mode", share, 0.25, "x weights")
+        facts = results["prune"]
+        share = None
+        if "cap_bytes" in facts and "weights_bytes" in facts:
+            share = facts["cap_bytes"] / facts["weights_bytes"]
+        line = verdict("GPU memory cap under which sequential mode pruned", share, SEQUENTIAL_CAP, "x weights")
         if any("error" in r for r in results.values()):
             line = line.rpartition(": ")[0] + ": not met (a job failed)"
-        lines.append(line)
+        return [line]
+    lines = [verdict("one trial (no compensation)", trial.passes, TRIAL_COST, "x validation pass")]
+    if args.device == "cpu":
+        lines.insert(0, verdict(f"peak of {prune.step}", prune.weights, PRUNE_PEAK, "x weights"))
+        lines.insert(1, verdict("peak of the search", search.weights, SEARCH_PEAK, "x weights"))
+    else:
+        lines.append(verdict("peak of the warm-up", warmup.weights, GPU_PEAK, "x weights"))
+        lines.append(verdict("peak of a trial", trial.weights, GPU_PEAK, "x weights"))
     return lines
+
+
+def setting(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> str:
+    """The paragraph under the command: the weights, how memory and time are measured, the sizes."""
+    facts = next((r for r in results.values() if "weights_bytes" in r), {})
+    cpu = args.device == "cpu"
+    passes = ", ".join(f"{job} {r['validation_pass_s']:.1f} s" for job, r in results.items() if "error" not in r)
+    return (
+        f"Weights: {facts.get('params', 0):,} parameters, {facts.get('weights_bytes', 0) / GIB:.2f} GiB; "
+        f"memory before the model was built: {facts.get('baseline', 0) / GIB:.2f} GiB "
+        f"({'RSS' if cpu else 'CUDA allocated'}). Peak memory is "
+        f"{'the peak RSS' if cpu else 'torch.cuda.max_memory_allocated'} of each step above that, each job in a "
+        f"fresh process. One validation pass of the dense model ({2 * args.validation_tokens} tokens in windows "
+        f"of {args.seq_len}), measured in each job: {passes}. Search: {args.trials} trials, pools of "
+        f"{args.pool_size} samples per source x 3 sources, {args.samples} calibration samples per trial, no early "
+        f"stop, top 1 confirmed; prunes: {args.samples} samples x {args.seq_len} tokens; final evaluations: "
+        f"{args.eval_tokens} tokens per test text."
+    )
 
 
 def section(args: argparse.Namespace, argv: list[str], results: dict[str, dict[str, Any]]) -> str:
     rows = table_rows(args, results)
-    facts = next((r for r in results.values() if "weights_bytes" in r), {})
     device = args.device if args.device == "cpu" else torch.cuda.get_device_name(0)
     mode = ", sequential" if args.sequential else ""
     cap = f", GPU memory capped at {args.memory_fraction:g} of the device" if args.memory_fraction else ""
-    passes = ", ".join(f"{job} {r['validation_pass_s']:.1f} s" for job, r in results.items() if "validation_pass_s" in r)
     lines = [
         f"## Scale: random-init {args.shape} shape, {args.device}, bfloat16{mode}{cap}",
         "",
         provenance("scale.py", argv, device),
         "",
-        f"Weights: {facts.get('params', 0):,} parameters, {facts.get('weights_bytes', 0) / GIB:.2f} GiB; "
-        f"memory before the model was built: {facts.get('baseline', 0) / GIB:.2f} GiB "
-        f"({'RSS' if args.device == 'cpu' else 'CUDA allocated'}). Peak memory is "
-        f"{'the peak RSS' if args.device == 'cpu' else 'torch.cuda.max_memory_allocated'} above that, "
-        "each job in a fresh process. One validation pass of the dense model "
-        f"({2 * args.validation_tokens} tokens in windows of {args.seq_len}): {passes}. "
-        f"Search: {args.trials} trials, pools of {args.pool_size} samples per source x 3 sources, "
-        f"{args.samples} calibration samples per trial, no early stop, top 1 confirmed; "
-        f"prunes: {args.samples} samples x {args.seq_len} tokens; evaluation {args.eval_tokens} tokens per test text.",
+        setting(args, results),
         "",
         *format_rows(rows),
         "",
@@ -473,6 +487,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--compensator", default="obs")
     parser.add_argument("--write", action="store_true", help="(re)write this run's section of BENCHMARKS.md")
     parser.add_argument("--section", help="BENCHMARKS.md section (default scale-SHAPE-DEVICE[-sequential])")
+    parser.add_argument("--benchmarks", type=Path, default=ROOT / "BENCHMARKS.md", help="file to write")
     parser.add_argument("--job", choices=JOBS, help=argparse.SUPPRESS)  # a measured job, in a subprocess
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--tokenizer", type=Path, help=argparse.SUPPRESS)  # the parent's saved copy
@@ -489,11 +504,11 @@ def main(argv: list[str] | None = None) -> None:
         child(args)
         return
     model_spec(args)  # --sequential fails here, before any job, when the library lacks it
-    body = section(args, argv, run_jobs(argv))
+    body = section(args, argv, run_jobs(args, argv))
     print(body)
     if args.write:
         name = args.section or f"scale-{args.shape}-{args.device}" + ("-sequential" if args.sequential else "")
-        write_section(name, body)
+        write_section(name, body, args.benchmarks)
 
 
 if __name__ == "__main__":
