@@ -104,7 +104,6 @@ def slice_linear_(linear: nn.Linear, *, dim: int, keep: torch.Tensor) -> None:
 class ModelAdapter:
     """Base class: one subclass per architecture, registered in ``adapruner.catalog.ADAPTERS``."""
 
-    model_types: ClassVar[tuple[str, ...]] = ()
     layers_path: ClassVar[str] = "model.layers"  # where the decoder layers' ModuleList lives
 
     def __init__(self, model: nn.Module) -> None:

@@ -20,4 +20,4 @@ from adapruner.adapters.llama import LlamaAdapter
 
 
 class GemmaAdapter(LlamaAdapter):
-    model_types = ("gemma", "gemma2", "gemma3_text")
+    """Gemma 1, 2 and 3 (text): the units of LLaMA (the extras above are not per unit)."""

@@ -15,8 +15,6 @@ class LlamaAdapter(ModelAdapter):
     attention (eager, sdpa) runs the pruned layer unchanged. channels: gate/up rows, down_proj columns.
     """
 
-    model_types = ("llama",)
-
     def unit_group(self, layer: int, kind: UnitKind) -> UnitGroup:
         prefix = f"model.layers.{layer}"
         block = self.layers[layer]

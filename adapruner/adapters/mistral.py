@@ -9,4 +9,4 @@ from adapruner.adapters.llama import LlamaAdapter
 
 
 class MistralAdapter(LlamaAdapter):
-    model_types = ("mistral",)
+    """Mistral: the units of LLaMA (the window does not depend on widths)."""

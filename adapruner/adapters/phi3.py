@@ -48,7 +48,7 @@ def _base_config(config: Any) -> Any:
 
 
 class Phi3Adapter(LlamaAdapter):
-    model_types = ("phi3",)
+    """Phi-3: LLaMA's units inside the fused ``qkv_proj`` and ``gate_up_proj``."""
 
     def unit_group(self, layer: int, kind: UnitKind) -> UnitGroup:
         prefix = f"model.layers.{layer}"

@@ -11,4 +11,4 @@ from adapruner.adapters.llama import LlamaAdapter
 
 
 class Qwen2Adapter(LlamaAdapter):
-    model_types = ("qwen2",)
+    """Qwen2/2.5: the units of LLaMA, with the q/k/v biases sliced as output rows."""

@@ -11,4 +11,4 @@ from adapruner.adapters.llama import LlamaAdapter
 
 
 class Qwen3Adapter(LlamaAdapter):
-    model_types = ("qwen3",)
+    """Qwen3: the units of LLaMA (the q/k norms are shared by all heads)."""

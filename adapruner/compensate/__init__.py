@@ -2,13 +2,6 @@
 output on the calibration data moves as little as possible (FLAP bias, least-squares reformation,
 structured OBS, Newton rescaling)."""
 
-from adapruner.compensate.base import (
-    Compensator,
-    PrunedInput,
-    build_compensator,
-    output_error,
-    pruned_inputs,
-    run_compensation,
-)
+from adapruner.compensate.base import Compensator, PrunedInput, build_compensator, output_error, pruned_inputs
 
-__all__ = ["Compensator", "PrunedInput", "build_compensator", "output_error", "pruned_inputs", "run_compensation"]
+__all__ = ["Compensator", "PrunedInput", "build_compensator", "output_error", "pruned_inputs"]

@@ -121,18 +121,6 @@ def build_compensator(name: str, *, damping: float | None = None) -> Compensator
     return COMPENSATORS.get(name)(damping=damping)
 
 
-def run_compensation(
-    adapter: ModelAdapter,
-    targets: Sequence[PrunedInput],
-    stats: Statistics,
-    *,
-    method: str,
-    damping: float | None = None,
-) -> None:
-    """Run the compensator ``method`` on the pruned model's projections in ``targets``."""
-    build_compensator(method, damping=damping)(adapter, targets, stats)
-
-
 def solve_inputs(linear: nn.Linear, target: PrunedInput, cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(dense_weight [out, d_in], cov [d_in, d_in])`` of ``target`` in :data:`SOLVE_DTYPE` on the device
     of ``linear.weight``."""

@@ -173,11 +173,7 @@ def zero_shot(
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="adapruner-zeroshot-") as tmp:
         folder = Path(tmp)
-        names = {}
-        for task in tasks:
-            names[task] = lm_eval_name(task)
-            if ":" in task:
-                write_task(folder, names[task], offline_task_items(task, n_items=limit or CLOZE_ITEMS, seed=seed))
+        names = _write_offline_tasks(folder, tasks, n_items=limit or CLOZE_ITEMS, seed=seed)
         online = [task for task in tasks if ":" not in task]
         manager = TaskManager(include_path=str(folder), include_defaults=bool(online))
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(device))
@@ -200,12 +196,23 @@ def zero_shot(
                 f"(the standard tasks need the Hugging Face hub; offline use cloze:CORPUS): {error}"
             ) from error
     model.eval()
-    out = {}
-    for task, name in names.items():
-        result = results["results"][name]
-        out[task] = {
-            "acc": float(result["acc,none"]),
-            "acc_norm": float(result["acc_norm,none"]) if "acc_norm,none" in result else None,
-            "samples": int(results["n-samples"][name]["effective"]),
-        }
-    return out
+    return {task: _accuracy(results, name) for task, name in names.items()}
+
+
+def _write_offline_tasks(folder: Path, tasks: Sequence[str], *, n_items: int, seed: int) -> dict[str, str]:
+    """The lm-eval name of every task; the offline ones (``cloze:CORPUS``) written into ``folder``."""
+    names = {task: lm_eval_name(task) for task in tasks}
+    for task in tasks:
+        if ":" in task:
+            write_task(folder, names[task], offline_task_items(task, n_items=n_items, seed=seed))
+    return names
+
+
+def _accuracy(results: dict[str, Any], name: str) -> dict[str, Any]:
+    """``{"acc", "acc_norm", "samples"}`` of task ``name`` in lm-eval's ``simple_evaluate`` results."""
+    result = results["results"][name]
+    return {
+        "acc": float(result["acc,none"]),
+        "acc_norm": float(result["acc_norm,none"]) if "acc_norm,none" in result else None,
+        "samples": int(results["n-samples"][name]["effective"]),
+    }
