@@ -198,16 +198,15 @@ def run_layers(
 
 def head_outputs(
     adapter: ModelAdapter,
-    batch: torch.Tensor,
+    chunks: Sequence[torch.Tensor],
     finals: Sequence[torch.Tensor],
     *,
-    batch_size: int,
     device: torch.device,
     labels: bool = False,
 ) -> Iterator[Any]:
-    """The model's output (``.logits``, and ``.loss`` with ``labels``) for each chunk of ``batch`` from its
-    last layer's outputs ``finals`` (per chunk ``[b, seq, hidden]``): the model's own tail runs with the
-    layers bypassed, the last one returning the stored hidden states."""
+    """The model's output (``.logits``, and ``.loss`` with ``labels``) for each id chunk of ``chunks``
+    (``[b, seq]``) from its last layer's outputs ``finals`` (per chunk ``[b, seq, hidden]``): the model's
+    own tail runs with the layers bypassed, the last one returning the stored hidden states."""
     model, layers = adapter.model, adapter.layers
     current: list[torch.Tensor] = []
 
@@ -218,9 +217,9 @@ def head_outputs(
         return run
 
     with outer_on(model, layers, device), replaced_forwards(layers, forward), torch.no_grad():
-        for c, start in enumerate(range(0, batch.shape[0], batch_size)):
-            ids = batch[start : start + batch_size].to(device)
-            current[:] = [finals[c]]
+        for ids, final in zip(chunks, finals, strict=True):
+            ids = ids.to(device)
+            current[:] = [final]
             yield model(ids, labels=ids if labels else None, use_cache=False)
 
 
@@ -329,9 +328,8 @@ class Sequential:
             for i, layer in enumerate(adapter.layers):
                 with skipping(layer):
                     finals = run_layers(adapter, inputs, device=self.device, offload=self.offload)
-                outputs = head_outputs(
-                    adapter, batch, finals, batch_size=self.batch_size, device=self.device, labels=True
-                )
+                chunks = batch.split(self.batch_size)
+                outputs = head_outputs(adapter, chunks, finals, device=self.device, labels=True)
                 # HF's loss is the mean over a chunk's tokens: weight each chunk by its rows, as depth.mean_loss.
                 total = sum(float(out.loss) * final.shape[0] for out, final in zip(outputs, finals, strict=True))
                 losses.append(total / batch.shape[0])
@@ -348,8 +346,8 @@ class Sequential:
             for ids in batches
         ]
         finals = run_layers(adapter, inputs, device=self.device, offload=self.offload)
-        for ids, final in zip(batches, finals, strict=True):
-            yield next(head_outputs(adapter, ids, [final], batch_size=ids.shape[0], device=self.device)).logits
+        for out in head_outputs(adapter, batches, finals, device=self.device):
+            yield out.logits
 
 @dataclass(frozen=True)
 class LayerByLayer:
