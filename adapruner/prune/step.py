@@ -44,7 +44,7 @@ class DenseSnapshot:
             for name in _CONTAINERS:
                 attributes[name] = dict(attributes[name])
             self._modules.append((module, attributes))
-        self._originals = {id(p): p for module, _ in self._modules for p in module._parameters.values() if p is not None}
+        self._originals = {id(p) for module, _ in self._modules for p in module._parameters.values() if p is not None}
         self._config = copy.deepcopy(model.config.__dict__)
         self._saved: list[tuple[torch.Tensor, torch.Tensor]] = []
 
@@ -53,7 +53,7 @@ class DenseSnapshot:
         an existing bias of a projection whose input columns were sliced), before they are updated in place."""
         for module in modules:
             for param in module.parameters(recurse=False):
-                if id(param) in self._originals and self._originals[id(param)] is param:
+                if id(param) in self._originals:  # the originals stay alive, so their ids are theirs
                     self._saved.append((param, param.detach().clone()))
 
     def restore(self) -> None:
@@ -78,7 +78,7 @@ class DenseSnapshot:
 
     def release(self) -> None:
         """Drop every reference the snapshot holds (the pruned model is kept: frees the dense weights)."""
-        self._modules, self._originals, self._saved, self._config = [], {}, [], {}
+        self._modules, self._originals, self._saved, self._config = [], set(), [], {}
 
 
 def prune_step(

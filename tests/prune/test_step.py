@@ -1,0 +1,133 @@
+"""The one pruning step (plan -> compensate -> surgery) and the snapshot that undoes it exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from adapruner.adapters import get_adapter
+from adapruner.catalog import COMPENSATORS
+from adapruner.compensate import build_compensator
+from adapruner.config import PruneConfig
+from adapruner.evaluate import count_parameters
+from adapruner.importance import score_groups
+from adapruner.prune.depth import block_scores
+from adapruner.prune.step import DenseSnapshot, prune_step
+from adapruner.stats import collect_statistics
+from tests.conftest import tiny_llama
+
+BATCH = torch.randint(0, 96, (4, 16), generator=torch.Generator().manual_seed(0))
+
+
+def dense_state(model: torch.nn.Module) -> dict:
+    """Everything a restore must give back: weights, module and parameter objects, shapes, config."""
+    return {
+        "weights": {name: t.clone() for name, t in model.state_dict().items()},
+        "modules": [(name, id(m)) for name, m in model.named_modules()],
+        "params": [(name, id(p)) for name, p in model.named_parameters()],
+        "features": [
+            (name, m.in_features, m.out_features) for name, m in model.named_modules() if hasattr(m, "in_features")
+        ],
+        "layer_idx": [layer.self_attn.layer_idx for layer in model.model.layers],
+        "config": model.config.to_dict(),
+    }
+
+
+def assert_same(model: torch.nn.Module, before: dict) -> None:
+    after = dense_state(model)
+    assert after["weights"].keys() == before["weights"].keys()
+    for name, tensor in before["weights"].items():
+        assert torch.equal(after["weights"][name], tensor), name
+    assert {k: v for k, v in after.items() if k != "weights"} == {k: v for k, v in before.items() if k != "weights"}
+
+
+def step(model, *, method: str, config: PruneConfig, snapshot: DenseSnapshot | None = None, stats=None, **kwargs):
+    adapter = get_adapter(model)
+    compensator = build_compensator(method)
+    collected = collect_statistics(adapter, BATCH, needs={"act"} | compensator.needs)
+    scores = score_groups(adapter, adapter.groups(), collected, mix={"wanda": 1.0})
+    return prune_step(
+        adapter,
+        scores,
+        config=config,
+        params_before=count_parameters(model, non_embedding=True),
+        compensator=compensator,
+        stats=stats or (lambda: collected),
+        block_scores=lambda criterion: block_scores(adapter, BATCH, criterion=criterion),
+        snapshot=snapshot,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("method", COMPENSATORS.names())
+@pytest.mark.parametrize("depth_share", [0.0, 0.6], ids=["width", "depth"])
+def test_snapshot_restores_the_dense_model_exactly(method, depth_share):
+    model = tiny_llama(layers=4, attention_bias=True)  # o_proj has a bias: surgery keeps it, FLAP adds to it
+    before = dense_state(model)
+    snapshot = DenseSnapshot(model)
+    config = PruneConfig(ratio=0.5, depth_share=depth_share, channel_multiple=1)
+    plan = step(model, method=method, config=config, snapshot=snapshot)
+    assert bool(plan.drop) == (depth_share > 0)
+    assert count_parameters(model, non_embedding=True) < count_parameters(tiny_llama(layers=4, attention_bias=True))
+    snapshot.restore()
+    assert_same(model, before)
+    fresh = tiny_llama(layers=4, attention_bias=True)
+    with torch.no_grad():
+        torch.testing.assert_close(model(BATCH).logits, fresh(BATCH).logits, rtol=0, atol=0)
+
+
+def test_a_tensor_updated_in_place_is_restored_only_when_protected():
+    """FLAP's bias is added in place to o_proj's existing bias (a Parameter surgery did not replace): the
+    step saves it through the snapshot; a snapshot the step did not see cannot restore it."""
+    config = PruneConfig(ratio=0.3, channel_multiple=1)
+    unseen = tiny_llama(layers=3, attention_bias=True)
+    bias = unseen.model.layers[0].self_attn.o_proj.bias
+    dense_bias = bias.detach().clone()
+    snapshot = DenseSnapshot(unseen)
+    step(unseen, method="bias", config=config)  # no snapshot passed: nothing protected
+    assert unseen.model.layers[0].self_attn.o_proj.bias is bias and not torch.equal(bias, dense_bias)
+    snapshot.restore()
+    assert not torch.equal(unseen.model.layers[0].self_attn.o_proj.bias, dense_bias)
+
+    seen = tiny_llama(layers=3, attention_bias=True)
+    before = dense_state(seen)
+    snapshot = DenseSnapshot(seen)
+    step(seen, method="bias", config=config, snapshot=snapshot)
+    snapshot.restore()
+    assert_same(seen, before)
+
+
+def test_statistics_are_read_only_when_the_compensator_needs_them():
+    def refuse():
+        raise AssertionError("statistics read for a compensator that needs none")
+
+    model = tiny_llama(layers=3)
+    step(model, method="none", config=PruneConfig(ratio=0.3, channel_multiple=1), stats=refuse)
+    calls = []
+    other = tiny_llama(layers=3)
+    adapter = get_adapter(other)
+    collected = collect_statistics(adapter, BATCH, needs={"act", "cov"})
+    config = PruneConfig(ratio=0.3, channel_multiple=1)
+    step(other, method="obs", config=config, stats=lambda: calls.append(1) or collected)
+    assert calls == [1]
+
+
+def test_blocks_go_after_compensation_and_the_stages_are_timed():
+    stages = []
+
+    class Record:
+        def __init__(self, stage):
+            self.stage = stage
+
+        def __enter__(self):
+            stages.append(self.stage)
+
+        def __exit__(self, *exc):
+            return False
+
+    model = tiny_llama(layers=4)
+    config = PruneConfig(ratio=0.5, depth_share=0.6, channel_multiple=1)
+    plan = step(model, method="obs", config=config, timed=Record)
+    assert stages == ["pruning", "compensation"]
+    assert get_adapter(model).n_layers == 4 - len(plan.drop) and model.config.num_hidden_layers == 4 - len(plan.drop)
+    assert len(plan.keep) == 4 and len(get_adapter(model).widths()) == 4 - len(plan.drop)
