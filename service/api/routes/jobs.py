@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 import redis
@@ -50,6 +51,18 @@ def found(session, job_id: str, key, *, lock: bool = False) -> Job:
     job = crud.get_job(session, job_id=job_id, owner=key, lock=lock)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}")
+    return job
+
+
+def transition(session, job_id: str, key, change: Callable[..., Job]) -> Job:
+    """The job after ``change(session, job=job)`` (a crud state change on the locked row), committed; a
+    :class:`crud.Conflict` (the job's state does not allow it) is a 409."""
+    job = found(session, job_id, key, lock=True)
+    try:
+        change(session, job=job)
+    except crud.Conflict as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
+    session.commit()
     return job
 
 
@@ -139,24 +152,13 @@ def get_trials(job_id: str, session: SessionDep, key: KeyDep):
 @router.post("/{job_id}/cancel", response_model=JobOut)
 def cancel(job_id: str, session: SessionDep, key: KeyDep) -> Job:
     """A queued job is cancelled at once; a running one stops within a heartbeat."""
-    job = found(session, job_id, key, lock=True)
-    try:
-        crud.request_cancel(session, job=job)
-    except crud.Conflict as error:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
-    session.commit()
-    return job
+    return transition(session, job_id, key, crud.request_cancel)
 
 
 @router.post("/{job_id}/retry", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
 def retry(job_id: str, session: SessionDep, key: KeyDep, settings: SettingsDep, client: RedisDep) -> Job:
     """Queue a failed, cancelled or timed-out job again; a search resumes after its last finished trial."""
-    job = found(session, job_id, key, lock=True)
-    try:
-        crud.retry_job(session, job=job)
-    except crud.Conflict as error:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
-    session.commit()
+    job = transition(session, job_id, key, crud.retry_job)
     publish(client, settings, job.id)
     return job
 
