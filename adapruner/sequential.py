@@ -127,13 +127,16 @@ def _move(places: Sequence[tuple[nn.Module, str, str]], devices: Sequence[torch.
 def replaced_forwards(layers: nn.ModuleList, forward: Callable[[int], Callable[..., Any]]) -> Iterator[None]:
     """Each decoder layer ``i`` runs ``forward(i)`` instead of its own forward while active (hooks
     still fire); the layers' own forwards are back after."""
+    own = [layer.__dict__.get("forward") for layer in layers]  # a wrapper already there (accelerate's) stays
     for index, layer in enumerate(layers):
         layer.forward = forward(index)
     try:
         yield
     finally:
-        for layer in layers:
+        for layer, before in zip(layers, own, strict=True):
             del layer.forward
+            if before is not None:
+                layer.forward = before
 
 
 class _Captured(Exception):

@@ -160,14 +160,39 @@ def free_gpu_bytes(gpus: int) -> list[int]:
     return [int(torch.cuda.mem_get_info(i)[0]) for i in range(gpus)]
 
 
+def check_spread_fits(need: int, max_memory: dict[int, int]) -> None:
+    """Refuse, before loading, weights of ``need`` bytes that exceed what the GPUs of ``max_memory`` offer."""
+    if need > sum(max_memory.values()):
+        gib = 2**30
+        raise GpuCountError(
+            f"model.gpus: the weights need {need / gib:.1f} GiB, {len(max_memory)} GPUs offer "
+            f"{sum(max_memory.values()) / gib:.1f} GiB; set model.gpus higher, or --dtype bfloat16"
+        )
+
+
+def device_map_for(model: Any, max_memory: dict[int, int]) -> dict[str, Any]:
+    """accelerate's balanced map of ``model``'s modules onto the GPUs of ``max_memory`` (``{index: bytes}``),
+    whole decoder layers each; a model that does not fit is refused (nothing goes to the CPU or disk)."""
+    from accelerate import infer_auto_device_map
+    from accelerate.utils import get_balanced_memory
+
+    no_split = list(getattr(model, "_no_split_modules", None) or [])
+    balanced = get_balanced_memory(model, max_memory=max_memory, no_split_module_classes=no_split)
+    device_map = infer_auto_device_map(model, max_memory=balanced, no_split_module_classes=no_split)
+    if off := sorted({str(d) for d in device_map.values() if not isinstance(d, int)}):
+        raise GpuCountError(
+            f"model.gpus: the model does not fit on {len(max_memory)} GPUs (would go to {', '.join(off)}); "
+            "set model.gpus higher, or --dtype bfloat16"
+        )
+    return device_map
+
+
 def spread_model(model: Any, gpus: int) -> Any:
     """``model`` (loaded on the CPU) dispatched over the first ``gpus`` GPUs as :func:`spread_kwargs` says."""
-    from accelerate import dispatch_model, infer_auto_device_map
+    from accelerate import dispatch_model
 
     max_memory = spread_kwargs(gpus, free_gpu_bytes(gpus))["max_memory"]
-    no_split = list(getattr(model, "_no_split_modules", None) or [])
-    device_map = infer_auto_device_map(model, max_memory=max_memory, no_split_module_classes=no_split)
-    return dispatch_model(model, device_map=device_map)
+    return dispatch_model(model, device_map=device_map_for(model, max_memory))
 
 
 def placement(spec: ModelSpec) -> tuple[torch.device, torch.device]:
@@ -208,7 +233,9 @@ def load_model(spec: ModelSpec | str, **overrides: Any) -> LoadedModel:
         raise ModelLoadError(f"model: cannot load {spec.source!r}: {str(error).splitlines()[0]}") from error
     check_model_type(getattr(config, "model_type", None))
     if spec.gpus > 1:
-        kwargs |= spread_kwargs(spec.gpus, free_gpu_bytes(spec.gpus))
+        spread = spread_kwargs(spec.gpus, free_gpu_bytes(spec.gpus))
+        check_spread_fits(config_weight_bytes(config, dtype), spread["max_memory"])
+        kwargs |= spread
     else:
         check_fits(spec.source, config_weight_bytes(config, dtype), device, dtype)
     model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **kwargs)

@@ -62,3 +62,24 @@ def test_sequential_load_keeps_the_weights_on_the_cpu(tiny_model_dir):
     loaded = load_model(str(tiny_model_dir), device="cpu", sequential=True)
     assert {p.device.type for p in loaded.model.parameters()} == {"cpu"}
     assert {p.dtype for p in loaded.model.parameters()} == {torch.float32}  # dtype auto follows the compute device
+
+
+def test_device_map_spreads_whole_layers_over_the_gpus_and_refuses_what_does_not_fit():
+    from adapruner.models.loading import device_map_for
+    from tests.conftest import tiny_llama
+
+    model = tiny_llama(layers=4)
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    device_map = device_map_for(model, {0: size, 1: size})  # room for all on one: balanced over both anyway
+    assert set(device_map.values()) == {0, 1}
+    assert not any(".layers." in name and name.count(".") > 2 for name in device_map)  # layers kept whole
+    with pytest.raises(GpuCountError, match="does not fit on 2 GPUs"):
+        device_map_for(model, {0: size // 4, 1: size // 4})
+
+
+def test_weights_larger_than_the_gpus_offer_are_refused_before_loading():
+    from adapruner.models.loading import check_spread_fits
+
+    check_spread_fits(10, {0: 5, 1: 5})
+    with pytest.raises(GpuCountError, match="model.gpus: the weights need .* 2 GPUs offer"):
+        check_spread_fits(11, {0: 5, 1: 5})
