@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
+from adapruner.search.records import TrialRecord
 from service.jobs import JobRequest  # noqa: F401 (the body of POST /v1/jobs, kept importable here)
 from service.models import JobStatus
 
@@ -51,8 +52,12 @@ class TrialOut(Out):
     best_value: float | None
     seconds: float | None
     attempt: int
-    record: dict[str, Any]
+    record: TrialRecord = Field(description="the search's trial record (fields that do not apply are left out)")
     created_at: datetime
+
+    @field_serializer("record")
+    def _record(self, record: TrialRecord) -> dict[str, Any]:
+        return record.as_dict()
 
 
 class EventOut(Out):

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from adapruner.search.records import TrialDone
 from service.crud import add_event, set_status
 from service.models import TERMINAL, Job, JobStatus, Trial, utcnow
 from service.strict import storable
@@ -91,37 +92,39 @@ def heartbeat(session: Session, *, job_id: str, token: str) -> Beat:
     return Beat(cancel=job.cancel_requested, deadline_passed=now - started > timedelta(seconds=job.deadline_s))
 
 
-def record_trial(
-    session: Session, *, job_id: str, token: str, record: dict[str, Any], state: dict[str, Any] | None
-) -> None:
-    """Write a finished trial and the search state after it, in one fenced transaction."""
+def record_trial(session: Session, *, job_id: str, token: str, done: TrialDone, state: dict[str, Any]) -> None:
+    """Write a finished trial (a row of the trials table) and the search state after it (the job's
+    ``search_state`` column: the optimizer's state, not the trials) in one fenced transaction."""
     job = owned(session, job_id=job_id, token=token)
-    record, state = storable(record), storable(state)
-    index = int(record["index"])
+    record = done.record
     session.add(
         Trial(
             job_id=job_id,
-            trial_index=index,
-            status=record["status"],
-            value=record.get("value"),
-            best_value=record.get("best_value"),
-            seconds=record.get("seconds"),
+            trial_index=record.index,
+            status=record.status,
+            value=storable(record.value),
+            best_value=storable(done.best_value),
+            seconds=record.seconds,
             attempt=job.attempts,
-            record=record,
+            record=storable(record.as_dict()),
         )
     )
     try:
         session.flush()
     except IntegrityError as error:  # the unique (job, trial index) key: a trial must never be written twice
-        raise OwnershipLost(f"{job_id}: trial {index} is already recorded") from error
-    job.search_state = state
-    job.progress = {k: record.get(k) for k in ("index", "value", "best_value", "finished", "total")}
+        raise OwnershipLost(f"{job_id}: trial {record.index} is already recorded") from error
+    job.search_state = storable(state)
+    headline = {"index": record.index, "value": record.value, "best_value": done.best_value}
+    job.progress = storable(headline | {"finished": done.finished, "total": done.total})
     add_event(
         session,
         job_id=job_id,
         kind="trial",
-        data={k: record.get(k) for k in ("index", "status", "value", "best_value", "seconds", "finished", "total")}
-        | {"recipe": record.get("recipe"), "attempt": job.attempts},
+        data=storable(
+            headline
+            | {"status": record.status, "seconds": record.seconds, "finished": done.finished, "total": done.total}
+            | {"recipe": record.recipe, "attempt": job.attempts}
+        ),
     )
 
 

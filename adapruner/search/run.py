@@ -1,25 +1,28 @@
 """The AdaPruner search: Bayesian optimisation over calibration data x metric mix x allocation.
 
 Warm-up collects per-sample statistics of a candidate calibration pool once (cached on disk); every
-trial then combines cached statistics for its samples and metric weights, prunes a copy of the model
-and reads validation text chunk by chunk (stopping early when clearly worse than the incumbent).
-The final choice is the GP's posterior-mean best, confirmed on more validation text among the top few;
+trial then combines cached statistics for its samples and metric weights, prunes the model in place
+(restored afterwards, :func:`~adapruner.search.trial.trial_model`) and reads validation text chunk by
+chunk (stopping early when clearly worse than the incumbent). The final choice is the GP's
+posterior-mean best, confirmed on more validation text among the top few (one pruned model at a time);
 only then is the held-out test text read, for the report.
 
 With ``search.second_objective`` (latency or non-embedding parameters, measured on every trial) the
 search is multi-objective: a trial stops early only against a full trial no worse in the second
 objective, the report adds the Pareto front (``pareto``) and how the artifact was picked (``pick``: the
 best-quality trial within ``search.second_cap``, if given).
+
+The state between trials goes through a :class:`~adapruner.search.store.SearchStore`: by default a file
+in the output folder (:class:`~adapruner.search.store.FileStore`), in the service the worker's database.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,44 +30,45 @@ from typing import Any
 import torch
 
 from adapruner.adapters import get_adapter
-from adapruner.catalog import METRICS
-from adapruner.compensate import build_compensator, pruned_inputs
 from adapruner.config import CONFIRM_TOKENS_FACTOR, SearchJob
 from adapruner.errors import UserError
 from adapruner.evaluate import count_parameters, measure_speed
 from adapruner.models import LoadedModel, load_model, release_memory
-from adapruner.pipeline import build_report, eval_texts, evaluate_model, recover_pruned, save_result
-from adapruner.prune import apply_plan, plan_model, remove_planned_blocks
+from adapruner.pipeline import eval_texts, evaluate_model, recover_pruned
 from adapruner.prune.depth import BlockScores, fixed_batch
 from adapruner.prune.plan import PlanError
-from adapruner.search.cache import (
-    POOLED_APPROXIMATE,
-    POOLED_GRADIENT,
-    PoolStats,
-    choose_samples,
-    load_pools,
-    pool_passes,
-    pool_tokens,
-    pooled_scores,
-)
+from adapruner.report import build_report, save_result
+from adapruner.search.cache import check_poolable, load_pools, pool_passes
 from adapruner.search.objective import Observation, Validation, observe, validation_chunks
-from adapruner.search.optimizer import BayesOptimizer
+from adapruner.search.optimizer import BayesOptimizer, Trial
+from adapruner.search.records import FAILURES, SECOND_FIELD, SearchState, TrialDone, TrialRecord
 from adapruner.search.space import Recipe, decode, dims
-from adapruner.stats import collect_statistics
+from adapruner.search.store import STATE_NAME, FileStore, SearchStateError, SearchStore
+from adapruner.search.trial import trial_model
 
-STATE_NAME = "search_state.json"
-# The trial record field of each second objective (it enters the GP as a logarithm).
-SECOND_FIELD = {"latency": "latency_s", "params": "non_embedding_params"}
+__all__ = [
+    "DEFAULT_CACHE",
+    "FAILURES",
+    "SECOND_FIELD",
+    "STATE_NAME",
+    "NoTrialCompleted",
+    "SearchOutcome",
+    "SearchRun",
+    "SearchStateError",
+    "prune_recipe",
+    "run_search",
+    "second_value",
+]
+
 DEFAULT_CACHE = Path.home() / ".cache" / "adapruner" / "stats"
-# What a failed trial's error means, for people (the trial record's ``failure``).
-FAILURES = {"PlanError": "infeasible", "OutOfMemoryError": "out of memory", "FloatingPointError": "numerical"}
 
 Progress = Callable[[str, int, int], None]
-TrialHook = Callable[[dict[str, Any]], None]
+TrialHook = Callable[[TrialDone], None]
 
 
-class SearchStateError(UserError):
-    """The output folder holds the state of a different search."""
+class NoTrialCompleted(UserError, RuntimeError):
+    """No trial of the search completed on all its validation chunks, so there is nothing to pick; the
+    message names the trials' errors. Also a ``RuntimeError``, as it was before it was a user error."""
 
 
 @dataclass
@@ -74,60 +78,20 @@ class SearchOutcome:
     report: dict[str, Any]
 
 
-def check_poolable(metrics: tuple[str, ...]) -> None:
-    """Every searched metric must be computable from the pooled statistics."""
-    for name in metrics:
-        needs = METRICS.get(name).needs
-        if needs - {"act"} and name not in POOLED_GRADIENT and name not in POOLED_APPROXIMATE:
-            raise UserError(f"space.metrics: {name!r} cannot be combined from cached statistics yet")
+@dataclass
+class Candidate:
+    """A top trial confirmed on more validation text: its confirmed NLL and its test perplexity per text."""
+
+    record: TrialRecord
+    confirm_value: float
+    test_ppl: dict[str, float]
 
 
-def prune_recipe(
-    loaded: LoadedModel,
-    pools: Mapping[int, PoolStats],
-    recipe: Recipe,
-    *,
-    ratio: float,
-    targets: tuple[str, ...],
-    seed: int,
-    blocks: Callable[[str], torch.Tensor] | None = None,
-) -> tuple[Any, list[str]]:
-    """A pruned copy of ``loaded.model`` for ``recipe``; returns it with the calibration sample ids.
-    ``pools`` holds one pool of statistics per calibration window length; the recipe's ``seq_len`` picks.
-    ``blocks(criterion)`` gives the dense model's block scores ``[n_layers]`` when the recipe removes
-    whole blocks (``depth_share > 0``): a :class:`~adapruner.prune.depth.BlockScores` shared by every
-    trial of a search, computed once per criterion on a fixed calibration batch (not on the trial's
-    samples: one-shot block criteria such as PPL cost a forward pass per block)."""
-    pool = pools[recipe.seq_len]
-    dense_adapter = get_adapter(loaded.model)
-    ids = choose_samples(pool, weights=recipe.source_weights, n=recipe.samples, subset_seed=recipe.subset_seed)
-    scores = pooled_scores(
-        dense_adapter,
-        pool,
-        ids,
-        mix=recipe.mix,
-        aggregation=recipe.aggregation,
-        normalization=recipe.normalization,
-        kinds=targets,
-        seed=seed,
-    )
-    plan = plan_model(
-        dense_adapter,
-        params_before=count_parameters(loaded.model, non_embedding=True),
-        config=recipe.prune_config(ratio=ratio, targets=targets),
-        block_scores=blocks,
-    )
-    model = copy.deepcopy(loaded.model)
-    adapter = get_adapter(model)
-    compensator = build_compensator(recipe.compensate)
-    targets, stats = [], None
-    if compensator.needs:  # the dense model's statistics of the chosen samples (one forward pass)
-        targets = pruned_inputs(adapter, scores, plan)
-        stats = collect_statistics(dense_adapter, pool_tokens(pool, ids), needs=compensator.needs)
-    apply_plan(adapter, scores, plan, drop_blocks=False)
-    compensator(adapter, targets, stats)
-    remove_planned_blocks(adapter, plan)  # after compensation, which addresses the dense layer indices
-    return model, ids
+def prune_recipe(loaded: LoadedModel, pools, recipe: Recipe, **kwargs) -> tuple[Any, list[str]]:
+    """A pruned copy of ``loaded.model`` for ``recipe`` (``loaded`` stays dense) and its calibration sample
+    ids; the keywords are :func:`~adapruner.search.trial.trial_model`'s. For callers that keep the model."""
+    with trial_model(loaded, pools, recipe, **kwargs) as trial:
+        return copy.deepcopy(trial.model), trial.sample_ids
 
 
 def second_value(model, job: SearchJob) -> dict[str, float]:
@@ -149,81 +113,68 @@ def _timed_observe(model, validation: Validation, **kwargs) -> tuple[Observation
     return observation, time.perf_counter() - start
 
 
-def _load_state(path: Path, job: SearchJob) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    state = json.loads(path.read_text())
-    if SearchJob.model_validate(state["job"]) != job:
-        raise SearchStateError(f"{path} holds a different search; use another --out or delete it")
-    return state
-
-
-def _save_state(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state))
-    tmp.replace(path)
-
-
 def run_search(
     job: SearchJob,
     *,
     out: str | Path,
+    store: SearchStore | None = None,
     loaded: LoadedModel | None = None,
     cache_dir: Path | None = DEFAULT_CACHE,
     progress: Progress | None = None,
     on_trial: TrialHook | None = None,
     max_new_trials: int | None = None,
 ) -> SearchOutcome | None:
-    """Run (or resume) the search described by ``job`` into the folder ``out``.
+    """Run (or resume) the search described by ``job``; the final model and its report go to ``out``.
 
-    Every finished trial is written to ``out/search_state.json`` before the next starts; calling again
-    with the same job resumes after the last finished trial (a trial that was running is re-run with
-    the same parameters). ``max_new_trials`` stops after that many trials in this call and returns
-    ``None`` (the search is not finished); otherwise the final model is chosen, saved with its
-    report, and returned.
+    Every finished trial is committed to ``store`` (default: ``out/search_state.json``) before the next
+    starts; calling again with the same job and store resumes after the last finished trial (a trial
+    that was running is re-run with the same parameters). ``max_new_trials`` stops after that many
+    trials in this call and returns ``None`` (the search is not finished); otherwise the final model is
+    chosen, saved with its report, and returned. A ``loaded`` model passed in is left dense (the final
+    model is a pruned copy); one loaded here is pruned in place for the final model.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     check_poolable(job.space.metrics)
-    state_path = out / STATE_NAME
-    state = _load_state(state_path, job)
-    timings: dict[str, float] = dict(state["timings"]) if state else {}
-    records: dict[str, dict[str, Any]] = dict(state["records"]) if state else {}
+    store = FileStore(out, job) if store is None else store
+    run = SearchRun.start(job, store, loaded=loaded, cache_dir=cache_dir, progress=progress)
+    run.run_trials(on_trial=on_trial, max_new_trials=max_new_trials)
+    if max_new_trials is not None and not run.out_of_budget():
+        return None
+    return run.finish(out)
 
-    start = time.perf_counter()
-    if loaded is None:
-        loaded = load_model(job.model)
-    adapter = get_adapter(loaded.model)
-    space, search = job.space, job.search
-    warm = time.perf_counter()
-    pools = load_pools(
-        adapter,
-        loaded.tokenizer,
-        space.sources,
-        pool_size=space.pool_size,
-        seq_lens=space.seq_lens,
-        seed=search.seed,
-        cache_dir=cache_dir,
-        passes=pool_passes(space.metrics),  # only the backward passes the searched metrics read
-        progress=progress,
-    )
-    timings.setdefault("warmup_s", round(time.perf_counter() - warm, 3))
-    # Block scores for depth pruning: once per criterion, on first use, on a fixed batch of the pool.
-    blocks = BlockScores(adapter, lambda: fixed_batch(pools[space.seq_lens[0]].tokens))
-    validation = validation_chunks(
-        loaded.tokenizer,
-        search.validation,
-        tokens_per_domain=search.validation_tokens,
-        chunk_tokens=search.chunk_tokens,
-        seq_len=search.eval_seq_len,
-    )
-    dense_obs, dense_s = _timed_observe(loaded.model, validation, reference=[0.0] * len(validation.chunks))
-    timings["validation_pass_s"] = round(dense_s, 3)  # one validation pass of the dense model: the cost unit
 
-    if state:
-        optimizer = BayesOptimizer.from_state(state["optimizer"])
-    else:
-        optimizer = BayesOptimizer(
+class SearchRun:
+    """One call's run of a search: the warmed-up model and pools, the optimizer and the state so far."""
+
+    def __init__(self, job: SearchJob, store: SearchStore, state: SearchState, loaded: LoadedModel, *, own: bool):
+        self.job, self.store, self.state, self.loaded = job, store, state, loaded
+        self.own = own  # the model was loaded here: the final model may be pruned in place
+        self.start_time = time.perf_counter()
+        self.optimizer = self._optimizer()
+
+    @classmethod
+    def start(
+        cls,
+        job: SearchJob,
+        store: SearchStore,
+        *,
+        loaded: LoadedModel | None,
+        cache_dir: Path | None,
+        progress: Progress | None,
+    ) -> SearchRun:
+        """Load the state and the model and warm up: pools, block scores, the dense validation pass."""
+        state = store.load() or SearchState(job)
+        own = loaded is None
+        run = cls(job, store, state, load_model(job.model) if own else loaded, own=own)
+        run.warm_up(cache_dir=cache_dir, progress=progress)
+        return run
+
+    def _optimizer(self) -> BayesOptimizer:
+        if self.state.optimizer is not None:
+            return BayesOptimizer.from_state(self.state.optimizer)
+        space, search = self.job.space, self.job.search
+        return BayesOptimizer(
             dims(space),
             seed=search.seed,
             n_init=search.n_init,
@@ -231,103 +182,297 @@ def run_search(
             raw_samples=search.raw_samples,
             n_objectives=1 if search.second_objective is None else 2,
         )
-    second_field = SECOND_FIELD.get(search.second_objective)
 
-    def incumbent(second: dict[str, float] | None = None) -> dict[str, Any] | None:
-        """The best full trial; given a trial's second objective, the best among those no worse in it
-        (with two objectives a trial is only stopped early when it is dominated)."""
-        full = [r for r in records.values() if r["status"] == "completed" and not r["stopped_early"]]
-        if second is not None and second_field:
-            full = [r for r in full if r[second_field] <= second[second_field]]
-        return min(full, key=lambda r: r["value"]) if full else None
+    # ---- warm-up ---------------------------------------------------------------------------------
+    def warm_up(self, *, cache_dir: Path | None, progress: Progress | None) -> None:
+        """The pools of per-sample statistics (one per calibration window length), the block scores for
+        depth pruning and the dense model's validation pass (the cost unit of a trial)."""
+        space, search, timings = self.job.space, self.job.search, self.state.timings
+        adapter, tokenizer = get_adapter(self.loaded.model), self.loaded.tokenizer
+        warm = time.perf_counter()
+        self.pools = load_pools(
+            adapter,
+            tokenizer,
+            space.sources,
+            pool_size=space.pool_size,
+            seq_lens=space.seq_lens,
+            seed=search.seed,
+            cache_dir=cache_dir,
+            passes=pool_passes(space.metrics),  # only the backward passes the searched metrics read
+            progress=progress,
+        )
+        timings.setdefault("warmup_s", round(time.perf_counter() - warm, 3))
+        # Block scores for depth pruning: once per criterion, on first use, on a fixed batch of the pool.
+        self.blocks = BlockScores(adapter, lambda: fixed_batch(self.pools[space.seq_lens[0]].tokens))
+        self.validation = self._validation(search.validation_tokens)
+        chunks = len(self.validation.chunks)
+        self.dense_obs, self.dense_s = _timed_observe(self.loaded.model, self.validation, reference=[0.0] * chunks)
+        timings["validation_pass_s"] = round(self.dense_s, 3)  # one validation pass of the dense model
 
-    def finished() -> int:
-        return sum(1 for r in records.values() if r["status"] in ("completed", "failed"))
+    def _validation(self, tokens_per_domain: int) -> Validation:
+        search = self.job.search
+        return validation_chunks(
+            self.loaded.tokenizer,
+            search.validation,
+            tokens_per_domain=tokens_per_domain,
+            chunk_tokens=search.chunk_tokens,
+            seq_len=search.eval_seq_len,
+        )
 
-    def out_of_budget() -> bool:
-        if finished() >= search.trials:
+    def _trial_model(self, recipe: Recipe, *, keep: bool = False):
+        job = self.job
+        return trial_model(
+            self.loaded,
+            self.pools,
+            recipe,
+            ratio=job.ratio,
+            targets=job.targets,
+            seed=job.search.seed,
+            blocks=self.blocks,
+            keep=keep,
+        )
+
+    # ---- trials ----------------------------------------------------------------------------------
+    def run_trials(self, *, on_trial: TrialHook | None = None, max_new_trials: int | None = None) -> None:
+        """Run trials until the budget is spent (or ``max_new_trials`` ran), committing each."""
+        new_trials = 0
+        while not self.out_of_budget() and (max_new_trials is None or new_trials < max_new_trials):
+            record = self.trial()
+            new_trials += 1
+            self.state.optimizer = self.optimizer.state_dict()
+            self.store.commit(self.state, record)
+            if on_trial:
+                on_trial(self.state.done(record))
+
+    def out_of_budget(self) -> bool:
+        """The trial budget, the time budget (trials and the optimiser's proposals) or the patience is spent."""
+        search, state, timings = self.job.search, self.state, self.state.timings
+        if state.finished() >= search.trials:
             return True
         spent = timings.get("trials_s", 0.0) + timings.get("ask_s", 0.0)
         if search.time_budget_s and spent >= search.time_budget_s:
             return True
         if search.patience:
-            told = sorted((int(i), r) for i, r in records.items() if r["status"] == "completed")
-            values = [r["value"] for _, r in told]
+            values = [r.value for r in state.trials() if r.status == "completed"]
             if len(values) > search.patience and min(values[-search.patience :]) >= min(values[: -search.patience]):
                 return True
         return False
 
-    new_trials = 0
-    while not out_of_budget() and (max_new_trials is None or new_trials < max_new_trials):
-        rerun = [t for t in optimizer.trials() if t.status == "pending"]
+    def _ask(self) -> Trial:
+        """The trial that was running when an earlier call stopped, else the optimizer's next proposal."""
+        rerun = [t for t in self.optimizer.trials() if t.status == "pending"]
         asked = time.perf_counter()
-        trial = rerun[0] if rerun else optimizer.ask()
+        trial = rerun[0] if rerun else self.optimizer.ask()
+        timings = self.state.timings
         timings["ask_s"] = round(timings.get("ask_s", 0.0) + time.perf_counter() - asked, 3)  # GP fit + acquisition
-        recipe = decode(space, trial.params)
-        record: dict[str, Any] = {"index": trial.index, "params": trial.params, "recipe": recipe.as_dict()}
-        record |= _recipe_facts(job, recipe, optimizer if trial.generator == "gp" else None)
+        return trial
+
+    def trial(self) -> TrialRecord:
+        """Ask, prune in place, observe, tell: one trial, recorded in the state (failed if it could not run)."""
+        trial = self._ask()
+        recipe = decode(self.job.space, trial.params)
+        record = TrialRecord(index=trial.index, params=trial.params, recipe=recipe.as_dict())
+        self._recipe_facts(record, recipe, self.optimizer if trial.generator == "gp" else None)
         t0 = time.perf_counter()
-        model = None
         try:
-            model, ids = prune_recipe(
-                loaded, pools, recipe, ratio=job.ratio, targets=job.targets, seed=search.seed, blocks=blocks
-            )
-            second = second_value(model, job)
-            record["widths"] = get_adapter(model).widths()  # kept KV groups and channels per layer
-            best = incumbent(second)
-            observation, eval_s = _timed_observe(
-                model,
-                validation,
-                reference=dense_obs.chunk_nlls,
-                incumbent=best["chunk_nlls"] if best and search.early_reject else None,
-                reject_z=search.reject_z,
-                min_fraction=search.min_fraction,
-            )
-            model = None
-            values = [observation.value] + ([math.log(second[second_field])] if second_field else [])
-            optimizer.tell(trial.index, value=values, noise=observation.noise, fidelity=observation.fidelity)
-            record |= second | {
-                "status": "completed",
-                "value": observation.value,
-                "noise": observation.noise,
-                "fidelity": observation.fidelity,
-                "stopped_early": observation.stopped_early,
-                "chunk_nlls": list(observation.chunk_nlls),
-                "validation_ppl": math.exp(observation.value),
-                "samples": len(ids),
-                "eval_s": round(eval_s, 3),
-            }
+            with self._trial_model(recipe) as pruned:
+                self._measure(trial, record, pruned.model, samples=len(pruned.sample_ids))
         except (PlanError, FloatingPointError, torch.OutOfMemoryError) as error:
             # Out of memory says nothing about the recipe's quality: a constraint, not a bad value.
-            optimizer.tell(trial.index, value=None, failed=True, infeasible=isinstance(error, torch.OutOfMemoryError))
-            failure = FAILURES.get(type(error).__name__, "error")
-            record |= {"status": "failed", "failure": failure, "error": f"{type(error).__name__}: {error}"}
-        finally:  # the trial's copy (and, after an OOM, whatever its frames held) goes before the next trial
-            model = None
+            infeasible = isinstance(error, torch.OutOfMemoryError)
+            self.optimizer.tell(trial.index, value=None, failed=True, infeasible=infeasible)
+            record.fail(error)
+        finally:  # the trial's pruned tensors (and, after an OOM, whatever its frames held) go before the next
             release_memory()
-        record["seconds"] = round(time.perf_counter() - t0, 3)
-        record["cost_vs_validation_pass"] = round(record["seconds"] / dense_s, 3)
-        records[str(trial.index)] = record
-        timings["trials_s"] = round(timings.get("trials_s", 0.0) + record["seconds"], 3)
-        new_trials += 1
-        _save_state(
-            state_path,
-            {
-                "job": job.model_dump(mode="json"),
-                "optimizer": optimizer.state_dict(),
-                "records": records,
-                "timings": timings,
-            },
-        )
-        if on_trial:
-            best = incumbent()
-            on_trial(
-                record | {"best_value": best["value"] if best else None, "finished": finished(), "total": search.trials}
-            )
+        record.seconds = round(time.perf_counter() - t0, 3)
+        record.cost_vs_validation_pass = round(record.seconds / self.dense_s, 3)
+        self.state.records[trial.index] = record
+        timings = self.state.timings
+        timings["trials_s"] = round(timings.get("trials_s", 0.0) + record.seconds, 3)
+        return record
 
-    if max_new_trials is not None and not out_of_budget():
-        return None
-    return _finish(job, out, loaded, pools, optimizer, records, timings, dense_obs, start, blocks=blocks)
+    def _measure(self, trial: Trial, record: TrialRecord, model, *, samples: int) -> None:
+        """The pruned ``model``'s objectives, told to the optimizer and written into ``record``."""
+        search = self.job.search
+        second = second_value(model, self.job)
+        record.widths = get_adapter(model).widths()  # kept KV groups and channels per layer
+        best = self.state.incumbent(second)
+        observation, eval_s = _timed_observe(
+            model,
+            self.validation,
+            reference=self.dense_obs.chunk_nlls,
+            incumbent=best.chunk_nlls if best and search.early_reject else None,
+            reject_z=search.reject_z,
+            min_fraction=search.min_fraction,
+        )
+        field = SECOND_FIELD.get(search.second_objective)
+        values = [observation.value] + ([math.log(second[field])] if field else [])
+        self.optimizer.tell(trial.index, value=values, noise=observation.noise, fidelity=observation.fidelity)
+        record.non_embedding_params = second["non_embedding_params"]
+        record.latency_s = second.get("latency_s")
+        record.status = "completed"
+        record.value, record.noise, record.fidelity = observation.value, observation.noise, observation.fidelity
+        record.stopped_early = observation.stopped_early
+        record.chunk_nlls = list(observation.chunk_nlls)
+        record.validation_ppl = math.exp(observation.value)
+        record.samples = samples
+        record.eval_s = round(eval_s, 3)
+
+    def _recipe_facts(self, record: TrialRecord, recipe: Recipe, fitted: BayesOptimizer | None) -> None:
+        """Record fields besides the recipe: the prune job that re-runs it (and what that cannot carry over)
+        and, for a trial the GP proposed, the GP's relevance of each dimension at that proposal."""
+        try:
+            spec, differs = recipe.prune_job(self.job)
+        except ValueError:  # e.g. a calibration source that is also a test text: no prune job can run it
+            pass
+        else:
+            record.prune_job = {"spec": spec.model_dump(mode="json", exclude_defaults=True), "differs": differs}
+        if fitted is not None:
+            record.relevance = _relevance(fitted)
+
+    # ---- the final pick --------------------------------------------------------------------------
+    def pick(self) -> tuple[list[TrialRecord], dict[str, Any] | None]:
+        """The top few eligible full trials by the GP's posterior mean (every full trial gets its posterior
+        mean and std), and with a second objective how the pick was made."""
+        full = [r for r in self.state.trials() if r.full]
+        if not full:
+            raise NoTrialCompleted(_no_trial_message(self.state.trials()))
+        means = self.optimizer.posterior([r.params for r in full])
+        for record, (mean, std) in zip(full, means, strict=True):
+            record.posterior_mean, record.posterior_std = mean, std
+        eligible, pick = _eligible(self.job, full)
+        return sorted(eligible, key=lambda r: r.posterior_mean)[: self.job.search.top_k], pick
+
+    def confirm(self, top: list[TrialRecord], texts: dict[str, torch.Tensor]) -> list[Candidate]:
+        """Each top trial pruned again, one at a time, and read on more validation text (the search's chunks
+        and, where there is more, more) and on the test texts (for the report's validation-vs-test
+        agreement only: the choice is made on validation text); best confirmed first."""
+        more = self._validation(CONFIRM_TOKENS_FACTOR * self.job.search.validation_tokens)
+        no_speed = self.job.evaluate.model_copy(update={"speed": False, "zero_shot": ()})
+        candidates = []
+        for record in top:
+            with self._trial_model(Recipe(**record.recipe)) as pruned:
+                nlls = observe(pruned.model, more, reference=[0.0] * len(more.chunks)).chunk_nlls
+                test_ppl = evaluate_model(pruned.model, texts, no_speed)["perplexity"]
+            candidates.append(Candidate(record, statistics.fmean(nlls), test_ppl))
+            release_memory()
+        return sorted(candidates, key=lambda c: c.confirm_value)
+
+    def final_model(self, recipe: Recipe) -> tuple[Any, list[str]]:
+        """The pruned model of ``recipe`` and its sample ids: the loaded model itself when it was loaded
+        here (pruned in place for good), else a pruned copy (the caller's model stays dense)."""
+        if not self.own:
+            return prune_recipe(
+                self.loaded,
+                self.pools,
+                recipe,
+                ratio=self.job.ratio,
+                targets=self.job.targets,
+                seed=self.job.search.seed,
+                blocks=self.blocks,
+            )
+        with self._trial_model(recipe, keep=True) as pruned:
+            return pruned.model, pruned.sample_ids
+
+    def finish(self, out: Path) -> SearchOutcome:
+        """Pick, confirm, evaluate the dense and the chosen model (recovered when the job says), report, save."""
+        job, timings, tokenizer = self.job, self.state.timings, self.loaded.tokenizer
+        top, pick = self.pick()
+        texts = eval_texts(tokenizer, job.evaluate)
+        candidates = self.confirm(top, texts)
+        eval_start = time.perf_counter()
+        dense_eval = evaluate_model(self.loaded.model, texts, job.evaluate, tokenizer=tokenizer)
+        best = candidates[0]
+        model, ids = self.final_model(Recipe(**best.record.recipe))
+        recovery = None
+        if job.recover.enabled:  # the best trial only
+            model, recovery = recover_pruned(model, tokenizer, job.recover, texts=texts, evaluate=job.evaluate)
+        pruned_eval = evaluate_model(model, texts, job.evaluate, tokenizer=tokenizer)
+        timings["final_eval_s"] = round(time.perf_counter() - eval_start, 3)
+        timings["total_s"] = round(time.perf_counter() - self.start_time, 3)
+        facts = self._facts(best, candidates, ids, get_adapter(model).widths(), pick)
+        if recovery:
+            facts["recovery"] = recovery
+        report = build_report(
+            source=job.model.source,
+            ratio_target=_ratio(job, best.record),
+            config=job.model_dump(mode="json"),
+            dense=dense_eval,
+            pruned=pruned_eval,
+            facts=facts,
+            timings=timings,
+        )
+        save_result(model, tokenizer, out, job=job, report=report)
+        return SearchOutcome(model, tokenizer, report)
+
+    # ---- the report ------------------------------------------------------------------------------
+    def _facts(
+        self,
+        best: Candidate,
+        candidates: list[Candidate],
+        ids: list[str],
+        widths: list[dict[str, int]],
+        pick: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        """The search's part of the report: the best trial, every trial, validation vs test, the cost."""
+        record = best.record
+        facts: dict[str, Any] = {
+            "calibration_samples": ids,
+            "widths": widths,
+            "best": {
+                "index": record.index,
+                "recipe": record.recipe,
+                "validation_ppl": math.exp(record.value),
+                "confirmed_validation_ppl": math.exp(best.confirm_value),
+                "posterior_mean": record.posterior_mean,
+            },
+            "trials": [r.as_dict() for r in self.state.trials()],
+            "validation_vs_test": [
+                {"index": c.record.index, "validation_ppl": math.exp(c.confirm_value), "test_ppl": c.test_ppl}
+                for c in candidates
+            ],
+            "dense_validation_ppl": math.exp(self.dense_obs.value),
+            "trial_cost": _trial_cost(self.job, self.state),
+        }
+        if (relevance := _relevance(self.optimizer)) is not None:
+            facts["relevance"] = {"method": "GP kernel inverse lengthscales", "values": relevance}
+        if pick is not None:
+            facts["pick"] = pick
+            facts["pareto"] = _pareto(self.job, self.optimizer, self.state)
+        return facts
+
+
+def _ratio(job: SearchJob, record: TrialRecord) -> float:
+    """The pruning ratio of a trial: the one it searched, else the job's."""
+    return job.ratio if record.recipe.get("ratio") is None else record.recipe["ratio"]
+
+
+def _no_trial_message(records: list[TrialRecord], shown: int = 3) -> str:
+    """Why there is nothing to pick: the failed trials' errors (the first few distinct ones)."""
+    errors = list(dict.fromkeys(r.error for r in records if r.status == "failed"))
+    if not errors:
+        return f"no trial completed: all {len(records)} trials stopped early"
+    more = f"; and {len(errors) - shown} more" if len(errors) > shown else ""
+    failed = sum(1 for r in records if r.status == "failed")
+    return f"no trial completed: {failed} of {len(records)} trials failed: " + "; ".join(errors[:shown]) + more
+
+
+def _trial_cost(job: SearchJob, state: SearchState) -> dict[str, Any]:
+    """What the trials cost, in units of one validation pass of the dense model."""
+    timings = state.timings
+    done = [r for r in state.trials() if r.status == "completed"]
+    return {
+        "validation_pass_s": timings["validation_pass_s"],
+        "warmup_s": timings["warmup_s"],
+        "ask_s": timings.get("ask_s", 0.0),  # the optimiser's proposals, all trials together
+        # per source and calibration window length (one pool each)
+        "warmup_passes_per_source": timings["warmup_s"]
+        / timings["validation_pass_s"]
+        / (len(job.space.sources) * len(job.space.seq_lens)),
+        "mean_trial_vs_pass": statistics.fmean(r.cost_vs_validation_pass for r in done) if done else None,
+        "max_full_trial_vs_pass": max((r.cost_vs_validation_pass for r in done if not r.stopped_early), default=None),
+        "stopped_early": sum(1 for r in done if r.stopped_early),
+    }
 
 
 def _relevance(optimizer: BayesOptimizer) -> dict[str, float] | None:
@@ -338,164 +483,32 @@ def _relevance(optimizer: BayesOptimizer) -> dict[str, float] | None:
         return None
 
 
-def _recipe_facts(job: SearchJob, recipe: Recipe, fitted: BayesOptimizer | None) -> dict[str, Any]:
-    """Trial-record fields besides the recipe: the prune job that re-runs it (and what that cannot carry
-    over) and, for a trial the GP proposed, the GP's relevance of each dimension at that proposal."""
-    facts: dict[str, Any] = {}
-    try:
-        spec, differs = recipe.prune_job(job)
-    except ValueError:  # e.g. a calibration source that is also a test text: no prune job can run it
-        pass
-    else:
-        facts["prune_job"] = {"spec": spec.model_dump(mode="json", exclude_defaults=True), "differs": differs}
-    if fitted is not None and (relevance := _relevance(fitted)) is not None:
-        facts["relevance"] = relevance
-    return facts
-
-
-def _eligible(job: SearchJob, full: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def _eligible(job: SearchJob, full: list[TrialRecord]) -> tuple[list[TrialRecord], dict[str, Any] | None]:
     """The full trials the artifact may come from: all of them, or with a second objective and
     ``second_cap`` those within the cap (the trial lowest in the second objective when none is); with
     a second objective also how the pick was made, for the report."""
     kind, cap = job.search.second_objective, job.search.second_cap
     if kind is None:
         return full, None
-    key = SECOND_FIELD[kind]
-    within = full if cap is None else [r for r in full if r[key] <= cap]
-    pick = {"second_objective": kind, "field": key, "cap": cap, "cap_met": bool(within)}
-    return within or [min(full, key=lambda r: (r[key], r["value"]))], pick
+    within = full if cap is None else [r for r in full if r.second(kind) <= cap]
+    pick = {"second_objective": kind, "field": SECOND_FIELD[kind], "cap": cap, "cap_met": bool(within)}
+    return within or [min(full, key=lambda r: (r.second(kind), r.value))], pick
 
 
-def _pareto(job: SearchJob, optimizer: BayesOptimizer, records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def _pareto(job: SearchJob, optimizer: BayesOptimizer, state: SearchState) -> list[dict[str, Any]]:
     """The non-dominated full trials (validation NLL vs the second objective), by validation NLL."""
-    key = SECOND_FIELD[job.search.second_objective]
+    kind = job.search.second_objective
     points = []
     for trial in optimizer.pareto():
-        record = records[str(trial.index)]
+        record = state.records[trial.index]
         points.append(
             {
                 "index": trial.index,
-                "value": record["value"],
-                "validation_ppl": record["validation_ppl"],
-                key: record[key],
-                "non_embedding_params": record["non_embedding_params"],
-                "ratio": job.ratio if record["recipe"].get("ratio") is None else record["recipe"]["ratio"],
+                "value": record.value,
+                "validation_ppl": record.validation_ppl,
+                SECOND_FIELD[kind]: record.second(kind),
+                "non_embedding_params": record.non_embedding_params,
+                "ratio": _ratio(job, record),
             }
         )
     return points
-
-
-def _finish(
-    job: SearchJob,
-    out: Path,
-    loaded: LoadedModel,
-    pools: Mapping[int, PoolStats],
-    optimizer: BayesOptimizer,
-    records: dict[str, dict[str, Any]],
-    timings: dict[str, float],
-    dense_obs: Observation,
-    start: float,
-    *,
-    blocks: BlockScores | None = None,
-) -> SearchOutcome:
-    search = job.search
-    full = [r for r in records.values() if r["status"] == "completed" and not r["stopped_early"]]
-    if not full:
-        raise RuntimeError("no trial completed; see the trial errors in search_state.json")
-    means = optimizer.posterior([r["params"] for r in full])
-    for record, (mean, std) in zip(full, means, strict=True):
-        record["posterior_mean"], record["posterior_std"] = mean, std
-    eligible, pick = _eligible(job, full)
-    top = sorted(eligible, key=lambda r: r["posterior_mean"])[: search.top_k]
-    # Confirm the top few on more validation text (the search chunks and, where there is more, more).
-    more = validation_chunks(
-        loaded.tokenizer,
-        search.validation,
-        tokens_per_domain=CONFIRM_TOKENS_FACTOR * search.validation_tokens,
-        chunk_tokens=search.chunk_tokens,
-        seq_len=search.eval_seq_len,
-    )
-    texts = eval_texts(loaded.tokenizer, job.evaluate)
-    candidates = []
-    for record in top:
-        recipe = Recipe(**record["recipe"])
-        model, ids = prune_recipe(
-            loaded, pools, recipe, ratio=job.ratio, targets=job.targets, seed=search.seed, blocks=blocks
-        )
-        confirm = statistics.fmean(observe(model, more, reference=[0.0] * len(more.chunks)).chunk_nlls)
-        candidates.append((confirm, record, model, ids))
-    candidates.sort(key=lambda c: c[0])
-    confirm_value, best, model, ids = candidates[0]
-
-    eval_start = time.perf_counter()
-    dense_eval = evaluate_model(loaded.model, texts, job.evaluate, tokenizer=loaded.tokenizer)
-    recovery = None
-    if job.recover.enabled:  # the best trial only; its test PPL before recovery is kept for the agreement
-        model, recovery = recover_pruned(model, loaded.tokenizer, job.recover, texts=texts, evaluate=job.evaluate)
-    pruned_eval = evaluate_model(model, texts, job.evaluate, tokenizer=loaded.tokenizer)
-    # Validation vs test for every confirmed candidate (report only: the choice is already made).
-    agreement = []
-    no_speed = job.evaluate.model_copy(update={"speed": False, "zero_shot": ()})
-    for value, record, candidate, _ in candidates:
-        if record is best:
-            test_ppl = recovery["perplexity_before"] if recovery else pruned_eval["perplexity"]
-        else:
-            test_ppl = evaluate_model(candidate, texts, no_speed)["perplexity"]
-        agreement.append(
-            {
-                "index": record["index"],
-                "validation_ppl": math.exp(value),
-                "test_ppl": {label: test_ppl[label] for label in texts},
-            }
-        )
-    timings["final_eval_s"] = round(time.perf_counter() - eval_start, 3)
-    timings["total_s"] = round(time.perf_counter() - start, 3)
-
-    trials = [records[k] for k in sorted(records, key=int)]
-    done = [r for r in trials if r["status"] == "completed"]
-    facts = {
-        "calibration_samples": ids,
-        "widths": get_adapter(model).widths(),
-        "best": {
-            "index": best["index"],
-            "recipe": best["recipe"],
-            "validation_ppl": math.exp(best["value"]),
-            "confirmed_validation_ppl": math.exp(confirm_value),
-            "posterior_mean": best["posterior_mean"],
-        },
-        "trials": trials,
-        "validation_vs_test": agreement,
-        "dense_validation_ppl": math.exp(dense_obs.value),
-        "trial_cost": {
-            "validation_pass_s": timings["validation_pass_s"],
-            "warmup_s": timings["warmup_s"],
-            "ask_s": timings.get("ask_s", 0.0),  # the optimiser's proposals, all trials together
-            # per source and calibration window length (one pool each)
-            "warmup_passes_per_source": timings["warmup_s"]
-            / timings["validation_pass_s"]
-            / (len(job.space.sources) * len(job.space.seq_lens)),
-            "mean_trial_vs_pass": statistics.fmean(r["cost_vs_validation_pass"] for r in done) if done else None,
-            "max_full_trial_vs_pass": max(
-                (r["cost_vs_validation_pass"] for r in done if not r["stopped_early"]), default=None
-            ),
-            "stopped_early": sum(1 for r in done if r["stopped_early"]),
-        },
-    }
-    if (relevance := _relevance(optimizer)) is not None:
-        facts["relevance"] = {"method": "GP kernel inverse lengthscales", "values": relevance}
-    if pick is not None:
-        facts["pick"] = pick
-        facts["pareto"] = _pareto(job, optimizer, records)
-    if recovery:
-        facts["recovery"] = recovery
-    report = build_report(
-        source=job.model.source,
-        ratio_target=job.ratio if best["recipe"].get("ratio") is None else best["recipe"]["ratio"],
-        config=job.model_dump(mode="json"),
-        dense=dense_eval,
-        pruned=pruned_eval,
-        facts=facts,
-        timings=timings,
-    )
-    save_result(model, loaded.tokenizer, out, job=job, report=report)
-    return SearchOutcome(model, loaded.tokenizer, report)

@@ -3,6 +3,7 @@ before the next one, and the search goes on."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import weakref
@@ -17,16 +18,21 @@ from tests.search.test_run import loaded, make_job, texts  # noqa: F401 (fixture
 def test_an_out_of_memory_trial_is_infeasible_freed_and_the_search_goes_on(
     tmp_path, texts, loaded, monkeypatch  # noqa: F811
 ):
-    real_prune, real_observe = search_run.prune_recipe, search_run._timed_observe
+    real_prune, real_observe = search_run.trial_model, search_run._timed_observe
     trial_models: list[weakref.ref] = []
-    alive_at_next_trial: list[list[bool]] = []  # per prune_recipe call: which earlier trials' objects live
+    alive_at_next_trial: list[list[bool]] = []  # per trial_model call: which earlier trials' objects live
     emptied = []
 
-    def prune(*args, **kwargs):
+    @contextlib.contextmanager
+    def prune(loaded, *args, **kwargs):
         alive_at_next_trial.append([ref() is not None for ref in trial_models])
-        model, ids = real_prune(*args, **kwargs)
-        trial_models.append(weakref.ref(model))
-        return model, ids
+        dense = {id(p) for p in loaded.model.parameters()}
+        with real_prune(loaded, *args, **kwargs) as trial:
+            # the model is pruned in place: the trial's own objects are the Parameters surgery made
+            pruned = next(p for p in trial.model.parameters() if id(p) not in dense)
+            trial_models.append(weakref.ref(pruned))
+            del pruned
+            yield trial
 
     def observe(model, validation, **kwargs):
         if len(trial_models) == 2:  # the second trial runs out of memory while it is evaluated
@@ -35,7 +41,7 @@ def test_an_out_of_memory_trial_is_infeasible_freed_and_the_search_goes_on(
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_observe(model, validation, **kwargs)
 
-    monkeypatch.setattr(search_run, "prune_recipe", prune)
+    monkeypatch.setattr(search_run, "trial_model", prune)
     monkeypatch.setattr(search_run, "_timed_observe", observe)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)  # as on a GPU: the cache is emptied
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(1))

@@ -13,6 +13,7 @@ from adapruner.config import SearchJob
 from adapruner.models import LoadedModel
 from adapruner.search import run as search_run
 from adapruner.search.cache import load_pools
+from adapruner.search.records import TrialRecord
 from adapruner.search.run import SearchStateError, run_search
 from adapruner.search.space import decode
 from tests.conftest import tiny_llama, tiny_search_spec
@@ -44,7 +45,11 @@ def wide(tiny_tokenizer):
 def test_a_short_search_runs_end_to_end(tmp_path, texts, loaded):
     seen = []
     outcome = run_search(
-        make_job(texts), out=tmp_path / "run", loaded=loaded, cache_dir=tmp_path / "cache", on_trial=seen.append
+        make_job(texts),
+        out=tmp_path / "run",
+        loaded=loaded,
+        cache_dir=tmp_path / "cache",
+        on_trial=lambda done: seen.append(done.as_dict()),
     )
     report = outcome.report
     assert [r["index"] for r in report["trials"]] == [0, 1, 2] == [r["index"] for r in seen]
@@ -84,7 +89,7 @@ def test_a_different_job_in_the_same_folder_is_refused(tmp_path, texts, loaded):
 
 
 def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, texts, loaded, monkeypatch):
-    real = search_run.prune_recipe
+    real = search_run.trial_model
     calls = []
 
     def flaky(*args, **kwargs):
@@ -93,7 +98,7 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, texts, loa
             raise FloatingPointError("NaN scores")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(search_run, "prune_recipe", flaky)
+    monkeypatch.setattr(search_run, "trial_model", flaky)
     report = run_search(make_job(texts), out=tmp_path, loaded=loaded, cache_dir=None).report
     statuses = [r["status"] for r in report["trials"]]
     assert statuses == ["completed", "failed", "completed"]
@@ -107,12 +112,26 @@ def test_an_infeasible_trial_says_so(tmp_path, texts, loaded, monkeypatch):
     def infeasible(*args, **kwargs):
         raise PlanError("the ratio cannot be met")
 
-    monkeypatch.setattr(search_run, "prune_recipe", infeasible)
+    monkeypatch.setattr(search_run, "trial_model", infeasible)
     job = make_job(texts, trials=1)
     with pytest.raises(RuntimeError, match="no trial completed"):
         run_search(job, out=tmp_path, loaded=loaded, cache_dir=None)
     record = json.loads((tmp_path / "search_state.json").read_text())["records"]["0"]
     assert record["status"] == "failed" and record["failure"] == "infeasible"
+
+
+def test_a_search_without_a_completed_trial_is_a_user_error_naming_its_errors(tmp_path, texts, loaded, monkeypatch):
+    from adapruner.errors import UserError
+    from adapruner.prune.plan import PlanError
+
+    def infeasible(*args, **kwargs):
+        raise PlanError("the ratio cannot be met")
+
+    monkeypatch.setattr(search_run, "trial_model", infeasible)
+    with pytest.raises(UserError) as caught:
+        run_search(make_job(texts, trials=2), out=tmp_path, loaded=loaded, cache_dir=None)
+    assert isinstance(caught.value, search_run.NoTrialCompleted)
+    assert str(caught.value) == "no trial completed: 2 of 2 trials failed: PlanError: the ratio cannot be met"
 
 
 def test_every_trial_records_the_prune_job_of_its_recipe_and_gp_trials_the_relevance(tmp_path, texts, loaded):
@@ -191,14 +210,15 @@ def test_a_two_objective_search_reports_its_pareto_front(tmp_path, texts, wide, 
 def test_the_second_cap_limits_the_artifact_to_trials_within_it(texts):
     job = make_job(texts, search={"second_objective": "latency", "second_cap": 0.5})
     full = [
-        {"index": 0, "value": 1.0, "latency_s": 0.9},
-        {"index": 1, "value": 2.0, "latency_s": 0.4},
-        {"index": 2, "value": 3.0, "latency_s": 0.2},
+        TrialRecord(index=i, params={}, recipe={}, status="completed", value=v, stopped_early=False, latency_s=s)
+        for i, v, s in ((0, 1.0, 0.9), (1, 2.0, 0.4), (2, 3.0, 0.2))
     ]
     eligible, pick = search_run._eligible(job, full)
+    eligible = [r.as_dict() for r in eligible]
     assert [r["index"] for r in eligible] == [1, 2] and pick["cap_met"]
     tight = make_job(texts, search={"second_objective": "latency", "second_cap": 0.1})
     eligible, pick = search_run._eligible(tight, full)
+    eligible = [r.as_dict() for r in eligible]
     assert [r["index"] for r in eligible] == [2] and not pick["cap_met"]  # none within: the fastest
     assert search_run._eligible(make_job(texts), full) == (full, None)
 
