@@ -145,11 +145,12 @@ def test_sequential_prune_on_cuda_with_memory_capped_below_the_weights(tmp_path,
     from adapruner.pipeline import run_prune
 
     folder, weight_bytes = _random_llama_dir(tmp_path / "m", tiny_tokenizer)
-    job = prune_job(calib_file, mix={"wanda": 0.5, "flap": 0.5}, compensate="obs", prune={"depth_share": 0.2})
+    job = prune_job(calib_file, mix={"wanda": 0.5, "flap": 0.5}, compensate="obs", prune={"depth_share": 0.5})
+    heldout = DataSource(kind="builtin", name="gnu-standards")
     job = job.model_copy(
         update={
             "model": job.model.model_copy(update={"source": folder, "device": "cuda", "sequential": True}),
-            "evaluate": job.evaluate.model_copy(update={"texts": (job.calibration.sources[0],), "max_tokens": 256}),
+            "evaluate": job.evaluate.model_copy(update={"texts": (heldout,), "max_tokens": 256}),
         }
     )
     cap = weight_bytes // 2
