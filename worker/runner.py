@@ -9,7 +9,6 @@ was lost (another worker owns the job now), anything else a crash that the paren
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
 import os
 import signal
@@ -17,15 +16,19 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import delete
 
 from adapruner.errors import UserError
 from service.admission import check_sources
 from service.confine import job_reference
 from service.db import make_engine, make_sessionmaker, transaction
+from service.jobs import JOB_SPECS
 from service.models import Artifact, Job, JobStatus
 from service.settings import Settings
 from service.storage import artifact_store
@@ -66,9 +69,7 @@ def checked_job(factory, kind: str, spec: dict[str, Any], owner_id: int | None, 
     """The job's config, refused (:class:`~service.confine.SourceRefused`) before anything is read when it names
     a model or data its owner may not read, and the model of ``job:<id>`` loaded from that job's artifacts
     (else None: the pipeline loads the model)."""
-    from adapruner.config import PruneJob, SearchJob
-
-    config = (SearchJob if kind == "search" else PruneJob).model_validate(spec)
+    config = job_kind(kind).config.model_validate(spec)
     with transaction(factory) as session:
         check_sources(session, spec=config, owner_id=owner_id, settings=settings)
     reference = job_reference(config.model.source)
@@ -99,14 +100,67 @@ def user_error(exc: Exception, settings: Settings) -> str:
     return line
 
 
-def run_attempt(job_id: str, token: str, settings: Settings) -> int:
-    """Run one attempt; returns the process exit code."""
-    factory = make_sessionmaker(make_engine(settings.db_url))
-    with transaction(factory) as session:
-        job = session.get(Job, job_id)
-        kind, spec, state, owner_id = job.kind, job.spec, job.search_state, job.owner_id
-    out = settings.artifacts / job_id
-    out.mkdir(parents=True, exist_ok=True)
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt at a job, as a job kind's runner sees it: the lease (``job_id``, ``token``) its writes are
+    fenced by, the database, the worker's settings, the job's folder ``out`` and its progress callback."""
+
+    factory: Any
+    job_id: str
+    token: str
+    settings: Settings
+    out: Path
+    progress: Callable[[str, int, int], None]
+
+
+def run_prune_job(config: Any, loaded: Any, attempt: Attempt) -> Any:
+    from adapruner.pipeline import run_prune
+
+    return run_prune(config, out=attempt.out, loaded=loaded, progress=attempt.progress)
+
+
+def run_search_job(config: Any, loaded: Any, attempt: Attempt) -> Any:
+    from adapruner.search.run import run_search
+    from worker.store import LeaseStore
+
+    # SQL is the record of truth: the trials' rows and the job's search_state column, no local file.
+    store = LeaseStore(attempt.factory, job_id=attempt.job_id, token=attempt.token, job=config)
+    return run_search(
+        config,
+        out=attempt.out,
+        store=store,
+        loaded=loaded,
+        progress=attempt.progress,
+        cache_dir=attempt.settings.home / "cache" / "stats",
+    )
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """A job kind: its config class (the job row's ``spec``) and the function that runs an attempt at it
+    (``run(config, loaded, attempt)`` -> an outcome with a ``report``)."""
+
+    config: type[BaseModel]
+    run: Callable[[Any, Any, Attempt], Any]
+
+
+#: Every job kind the worker runs, one entry each; the configs are the service's (``service.jobs.JOB_SPECS``).
+JOB_KINDS: dict[str, JobKind] = {
+    "prune": JobKind(JOB_SPECS["prune"], run_prune_job),
+    "search": JobKind(JOB_SPECS["search"], run_search_job),
+}
+
+
+def job_kind(kind: str) -> JobKind:
+    """The registered job kind ``kind``; an unknown one is a :class:`UserError` listing the valid kinds."""
+    if kind not in JOB_KINDS:
+        raise UserError(f"kind: unknown job kind {kind!r}; valid: {', '.join(JOB_KINDS)}")
+    return JOB_KINDS[kind]
+
+
+def progress_writer(factory, job_id: str, token: str) -> Callable[[str, int, int], None]:
+    """A progress callback that writes ``{stage, done, total}`` through the lease, at most once per
+    ``PROGRESS_EVERY_S`` (the last step of a stage always)."""
     last = {"t": 0.0}
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -117,36 +171,21 @@ def run_attempt(job_id: str, token: str, settings: Settings) -> int:
         with transaction(factory) as session:
             lease.progress(session, job_id=job_id, token=token, data={"stage": stage, "done": done, "total": total})
 
+    return progress
+
+
+def run_attempt(job_id: str, token: str, settings: Settings) -> int:
+    """Run one attempt through the job kind's runner; returns the process exit code."""
+    factory = make_sessionmaker(make_engine(settings.db_url))
+    with transaction(factory) as session:
+        job = session.get(Job, job_id)
+        kind, spec, owner_id = job.kind, job.spec, job.owner_id
+    out = settings.artifacts / job_id
+    out.mkdir(parents=True, exist_ok=True)
+    attempt = Attempt(factory, job_id, token, settings, out, progress_writer(factory, job_id, token))
     try:
         config, loaded = checked_job(factory, kind, spec, owner_id, settings)
-        if kind == "search":
-            from adapruner.search.run import STATE_NAME, run_search
-
-            state_path = out / STATE_NAME
-            # SQL is the record of truth: a local file from an attempt whose trials were not recorded goes.
-            if state:
-                state_path.write_text(json.dumps(state))
-            else:
-                state_path.unlink(missing_ok=True)
-
-            def on_trial(record: dict[str, Any]) -> None:
-                with transaction(factory) as session:
-                    lease.record_trial(
-                        session, job_id=job_id, token=token, record=record, state=json.loads(state_path.read_text())
-                    )
-
-            outcome = run_search(
-                config,
-                out=out,
-                loaded=loaded,
-                progress=progress,
-                on_trial=on_trial,
-                cache_dir=settings.home / "cache" / "stats",
-            )
-        else:
-            from adapruner.pipeline import run_prune
-
-            outcome = run_prune(config, out=out, loaded=loaded, progress=progress)
+        outcome = job_kind(kind).run(config, loaded, attempt)
         status, error, result = JobStatus.succeeded, None, summary(outcome.report)
     except lease.OwnershipLost:
         return EXIT_LEASE_LOST
