@@ -10,16 +10,20 @@ for the final report). Every measured job runs in a fresh subprocess:
 - ``search``: warm-up (pool statistics), ``--trials`` trials without compensation (each reads all the
   validation text: no early stop) and the final step (pick, confirm, evaluate, save);
 - ``prune``: ``prune --metric taylor`` (``wanda`` in sequential mode, which refuses gradient metrics);
-- ``compensation``: a ``wanda`` prune with ``--compensator``, timed on its compensation phase.
+- ``compensation``: a ``wanda`` prune with ``--compensator`` (default ``reformation``: the input covariance of
+  every pruned projection, one solve each), timed on its compensation phase.
 
 Memory is the peak RSS (CPU; read per step by resetting the process's high-water mark) or
 ``torch.cuda.max_memory_allocated`` (CUDA), less what the process held before the model was built, as a
 multiple of the weights' bytes; time as a multiple of one validation pass of the dense model measured in
 the same job. Writes its section of BENCHMARKS.md with ``--write``.
 
-    .venv/bin/python bench/scale.py --shape 1b --device cpu --write            # about 10 min on 2 cores
+    .venv/bin/python bench/scale.py --shape 1b --device cpu --write      # about 8 min on 2 idle cores
     .venv/bin/python bench/scale.py --shape 8b --device cuda --write
-    .venv/bin/python bench/scale.py --shape 8b --device cuda --sequential --memory-fraction 0.02 --write
+    .venv/bin/python bench/scale.py --shape 8b --device cuda --sequential --memory-fraction 0.025 --write
+
+(0.025 of a 141 GB H200 is 3.5 GB, under a quarter of the 8B shape's 16 GB of weights.) ``--shape tiny`` is
+a quick check of the script itself (tests/bench/test_scale.py).
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import statistics
 import subprocess
 import sys
@@ -119,14 +122,19 @@ def build_model(shape: str, device: str) -> Any:
     except ImportError:  # older transformers
         from transformers.modeling_utils import no_init_weights
 
+    from adapruner.models.loading import check_fits, config_weight_bytes
+
     config = LlamaConfig(**SHAPES[shape], max_position_embeddings=8192)
+    # One line naming what the weights need and what the device has, rather than an out-of-memory kill.
+    need = config_weight_bytes(config, torch.bfloat16)
+    check_fits(f"random-init:{shape}", need, torch.device(device), torch.bfloat16)
     with torch.device(device), no_init_weights():
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     model.tie_weights()
     generator = torch.Generator(device).manual_seed(0)
     bound = 0.02 * math.sqrt(3)  # uniform with the standard deviation of LLaMA's normal(0, 0.02)
     with torch.no_grad():
-        for name, param in model.named_parameters():
+        for param in model.parameters():
             if param.ndim >= 2:
                 param.uniform_(-bound, bound, generator=generator)
             else:  # RMSNorm scales
@@ -379,9 +387,11 @@ def row(step: str, result: dict[str, Any] | None, time_key: str, peak_key: str) 
 def table_rows(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> list[Row]:
     search, prune, comp = results.get("search"), results["prune"], results["compensation"]
     samples = args.pool_size * 3
+    failed = (search or {}).get("failed_trials")
+    trials = f"mean of {args.trials}{f', {failed} failed' if failed else ''}, no compensation"
     return [
         row(f"warm-up (pool statistics, {samples} x {args.seq_len} tokens)", search, "warmup_s", "warmup_peak"),
-        row(f"one trial (mean of {args.trials}, no compensation)", search, "trial_s", "trial_peak"),
+        row(f"one trial ({trials})", search, "trial_s", "trial_peak"),
         row("final step (pick, confirm, evaluate, save)", search, "final_s", "final_peak"),
         row(f"search ({args.trials} trials, whole)", search, "search_s", "search_peak"),
         row(f"compensation ({args.compensator}, after a wanda prune)", comp, "compensation_s", "peak"),
@@ -443,7 +453,8 @@ def setting(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> str
         f"memory before the model was built: {facts.get('baseline', 0) / GIB:.2f} GiB "
         f"({'RSS' if cpu else 'CUDA allocated'}). Peak memory is "
         f"{'the peak RSS' if cpu else 'torch.cuda.max_memory_allocated'} of each step above that, each job in a "
-        f"fresh process. One validation pass of the dense model ({2 * args.validation_tokens} tokens in windows "
+        "fresh process (the compensation and prune rows: their whole job's peak; their time leaves out the "
+        f"evaluations). One validation pass of the dense model ({2 * args.validation_tokens} tokens in windows "
         f"of {args.seq_len}), measured in each job: {passes}. Search: {args.trials} trials, pools of "
         f"{args.pool_size} samples per source x 3 sources, {args.samples} calibration samples per trial, no early "
         f"stop, top 1 confirmed; prunes: {args.samples} samples x {args.seq_len} tokens; final evaluations: "
@@ -484,7 +495,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seq-len", type=int, default=128, help="calibration and evaluation window")
     parser.add_argument("--validation-tokens", type=int, default=256, help="per validation domain")
     parser.add_argument("--eval-tokens", type=int, default=256, help="per test text of the final evaluation")
-    parser.add_argument("--compensator", default="obs")
+    parser.add_argument("--compensator", default="reformation", help="reformation: half the solve time of obs")
     parser.add_argument("--write", action="store_true", help="(re)write this run's section of BENCHMARKS.md")
     parser.add_argument("--section", help="BENCHMARKS.md section (default scale-SHAPE-DEVICE[-sequential])")
     parser.add_argument("--benchmarks", type=Path, default=ROOT / "BENCHMARKS.md", help="file to write")
