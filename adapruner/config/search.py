@@ -59,7 +59,7 @@ class SearchSpace(StrictModel):
     ``block_criteria`` (names from ``BLOCK_CRITERIA``; a categorical dimension when more than one).
 
     ``seq_lens``: the calibration window lengths to choose from (a categorical dimension when more than
-    one; ``seq_len: N`` is accepted for ``seq_lens: [N]``). Every choice has its own pool of statistics,
+    one). Every choice has its own pool of statistics,
     so the warm-up costs about ``sum(seq_lens) / seq_lens[0]`` times that of the first alone; the default
     is one length. ``ratio``: a searched pruning ratio (``None``: the job's ``ratio``), only with a second
     objective (quality alone always prefers the lowest ratio); required for ``second_objective="params"``,
@@ -108,15 +108,6 @@ class SearchSpace(StrictModel):
         for name in names:
             BLOCK_CRITERIA.check(name)
         return tuple(dict.fromkeys(names))
-
-    @model_validator(mode="before")
-    @classmethod
-    def _legacy_seq_len(cls, data):
-        if isinstance(data, dict) and "seq_len" in data:
-            if "seq_lens" in data:
-                raise ValueError("give seq_lens or seq_len, not both")
-            data = {k: v for k, v in data.items() if k != "seq_len"} | {"seq_lens": (data["seq_len"],)}
-        return data
 
     @field_validator("seq_lens")
     @classmethod
