@@ -59,3 +59,73 @@ def test_section_is_written_with_its_command(run):
     assert "<!-- scale-tiny-cpu:start -->" in written and "<!-- scale-tiny-cpu:end -->" in written
     assert "Command: `python bench/scale.py " + " ".join(argv) in written
     assert stdout.strip() in written
+
+
+def _scale():
+    """bench/scale.py as a module (bench/ is not a package)."""
+    import importlib.util
+
+    if "bench_scale" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("bench_scale", ROOT / "bench" / "scale.py")
+        sys.modules["bench_scale"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["bench_scale"])
+    return sys.modules["bench_scale"]
+
+
+GIB = 2**30
+COMMON = {"baseline": GIB, "weights_bytes": 10 * GIB, "validation_pass_s": 10.0}
+SEARCH = COMMON | {
+    "warmup_s": 30.0,
+    "warmup_peak": 13 * GIB,
+    "trial_s": 12.0,  # 1.2 passes: not met
+    "trial_peak": 12 * GIB,
+    "final_s": 40.0,
+    "final_peak": 18 * GIB,  # 1.7x: the search's peak, met
+    "search_s": 100.0,
+    "search_peak": 18 * GIB,
+    "failed_trials": 1,
+}
+PRUNE = COMMON | {"prune_s": 20.0, "compensation_s": None, "peak": 15 * GIB}  # 1.4x: met
+COMPENSATION = COMMON | {"prune_s": 25.0, "compensation_s": 5.0, "peak": 21 * GIB}
+
+
+def test_rows_and_targets_from_the_jobs_facts():
+    scale = _scale()
+    args = scale.parse_args(["--shape", "1b", "--trials", "3"])
+    results = {"search": SEARCH, "prune": PRUNE, "compensation": COMPENSATION}
+    rows = scale.table_rows(args, results)
+    assert rows[1].step.startswith("one trial (mean of 3, 1 failed")
+    assert (rows[1].passes, rows[3].weights, rows[4].seconds, rows[5].weights) == (1.2, 1.7, 5.0, 1.4)
+    assert scale.targets(args, rows, results) == [
+        "- peak of prune --metric taylor: 1.40x weights (target <= 1.6x weights): met",
+        "- peak of the search: 1.70x weights (target <= 1.8x weights): met",
+        "- one trial (no compensation): 1.20x validation pass (target <= 1.1x validation pass): not met",
+    ]
+
+
+def test_a_failed_job_is_a_row_and_its_target_not_met():
+    scale = _scale()
+    args = scale.parse_args(["--shape", "1b"])
+    results = {"search": {"job": "search", "error": "OutOfMemoryError: no room"}, "prune": PRUNE, "compensation": PRUNE}
+    rows = scale.table_rows(args, results)
+    lines = scale.format_rows(rows)
+    assert "| warm-up (pool statistics, 6 x 128 tokens) | failed: OutOfMemoryError: no room | | | |" in lines
+    assert scale.targets(args, rows, results)[1:] == [
+        "- peak of the search: not measured (target <= 1.8x weights): not met",
+        "- one trial (no compensation): not measured (target <= 1.1x validation pass): not met",
+    ]
+
+
+def test_sequential_mode_skips_the_search_and_checks_the_memory_cap():
+    scale = _scale()
+    args = scale.parse_args(["--shape", "8b", "--device", "cuda", "--sequential", "--memory-fraction", "0.02"])
+    assert scale.jobs(args) == ("prune", "compensation")
+    capped = PRUNE | {"cap_bytes": 2 * GIB}
+    results = {"prune": capped, "compensation": capped}
+    rows = scale.table_rows(args, results)
+    assert rows[0].error == "not run (a search refuses sequential mode)" and rows[5].step == "prune --metric wanda"
+    assert scale.targets(args, rows, results) == [
+        "- GPU memory cap under which sequential mode pruned: 0.20x weights (target <= 0.25x weights): met"
+    ]
+    failed = {"prune": capped, "compensation": {"job": "compensation", "error": "OutOfMemoryError: x"}}
+    assert scale.targets(args, scale.table_rows(args, failed), failed)[0].endswith(": not met (a job failed)")
