@@ -130,6 +130,13 @@ def test_config_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_the_console_script_starts_without_torch():
+    """``adapruner submit|status|...`` run where only the client is installed: the commands import torch
+    when they run a model, not when the parser is built."""
+    code = "import sys, service.cli; service.cli.build_parser(); assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def long_functions(modules: dict[str, Path]) -> list[str]:
     """``module:line name (N lines)`` of every function (decorators aside) longer than the limit."""
     out = []
