@@ -17,6 +17,7 @@ from adapruner.adapters.base import ModelAdapter
 from adapruner.calibration import sample_windows, stack, token_stream
 from adapruner.compensate import build_compensator
 from adapruner.config import EvalConfig, PruneJob, RecoverConfig
+from adapruner.errors import UserError
 from adapruner.evaluate import (
     count_parameters,
     forward_flops,
@@ -98,7 +99,9 @@ def evaluate_model(
         }
     if config.zero_shot:
         if tokenizer is None:
-            raise ValueError("evaluate_model: evaluate.zero_shot needs the tokenizer")
+            raise UserError(
+                "evaluate.zero_shot needs the model's tokenizer; this model has none (save it with its tokenizer)"
+            )
         from adapruner.evaluate.zeroshot import zero_shot
 
         result["zero_shot"] = zero_shot(

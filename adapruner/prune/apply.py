@@ -9,7 +9,7 @@ import torch
 from adapruner.adapters.base import ModelAdapter
 from adapruner.config import PruneConfig
 from adapruner.prune.depth import choose_blocks
-from adapruner.prune.plan import LayerShape, Plan, blocks_to_remove, plan_widths, pruned_layers
+from adapruner.prune.plan import LayerShape, Plan, PlanError, blocks_to_remove, plan_widths, pruned_layers
 
 
 def layer_shapes(adapter: ModelAdapter) -> list[LayerShape]:
@@ -44,7 +44,7 @@ def plan_model(
     drop: list[int] = []
     if n_drop:
         if block_scores is None:
-            raise ValueError("prune.depth_share > 0 needs block scores")
+            raise PlanError("prune.depth_share > 0 needs block scores")
         candidates = pruned_layers(len(shapes), config)
         drop = choose_blocks(block_scores(config.block_criterion), n_drop, candidates=candidates)
     return plan_widths(shapes, params_before=params_before, config=config, saliency=saliency, drop=drop)
