@@ -170,3 +170,18 @@ def test_pool_keeps_the_token_ids(pool_setup):
     _, samples, pool = pool_setup
     ids = [samples[3].id, samples[0].id]
     assert torch.equal(cache.pool_tokens(pool, ids), torch.stack([samples[3].input_ids, samples[0].input_ids]))
+
+
+def test_pooled_scores_refuse_non_finite_statistics(pool_setup):
+    """The pooled path runs the same score_groups as a prune, its non-finite check included."""
+    adapter, samples, pool = pool_setup
+    broken = PoolStats(
+        pool.sample_ids,
+        pool.sources,
+        pool.tokens_per_sample,
+        pool.tensors | {"taylor_abs": torch.full_like(pool.tensors["taylor_abs"], float("nan"))},
+        pool.tokens,
+    )
+    ids = [s.id for s in samples]
+    with pytest.raises(FloatingPointError, match="non-finite scores"):
+        _pooled(adapter, broken, ids, "taylor")
