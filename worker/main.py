@@ -201,8 +201,20 @@ class Worker:
         ctx = multiprocessing.get_context("fork")
         child = ctx.Process(target=child_main, args=(job_id, token, self.settings.model_dump_json()), daemon=False)
         child.start()
-        ending: tuple[JobStatus, str] | None = None  # what we decided while it ran
-        lost = False
+        ending, lost = self._watch(child, entry_id, job_id, token, attempt)
+        child.join()
+        if not lost and child.exitcode == EXIT_LEASE_LOST:
+            self._log_lost(job_id, "its attempt stopped at its next write")
+            lost = True
+        if lost:
+            return "lost"  # the entry now belongs to the worker that reclaimed the job
+        return self._settle(entry_id, job_id, token, exitcode=child.exitcode, ending=ending)
+
+    def _watch(
+        self, child: multiprocessing.process.BaseProcess, entry_id: str, job_id: str, token: str, attempt: int
+    ) -> tuple[tuple[JobStatus, str] | None, bool]:
+        """Heartbeat while the child runs; stop it on cancel, deadline, shutdown or a lost lease. Returns
+        the end we decided (a status and why, or ``None``) and whether the lease was lost."""
         while child.is_alive():
             child.join(timeout=self.settings.heartbeat_s)
             if not child.is_alive():
@@ -214,28 +226,26 @@ class Worker:
                 if self._ended_by(job_id, attempt):
                     break  # the child has just recorded the end; it is exiting
                 self._log_lost(job_id, "stopping its attempt")
-                lost = True
                 self._stop_child(child, grace=0)
-                break
+                return None, True
             HEARTBEAT.set_to_current_time()
             self._refresh(entry_id)
             self._watch_parent()
-            if beat.cancel:
-                ending = (JobStatus.cancelled, "cancelled by request")
-            elif beat.deadline_passed:
-                ending = (JobStatus.timed_out, "deadline passed")
-            elif self.stopping:
+            if beat.cancel or beat.deadline_passed:
+                self._stop_child(child, grace=0)
+                if beat.cancel:
+                    return (JobStatus.cancelled, "cancelled by request"), False
+                return (JobStatus.timed_out, "deadline passed"), False
+            if self.stopping:
                 self._stop_child(child, grace=self.settings.grace_s)
                 break
-            if ending:
-                self._stop_child(child, grace=0)
-                break
-        child.join()
-        if not lost and child.exitcode == EXIT_LEASE_LOST:
-            self._log_lost(job_id, "its attempt stopped at its next write")
-            lost = True
-        if lost:
-            return "lost"  # the entry now belongs to the worker that reclaimed the job
+        return None, False
+
+    def _settle(
+        self, entry_id: str, job_id: str, token: str, *, exitcode: int | None, ending: tuple[JobStatus, str] | None
+    ) -> str:
+        """Record the attempt's end in SQL (the end we decided, or the job handed back: not counted as an
+        attempt when this worker is stopping) and ack or requeue the entry; returns how it ended."""
         try:
             with transaction(self.sessions) as session:
                 job = session.get(Job, job_id)
@@ -243,14 +253,14 @@ class Worker:
                     lease.finish(session, job_id=job_id, token=token, status=ending[0], error=ending[1])
                 if job.status.terminal:
                     pass
-                elif job.lease_token != token or child.exitcode == EXIT_LEASE_LOST:
+                elif job.lease_token != token:
                     return "lost"  # someone else owns it
                 elif self.stopping:
                     lease.release(
                         session, job_id=job_id, token=token, reason=f"worker {self.id} stopped", count_attempt=False
                     )
                 else:
-                    reason = f"worker {self.id}: the attempt ended with exit code {child.exitcode}"
+                    reason = f"worker {self.id}: the attempt ended with exit code {exitcode}"
                     lease.release(session, job_id=job_id, token=token, reason=reason, count_attempt=True)
         except lease.OwnershipLost:
             return "lost"
