@@ -515,11 +515,14 @@ def main(argv: list[str] | None = None) -> None:
         child(args)
         return
     model_spec(args)  # --sequential fails here, before any job, when the library lacks it
-    body = section(args, argv, run_jobs(args, argv))
+    results = run_jobs(args, argv)
+    body = section(args, argv, results)
     print(body)
     if args.write:
         name = args.section or f"scale-{args.shape}-{args.device}" + ("-sequential" if args.sequential else "")
         write_section(name, body, args.benchmarks)
+    if any("error" in r for r in results.values()):
+        sys.exit(1)  # the table shows which job failed and why
 
 
 if __name__ == "__main__":

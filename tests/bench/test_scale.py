@@ -25,7 +25,7 @@ def run(tmp_path_factory):
         timeout=900,
         cwd=ROOT,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout, out.read_text(), argv
 
 
