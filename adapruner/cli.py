@@ -172,7 +172,12 @@ def _alternatives(names: Sequence[str]) -> str:
 SOURCE_SYNTAX = (
     f"{', '.join(BUILTIN_CORPORA.names())}, FILE.txt/.jsonl, file:PATH[:split], hf:NAME[:CONFIG[:SPLIT[:FIELD]]]"
 )
-MODEL_OPTIONS = (bind("--device", "model.device"), bind("--dtype", "model.dtype", choices=True))
+MODEL_OPTIONS = (
+    bind("--device", "model.device"),
+    bind("--dtype", "model.dtype", choices=True),
+    bind("--gpus", "model.gpus"),
+)
+SEQUENTIAL = bind("--sequential", "model.sequential", kind="on")  # prune and eval (a search's trials cannot)
 EVAL_OPTIONS = (bind("--seq-len", "evaluate.seq_len"), bind("--stride", "evaluate.stride"))
 RECOVER_OPTIONS = (
     bind("--recover", "recover.method", note=_one_of(("none", *RECOVERY.names()))),
@@ -245,6 +250,7 @@ PRUNE_OPTIONS = (
     bind("--eval-tokens", "evaluate.max_tokens"),
     bind("--no-speed", "evaluate.speed", kind="off", text="skip the throughput measurement"),
     *MODEL_OPTIONS,
+    SEQUENTIAL,
     own("--out", "folder for the pruned model and report.json", required=True),
     JSON,
 )
@@ -515,7 +521,7 @@ def add_eval_parser(sub: Any) -> None:
     text = evaluate.add_mutually_exclusive_group(required=True)
     text.add_argument("--text-file", help="a .txt/.jsonl file (the whole file)")
     text.add_argument("--dataset", help="a data source, e.g. jargon, hf:NAME:CONFIG:SPLIT:FIELD")
-    add_options(evaluate, (*EVAL_OPTIONS, *MODEL_OPTIONS), PruneJob)
+    add_options(evaluate, (*EVAL_OPTIONS, *MODEL_OPTIONS, SEQUENTIAL), PruneJob)
     evaluate.add_argument("--max-tokens", type=int, default=100_000)
     evaluate.add_argument("--json", action="store_true")
     evaluate.add_argument(
@@ -615,9 +621,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     source = parse_source(f"file:{args.text_file}" if args.text_file else args.dataset)
     if args.runtime == "llamacpp":
         return eval_llamacpp(args, source)
-    loaded = load_model(ModelSpec(source=args.model, device=args.device, dtype=args.dtype))
+    from adapruner.sequential import sequential_for
+
+    spec = ModelSpec(
+        source=args.model, device=args.device, dtype=args.dtype, gpus=args.gpus, sequential=args.sequential
+    )
+    loaded = load_model(spec)
     tokens = token_stream(loaded.tokenizer, source, "evaluation", max_tokens=args.max_tokens)
-    result = perplexity(loaded.model, tokens, seq_len=args.seq_len, stride=args.stride)
+    sequential = sequential_for(spec)
+    result = perplexity(loaded.model, tokens, seq_len=args.seq_len, stride=args.stride, sequential=sequential)
     out = {
         "model": args.model,
         "text": source.label(),
