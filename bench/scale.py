@@ -400,7 +400,10 @@ def table_rows(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> 
 
 
 def _num(value: float | None, fmt: str) -> str:
-    return "-" if value is None else format(value, fmt)
+    """``value`` in ``fmt``, or two significant digits below 0.1 (a tiny model's compensation takes ms)."""
+    if value is None:
+        return "-"
+    return format(value, ".2g") if 0 < abs(value) < 0.1 else format(value, fmt)
 
 
 def format_rows(rows: list[Row]) -> list[str]:

@@ -32,6 +32,7 @@ def run(tmp_path_factory):
 @pytest.mark.slow
 def test_every_row_is_measured(run):
     stdout, _, _ = run
+    print(stdout)  # shown when the test fails
     rows = [line for line in stdout.splitlines() if line.startswith("| ") and not line.startswith("| step")]
     assert [r.split("|")[1].strip().split(" (")[0] for r in rows] == list(STEPS)
     for line in rows:
