@@ -91,6 +91,22 @@ COMPENSATORS.add(
     "Numerical Pruning: Newton-optimal rescaling of each kept unit",
 )
 
+STRATEGIES = Registry("search strategy")
+STRATEGIES.add(
+    "gp",
+    "adapruner.search.optimizer:BayesOptimizer",
+    "Bayesian optimisation: a Sobol design, then a GP with log noisy expected improvement (BoTorch)",
+)
+STRATEGIES.add("random", "adapruner.search.strategies:RandomStrategy", "scrambled Sobol points (quasi-random search)")
+STRATEGIES.add(
+    "tpe", "adapruner.search.strategies:TpeStrategy", "Tree-structured Parzen Estimator (optuna), after a Sobol design"
+)
+STRATEGIES.add(
+    "evolution",
+    "adapruner.search.strategies:EvolutionStrategy",
+    "regularized evolution: tournament selection and mutation of the recent population, after a Sobol design",
+)
+
 BUILTIN_CORPORA = Registry("builtin corpus")
 BUILTIN_CORPORA.add("pydoc", "adapruner.calibration.builtin:pydoc_text", "Python's pydoc topics (stdlib)")
 BUILTIN_CORPORA.add(

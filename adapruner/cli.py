@@ -28,6 +28,7 @@ from adapruner.catalog import (
     EXPORT_FORMATS,
     METRICS,
     RECOVERY,
+    STRATEGIES,
     ZERO_SHOT_TASKS,
 )
 from adapruner.config import EXPORT_TYPES, DataSource, ModelSpec, PruneJob, Range, SearchJob
@@ -260,6 +261,8 @@ SEARCH_OPTIONS = (
     bind("--ratio", "ratio", required=True),
     bind("--trials", "search.trials"),
     bind("--n-init", "search.n_init"),
+    bind("--strategy", "search.strategy", note=_one_of(STRATEGIES.names())),
+    bind("--warm-start", "search.warm_start", kind="append", parse=str, note="repeatable: an earlier --out folder"),
     bind("--calib", "space.sources", kind="append", parse=parse_source, note=f"repeatable: {SOURCE_SYNTAX}"),
     bind("--val-text", "search.validation", kind="append", parse=parse_source, note="repeatable"),
     bind("--eval-text", "evaluate.texts", kind="append", parse=parse_source, note="repeatable"),

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from adapruner.catalog import BLOCK_CRITERIA, COMPENSATORS, METRICS
+from adapruner.catalog import BLOCK_CRITERIA, COMPENSATORS, METRICS, STRATEGIES
 from adapruner.config.data import DataSource
 from adapruner.config.stages import DEFAULT_CHANNEL_MULTIPLE
 from adapruner.config.values import StrictModel
@@ -180,10 +180,21 @@ class SearchConfig(StrictModel):
     objective. The artifact is the best-quality trial whose second objective is at most
     ``second_cap`` (seconds or parameters; ``None``: no cap; the fastest or smallest trial when no trial
     meets it).
+
+    ``strategy`` names the optimiser (``adapruner.catalog.STRATEGIES``: ``gp``, ``random``, ``tpe``,
+    ``evolution``). ``warm_start``: the completed trials of earlier searches of the same model (another
+    ratio, other texts) are told to it first as prior observations (not trials: outside ``trials``); the
+    GP fits them and starts its acquisition sooner, TPE and evolution draw on them, random search ignores them.
     """
 
     trials: int = Field(default=30, ge=1, le=10_000, description="trials in all")
-    n_init: int = Field(default=8, ge=1, description="quasi-random trials before the GP")
+    strategy: str = Field(default="gp", description="the optimiser proposing the trials (a STRATEGIES name)")
+    n_init: int = Field(default=8, ge=1, description="quasi-random trials before the GP (or TPE, evolution)")
+    warm_start: tuple[str, ...] = Field(
+        default=(),
+        description="earlier search output folders of the same model (search_state.json or report.json) whose"
+        " completed trials the optimiser starts from, as prior observations outside the trial budget",
+    )
     time_budget_s: float | None = Field(
         default=None,
         gt=0,
@@ -212,6 +223,11 @@ class SearchConfig(StrictModel):
     latency_batch: int = Field(default=1, ge=1)
     latency_seq_len: int = Field(default=256, ge=8)
     latency_repeats: int = Field(default=5, ge=1)
+
+    @field_validator("strategy")
+    @classmethod
+    def _check_strategy(cls, name: str) -> str:
+        return STRATEGIES.check(name)
 
     @model_validator(mode="after")
     def _cap_needs_objective(self) -> SearchConfig:

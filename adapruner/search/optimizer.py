@@ -1,5 +1,10 @@
 """Bayesian optimisation with an ask/tell API keyed by trial index (the shape of Ax's ``Client``).
 
+:class:`Strategy` holds what every search strategy shares (trials by index, tell, prior observations,
+the Pareto front, the JSON state); :class:`BayesOptimizer` is the GP strategy (``search.strategy="gp"``,
+the default); the others are in :mod:`adapruner.search.strategies`, all named in
+``adapruner.catalog.STRATEGIES``.
+
 Built on BoTorch/GPyTorch: a scrambled Sobol design for the first ``n_init`` trials, then a GP
 (``SingleTaskGP``; ``MixedSingleTaskGP`` when there are categorical dimensions) with the log noisy
 expected improvement acquisition (``qLogNoisyExpectedImprovement``). The whole state is plain JSON,
@@ -116,7 +121,7 @@ class Trial:
     secondary: list[float] = field(default_factory=list)  # the other objectives, minimised
     noise: float | None = None  # observation variance (sem**2); None when unknown
     fidelity: float = 1.0  # 1.0 = full evaluation; < 1 = early-stopped on a prefix
-    generator: str = ""  # "sobol", "gp" or "sobol-fallback"
+    generator: str = ""  # "sobol", "gp", "sobol-fallback", "tpe", "evolution" or "prior"
     infeasible: bool = False  # failed for a resource (out of memory), not for its quality: a constraint
 
 
@@ -188,66 +193,41 @@ def _gp_step(seed: int) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-class BayesOptimizer:
-    """``ask()`` a trial, evaluate it, ``tell()`` its value; ``state_dict()`` saves everything.
+class Strategy:
+    """What every search strategy shares: ``ask()`` a trial (indices 0, 1, 2, ...), ``tell()`` its outcome,
+    prior observations of earlier searches (:meth:`tell_prior`: no trials, in no budget), the Pareto
+    front and a JSON state (``state_dict`` / ``from_state``: the same next proposals after a round trip).
 
-    Args:
-        dims: The searched parameters (at least one; names must be unique).
-        seed: Seeds the Sobol design and every random step of the GP phase.
-        n_init: Number of Sobol trials before the GP takes over.
-        acq_restarts: Multistart restarts of the acquisition optimisation.
-        raw_samples: Raw samples used to pick the acquisition starting points.
-        max_fit_points: At most this many told trials are fitted (the best quarter plus the most recent).
-        n_objectives: Number of objectives told per trial (1: log noisy EI; more: log noisy EHVI).
+    A subclass proposes (:meth:`_propose`) from the trials and priors so far, every random step seeded
+    from ``(settings.seed, trial index)``; its ``settings`` dataclass holds its constructor's keywords
+    (``seed`` and ``n_objectives`` among them). Without a model of the objective, :meth:`posterior` is the
+    observed value and :meth:`relevance` is None.
     """
 
-    def __init__(
-        self,
-        dims: Sequence[Dim],
-        *,
-        seed: int = 0,
-        n_init: int = 8,
-        acq_restarts: int = 8,
-        raw_samples: int = 256,
-        max_fit_points: int = 200,
-        n_objectives: int = 1,
-    ) -> None:
+    name = ""  # its STRATEGIES name
+    uses_priors = True  # whether prior observations change its proposals
+
+    def __init__(self, dims: Sequence[Dim], settings: Any) -> None:
         if not dims:
             raise UserError("space: the search space has no free dimension; fix fewer parameters")
         names = [d.name for d in dims]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate dimension names in {names}")
-        if n_init < 1 or acq_restarts < 1 or raw_samples < 1 or max_fit_points < 2 or n_objectives < 1:
-            raise ValueError(
-                "need n_init >= 1, acq_restarts >= 1, raw_samples >= 1, max_fit_points >= 2 and n_objectives >= 1,"
-                f" got {n_init}, {acq_restarts}, {raw_samples}, {max_fit_points}, {n_objectives}"
-            )
         self.dims = tuple(dims)
-        self.settings = _Settings(
-            int(seed), int(n_init), int(acq_restarts), int(raw_samples), int(max_fit_points), int(n_objectives)
-        )
+        self.settings = settings
         self._trials: list[Trial] = []
-        self._fit_key: tuple[tuple[int, str], ...] | None = None
-        self._fit_models: list[Any] = []
+        self._priors: list[Trial] = []  # indices -1, -2, ...: completed trials of earlier searches
 
     # ---- ask / tell ------------------------------------------------------------------------------
+    def _propose(self, index: int) -> tuple[dict[str, Value], str]:
+        """The parameters of trial ``index`` and the name of what proposed them."""
+        raise NotImplementedError
+
     def ask(self) -> Trial:
         """The next trial to evaluate (indices 0, 1, 2, ...); it stays pending until told."""
         index = len(self._trials)
-        n_completed = sum(1 for t in self._trials if t.status == "completed")
-        if index < self.settings.n_init or n_completed < 2:
-            x, generator = self._sobol(index), "sobol"
-        else:
-            try:
-                x, generator = self._acquire(index), "gp"
-            except _numerical_errors() as error:
-                warnings.warn(
-                    f"GP step for trial {index} failed ({type(error).__name__}: {error}); using a Sobol point",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-                x, generator = self._sobol(index), "sobol-fallback"
-        trial = Trial(index, self._decode(x), generator=generator)
+        params, generator = self._propose(index)
+        trial = Trial(index, params, generator=generator)
         self._trials.append(trial)
         return trial
 
@@ -315,6 +295,166 @@ class BayesOptimizer:
 
         return sorted((t for t in full if not dominated(t)), key=lambda t: (t.value, t.index))
 
+    def tell_prior(
+        self, params: dict[str, Value], *, value: Sequence[float], noise: float | None = None, fidelity: float = 1.0
+    ) -> bool:
+        """Add a completed trial of an earlier search as an observation (index -1, -2, ...; never asked, in
+        no trial budget). ``value`` has one entry per objective. Returns False (and adds nothing) when
+        ``params`` lack one of this space's dimensions or hold a value outside it, or the value is not finite.
+        """
+        values = [float(v) for v in value]
+        if len(values) != self.settings.n_objectives or not all(math.isfinite(v) for v in values):
+            return False
+        if not all(d.name in params and _inside(d, params[d.name]) for d in self.dims):
+            return False
+        known = {d.name: params[d.name] for d in self.dims}
+        noise = float(noise) if noise is not None and math.isfinite(noise) and noise >= 0 else None
+        fidelity = float(fidelity) if 0.0 < fidelity <= 1.0 else 1.0
+        trial = Trial(-len(self._priors) - 1, known, "completed", values[0], values[1:], noise, fidelity, "prior")
+        self._priors.append(trial)
+        return True
+
+    def priors(self) -> list[Trial]:
+        """The prior observations, in the order told."""
+        return list(self._priors)
+
+    def posterior(self, params_list: Sequence[dict[str, Value]]) -> list[tuple[float, float]]:
+        """``(mean, std)`` of the first objective at each parameter set: here the last completed trial's
+        value with those parameters (std from its noise; nan where none), as no model is fitted.
+
+        Raises:
+            ValueError: no trial is complete.
+        """
+        done = [t for t in self._trials if t.status == "completed"]
+        if not done:
+            raise ValueError("no completed trial")
+        seen = {_key(t.params): (t.value, math.sqrt(t.noise) if t.noise else 0.0) for t in done}
+        return [seen.get(_key(p), (math.nan, math.nan)) for p in params_list]
+
+    def relevance(self) -> dict[str, float] | None:
+        """How much each dimension moves the objective: None, as no model is fitted."""
+        return None
+
+    # ---- state -----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: the strategy, dims, settings (with the seed), all trials and the
+        priors (JSON-serialisable)."""
+        state = {
+            "version": STATE_VERSION,
+            "dims": [asdict(d) | {"choices": list(d.choices)} for d in self.dims],
+            "settings": asdict(self.settings),
+            "trials": [asdict(t) | {"params": dict(t.params)} for t in self._trials],
+            "strategy": self.name,
+        }
+        if self._priors:
+            state["priors"] = [asdict(t) | {"params": dict(t.params)} for t in self._priors]
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Strategy:
+        """Rebuild a strategy from :meth:`state_dict` (also after a JSON round trip; a state without
+        ``strategy`` is the GP's)."""
+        version, name = state.get("version"), state.get("strategy", "gp")
+        if version != STATE_VERSION:
+            raise UserError(f"optimizer state: version {version!r}, this adapruner reads {STATE_VERSION}")
+        if name != cls.name:
+            raise UserError(f"optimizer state: the state of strategy {name!r}, not of {cls.name!r}")
+        dims = [Dim(**(d | {"choices": tuple(d["choices"])})) for d in state["dims"]]
+        optimizer = cls(dims, **state["settings"])
+        optimizer._trials = [Trial(**(t | {"params": dict(t["params"])})) for t in state["trials"]]
+        optimizer._priors = [Trial(**(t | {"params": dict(t["params"])})) for t in state.get("priors", ())]
+        if [t.index for t in optimizer._trials] != list(range(len(optimizer._trials))):
+            raise UserError("optimizer state: trial indices must be 0, 1, 2, ... in order")
+        return optimizer
+
+    # ---- encoding --------------------------------------------------------------------------------
+    def _encode(self, params: dict[str, Value]) -> list[float]:
+        return [d.encode(params[d.name]) for d in self.dims]
+
+    def _decode(self, x: Sequence[float]) -> dict[str, Value]:
+        return {d.name: d.decode(float(u)) for d, u in zip(self.dims, x, strict=True)}
+
+    def _sobol(self, index: int) -> list[float]:
+        """Point ``index`` of the scrambled Sobol sequence, encoded (a choice's coordinate -> its index)."""
+        engine = torch.quasirandom.SobolEngine(len(self.dims), scramble=True, seed=self.settings.seed)
+        if index:
+            engine.fast_forward(index)
+        u = engine.draw(1, dtype=_DTYPE)[0].tolist()
+        return [
+            float(min(int(v * len(d.choices)), len(d.choices) - 1)) if d.kind == "choice" else v
+            for d, v in zip(self.dims, u, strict=True)
+        ]
+
+
+class BayesOptimizer(Strategy):
+    """``ask()`` a trial, evaluate it, ``tell()`` its value; ``state_dict()`` saves everything.
+
+    Args:
+        dims: The searched parameters (at least one; names must be unique).
+        seed: Seeds the Sobol design and every random step of the GP phase.
+        n_init: Number of Sobol trials before the GP takes over.
+        acq_restarts: Multistart restarts of the acquisition optimisation.
+        raw_samples: Raw samples used to pick the acquisition starting points.
+        max_fit_points: At most this many told trials are fitted (the best quarter plus the most recent).
+        n_objectives: Number of objectives told per trial (1: log noisy EI; more: log noisy EHVI).
+    """
+
+
+    name = "gp"
+
+    def __init__(
+        self,
+        dims: Sequence[Dim],
+        *,
+        seed: int = 0,
+        n_init: int = 8,
+        acq_restarts: int = 8,
+        raw_samples: int = 256,
+        max_fit_points: int = 200,
+        n_objectives: int = 1,
+    ) -> None:
+        settings = _Settings(
+            int(seed), int(n_init), int(acq_restarts), int(raw_samples), int(max_fit_points), int(n_objectives)
+        )
+        super().__init__(dims, settings)
+        if n_init < 1 or acq_restarts < 1 or raw_samples < 1 or max_fit_points < 2 or n_objectives < 1:
+            raise ValueError(
+                "need n_init >= 1, acq_restarts >= 1, raw_samples >= 1, max_fit_points >= 2 and n_objectives >= 1,"
+                f" got {n_init}, {acq_restarts}, {raw_samples}, {max_fit_points}, {n_objectives}"
+            )
+        self._fit_key: tuple[tuple[int, str], ...] | None = None
+        self._fit_models: list[Any] = []
+
+    @classmethod
+    def from_search(cls, dims: Sequence[Dim], search: Any, *, n_objectives: int) -> BayesOptimizer:
+        """The GP of a search's ``SearchConfig``."""
+        return cls(
+            dims,
+            seed=search.seed,
+            n_init=search.n_init,
+            acq_restarts=search.acq_restarts,
+            raw_samples=search.raw_samples,
+            n_objectives=n_objectives,
+        )
+
+    def _propose(self, index: int) -> tuple[dict[str, Value], str]:
+        """A Sobol point for the design (shortened by the completed priors), then the GP's."""
+        priors = len(self._priors)
+        n_completed = priors + sum(1 for t in self._trials if t.status == "completed")
+        if index + priors < self.settings.n_init or n_completed < 2:
+            x, generator = self._sobol(index), "sobol"
+        else:
+            try:
+                x, generator = self._acquire(index), "gp"
+            except _numerical_errors() as error:
+                warnings.warn(
+                    f"GP step for trial {index} failed ({type(error).__name__}: {error}); using a Sobol point",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                x, generator = self._sobol(index), "sobol-fallback"
+        return self._decode(x), generator
+
     def posterior(self, params_list: Sequence[dict[str, Value]]) -> list[tuple[float, float]]:
         """``(mean, std)`` of the (latent, noise-free) first objective at each parameter set, at fidelity 1.
 
@@ -364,55 +504,14 @@ class BayesOptimizer:
             out |= {d.name: (v / total if total > 0 else 1 / len(group)) for d, v in group}
         return {d.name: out[d.name] for d in self.dims}
 
-    # ---- state -----------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume: dims, settings (with the seed), all trials (JSON-serialisable)."""
-        return {
-            "version": STATE_VERSION,
-            "dims": [asdict(d) | {"choices": list(d.choices)} for d in self.dims],
-            "settings": asdict(self.settings),
-            "trials": [asdict(t) | {"params": dict(t.params)} for t in self._trials],
-        }
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> BayesOptimizer:
-        """Rebuild an optimizer from :meth:`state_dict` (also after a JSON round trip)."""
-        version = state.get("version")
-        if version != STATE_VERSION:
-            raise UserError(f"optimizer state: version {version!r}, this adapruner reads {STATE_VERSION}")
-        dims = [Dim(**(d | {"choices": tuple(d["choices"])})) for d in state["dims"]]
-        optimizer = cls(dims, **state["settings"])
-        optimizer._trials = [Trial(**(t | {"params": dict(t["params"])})) for t in state["trials"]]
-        if [t.index for t in optimizer._trials] != list(range(len(optimizer._trials))):
-            raise UserError("optimizer state: trial indices must be 0, 1, 2, ... in order")
-        return optimizer
-
-    # ---- encoding --------------------------------------------------------------------------------
-    def _encode(self, params: dict[str, Value]) -> list[float]:
-        return [d.encode(params[d.name]) for d in self.dims]
-
-    def _decode(self, x: Sequence[float]) -> dict[str, Value]:
-        return {d.name: d.decode(float(u)) for d, u in zip(self.dims, x, strict=True)}
-
     def _cat_dims(self) -> list[int]:
         return [i for i, d in enumerate(self.dims) if d.kind == "choice"]
-
-    def _sobol(self, index: int) -> list[float]:
-        """Point ``index`` of the scrambled Sobol sequence, encoded (a choice's coordinate -> its index)."""
-        engine = torch.quasirandom.SobolEngine(len(self.dims), scramble=True, seed=self.settings.seed)
-        if index:
-            engine.fast_forward(index)
-        u = engine.draw(1, dtype=_DTYPE)[0].tolist()
-        return [
-            float(min(int(v * len(d.choices)), len(d.choices) - 1)) if d.kind == "choice" else v
-            for d, v in zip(self.dims, u, strict=True)
-        ]
 
     # ---- GP --------------------------------------------------------------------------------------
     def _fit_trials(self) -> list[Trial]:
         """The told trials the GP is fitted on: all but the infeasible ones, or the best quarter plus the
         most recent."""
-        told = [t for t in self._trials if t.status != "pending" and not t.infeasible]
+        told = [t for t in self._priors + self._trials if t.status != "pending" and not t.infeasible]
         cap = self.settings.max_fit_points
         if len(told) <= cap:
             return told
@@ -569,6 +668,18 @@ class BayesOptimizer:
                 combo.append(float(r))
             combos.append(tuple(reversed(combo)))
         return combos
+
+
+def _inside(dim: Dim, value: Value) -> bool:
+    """Whether ``value`` is one of ``dim``'s values (a choice, or a number within its bounds)."""
+    if dim.kind == "choice":
+        return str(value) in dim.choices
+    return isinstance(value, int | float) and dim.low <= float(value) <= dim.high
+
+
+def _key(params: dict[str, Value]) -> str:
+    return repr(sorted(params.items()))
+
 
 
 class _AvoidInfeasible(torch.nn.Module):

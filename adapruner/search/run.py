@@ -40,10 +40,11 @@ from adapruner.prune.plan import PlanError
 from adapruner.report import build_report, save_result
 from adapruner.search.cache import check_poolable, load_pools, pool_passes
 from adapruner.search.objective import Observation, Validation, observe, validation_chunks
-from adapruner.search.optimizer import BayesOptimizer, Trial
+from adapruner.search.optimizer import BayesOptimizer, Strategy, Trial
 from adapruner.search.records import FAILURES, SECOND_FIELD, SearchState, TrialDone, TrialRecord
-from adapruner.search.space import Recipe, decode, dims
+from adapruner.search.space import Recipe, decode
 from adapruner.search.store import STATE_NAME, FileStore, SearchStateError, SearchStore
+from adapruner.search.strategies import make_strategy, strategy_from_state
 from adapruner.search.trial import trial_model
 
 __all__ = [
@@ -170,18 +171,11 @@ class SearchRun:
         run.warm_up(cache_dir=cache_dir, progress=progress)
         return run
 
-    def _optimizer(self) -> BayesOptimizer:
+    def _optimizer(self) -> Strategy:
+        """The saved strategy, else ``search.strategy`` afresh (told the warm start's priors)."""
         if self.state.optimizer is not None:
-            return BayesOptimizer.from_state(self.state.optimizer)
-        space, search = self.job.space, self.job.search
-        return BayesOptimizer(
-            dims(space),
-            seed=search.seed,
-            n_init=search.n_init,
-            acq_restarts=search.acq_restarts,
-            raw_samples=search.raw_samples,
-            n_objectives=1 if search.second_objective is None else 2,
-        )
+            return strategy_from_state(self.state.optimizer)
+        return make_strategy(self.job)
 
     # ---- warm-up ---------------------------------------------------------------------------------
     def warm_up(self, *, cache_dir: Path | None, progress: Progress | None) -> None:
@@ -475,7 +469,7 @@ def _trial_cost(job: SearchJob, state: SearchState) -> dict[str, Any]:
     }
 
 
-def _relevance(optimizer: BayesOptimizer) -> dict[str, float] | None:
+def _relevance(optimizer: Strategy) -> dict[str, float] | None:
     """The GP's relevance of each searched dimension (inverse lengthscales), or None when it cannot be fitted."""
     try:
         return optimizer.relevance()
@@ -495,7 +489,7 @@ def _eligible(job: SearchJob, full: list[TrialRecord]) -> tuple[list[TrialRecord
     return within or [min(full, key=lambda r: (r.second(kind), r.value))], pick
 
 
-def _pareto(job: SearchJob, optimizer: BayesOptimizer, state: SearchState) -> list[dict[str, Any]]:
+def _pareto(job: SearchJob, optimizer: Strategy, state: SearchState) -> list[dict[str, Any]]:
     """The non-dominated full trials (validation NLL vs the second objective), by validation NLL."""
     kind = job.search.second_objective
     points = []
