@@ -23,13 +23,14 @@ import time
 from pathlib import Path
 
 from adapruner.adapters import get_adapter
-from adapruner.config import SearchJob
+from adapruner.config import DEFAULT_CHANNEL_MULTIPLE, SearchJob
 from adapruner.models import input_device, load_model
 from adapruner.pipeline import eval_texts, evaluate_model
 from adapruner.search.cache import load_pools
 from adapruner.search.objective import observe, validation_chunks
-from adapruner.search.run import DEFAULT_CACHE, SECOND_FIELD, prune_recipe, run_search
+from adapruner.search.run import DEFAULT_CACHE, SECOND_FIELD, run_search
 from adapruner.search.space import Recipe
+from adapruner.search.trial import trial_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline import provenance, write_section  # noqa: E402
@@ -48,7 +49,13 @@ def fixed_recipe(source: str, metric: str, samples: int, seq_len: int) -> Recipe
         depth_slope=0.0,
         protect_first=0,
         protect_last=0,
+        compensate="none",
         seq_len=seq_len,
+        ratio=None,
+        depth_share=0.0,
+        block_criterion="block_influence",
+        channel_multiple=DEFAULT_CHANNEL_MULTIPLE,
+        uniform=False,
     )
 
 
@@ -161,17 +168,25 @@ def main(argv: list[str] | None = None) -> None:
     for source in space.sources:
         for metric in space.metrics:
             recipe = fixed_recipe(source.label(), metric, samples=int(space.samples.high), seq_len=space.seq_lens[0])
-            model, _ = prune_recipe(loaded, pools, recipe, ratio=job.ratio, targets=job.targets, seed=0)
-            value = observe(model, validation, reference=zeros).value
-            pairs.append((value, source.label(), metric, model))
+            with trial_model(loaded, pools, recipe, ratio=job.ratio, targets=job.targets, seed=0) as trial:
+                value = observe(trial.model, validation, reference=zeros).value
+            pairs.append((value, source.label(), metric, recipe))
             print(source.label(), metric, math.exp(value), file=sys.stderr)
     pairs.sort(key=lambda p: p[0])
-    best_value, best_source, best_metric, best_model = pairs[0]
+    best_value, best_source, best_metric, best_recipe = pairs[0]
+
+    def recipe_test_ppl(recipe: Recipe) -> dict[str, float]:  # the model pruned in place, then restored
+        with trial_model(loaded, pools, recipe, ratio=job.ratio, targets=job.targets, seed=0) as trial:
+            return test_ppl(trial.model)
+
     default = next(p for p in pairs if p[1] == "builtin:pydoc" and p[2] == "taylor")
     fixed_rows = {
-        "LLM-Pruner-style default (taylor, pydoc)": {"test": test_ppl(default[3]), "validation": math.exp(default[0])},
+        "LLM-Pruner-style default (taylor, pydoc)": {
+            "test": recipe_test_ppl(default[3]),
+            "validation": math.exp(default[0]),
+        },
         f"best fixed pair on validation ({best_metric}, {best_source})": {
-            "test": test_ppl(best_model),
+            "test": recipe_test_ppl(best_recipe),
             "validation": math.exp(best_value),
         },
     }
