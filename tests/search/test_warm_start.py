@@ -96,16 +96,18 @@ def test_warm_start_round_trip_from_a_finished_search(tmp_path, job_of, tiny_tok
     loaded = LoadedModel(model, tiny_tokenizer, "tiny")
     cache = tmp_path / "cache"
     first = run_search(job_of(trials=3), out=tmp_path / "first", loaded=loaded, cache_dir=cache).report
+    job = job_of(trials=2, ratio=0.31, search={"warm_start": [str(tmp_path / "first")]})
+    report = run_search(job, out=tmp_path / "warm", loaded=loaded, cache_dir=cache).report
+    assert [(r["index"], r["status"]) for r in report["trials"]] == [(0, "completed"), (1, "completed")]
+    state = json.loads((tmp_path / "warm" / "search_state.json").read_text())
+    priors = state["optimizer"]["priors"]
+    assert [p["params"] for p in priors] == [r["params"] for r in first["trials"]]
+    assert [p["value"] for p in priors] == [r["value"] for r in first["trials"]]
+    assert all(p["generator"] == "prior" for p in priors)
+    # 3 completed priors >= n_init (2): no Sobol design, the GP proposes from trial 0 on
+    assert [t["generator"] for t in state["optimizer"]["trials"]] == ["gp", "gp"]
+    # the report alone (no search_state.json) gives the same priors
     shutil.copytree(tmp_path / "first", tmp_path / "report_only")
     (tmp_path / "report_only" / "search_state.json").unlink()
-    for folder in ("first", "report_only"):
-        job = job_of(trials=2, ratio=0.31, search={"warm_start": [str(tmp_path / folder)]})
-        report = run_search(job, out=tmp_path / f"warm_{folder}", loaded=loaded, cache_dir=cache).report
-        assert [r["index"] for r in report["trials"]] == [0, 1]
-        state = json.loads((tmp_path / f"warm_{folder}" / "search_state.json").read_text())
-        priors = state["optimizer"]["priors"]
-        assert [p["params"] for p in priors] == [r["params"] for r in first["trials"]]
-        assert [p["value"] for p in priors] == [r["value"] for r in first["trials"]]
-        assert all(p["generator"] == "prior" for p in priors)
-        # 3 completed priors >= n_init (2): no Sobol design, the GP proposes trial 0
-        assert [t["generator"] for t in state["optimizer"]["trials"]] == ["gp", "gp"]
+    from_report = make_strategy(job_of(trials=2, ratio=0.31, search={"warm_start": [str(tmp_path / "report_only")]}))
+    assert [(p.params, p.value) for p in from_report.priors()] == [(p["params"], p["value"]) for p in priors]
