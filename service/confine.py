@@ -183,12 +183,12 @@ def _check_data_path(name: str, policy: SourcePolicy, loc: Loc) -> None:
 
 
 def _walk(value: object, loc: Loc) -> Iterator[tuple[Loc, object]]:
-    """Every ModelSpec, DataSource and zero-shot task list in a spec, with its location."""
+    """Every ModelSpec, DataSource, zero-shot task list and warm-start folder list in a spec, with its location."""
     if isinstance(value, ModelSpec | DataSource):
         yield loc, value
     elif isinstance(value, BaseModel):
         for name in type(value).model_fields:
-            if name == "zero_shot":
+            if name in ("zero_shot", "warm_start"):
                 yield (*loc, name), getattr(value, name)
             else:
                 yield from _walk(getattr(value, name), (*loc, name))
@@ -205,6 +205,9 @@ def check_spec(spec: BaseModel, policy: SourcePolicy, *, owns_job: Callable[[str
             check_model(item, policy, loc, owns_job=owns_job)
         elif isinstance(item, DataSource):
             check_data(item, policy, loc)
+        elif loc[-1] == "warm_start":  # earlier search folders: read as data, so under the data roots
+            for index, folder in enumerate(item if policy.confine else ()):
+                _check_data_path(folder, policy, (*loc, index))
         elif policy.confine and not policy.hf_datasets:
             for index, task in enumerate(item):  # online lm-eval tasks download their datasets from the hub
                 if task.partition(":")[0] not in OFFLINE_ZERO_SHOT:

@@ -192,6 +192,7 @@ class SearchConfig(StrictModel):
     n_init: int = Field(default=8, ge=1, description="quasi-random trials before the GP (or TPE, evolution)")
     warm_start: tuple[str, ...] = Field(
         default=(),
+        max_length=8,
         description="earlier search output folders of the same model (search_state.json or report.json) whose"
         " completed trials the optimiser starts from, as prior observations outside the trial budget",
     )

@@ -81,6 +81,7 @@ FIELDS = [
     ("search", lambda t: {"search": {"validation": [file_source(t)]}}, ["search", "validation", 0, "name"]),
     ("search", lambda t: {"evaluate": {"texts": [file_source(t)]}}, ["evaluate", "texts", 0, "name"]),
     ("search", lambda t: {"recover": {"source": file_source(t)}}, ["recover", "source", "name"]),
+    ("search", lambda t: {"search": {"warm_start": [str(t.parent)]}}, ["search", "warm_start", 0]),
 ]
 
 
