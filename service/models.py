@@ -104,6 +104,7 @@ class Trial(Base):
     seconds: Mapped[float | None] = mapped_column(Float)
     attempt: Mapped[int] = mapped_column(Integer)
     record: Mapped[dict[str, Any]] = mapped_column(JSON)
+    optimizer: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the optimizer's entry of this trial
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -92,9 +92,18 @@ def heartbeat(session: Session, *, job_id: str, token: str) -> Beat:
     return Beat(cancel=job.cancel_requested, deadline_passed=now - started > timedelta(seconds=job.deadline_s))
 
 
-def record_trial(session: Session, *, job_id: str, token: str, done: TrialDone, state: dict[str, Any]) -> None:
-    """Write a finished trial (a row of the trials table) and the search state after it (the job's
-    ``search_state`` column: the optimizer's state, not the trials) in one fenced transaction."""
+def record_trial(
+    session: Session,
+    *,
+    job_id: str,
+    token: str,
+    done: TrialDone,
+    state: dict[str, Any],
+    optimizer: dict[str, Any] | None = None,
+) -> None:
+    """Write a finished trial (a row of the trials table, with the optimizer's ``optimizer`` entry of it)
+    and the search state after it (the job's ``search_state`` column: the optimizer's state without its
+    trials) in one fenced transaction."""
     job = owned(session, job_id=job_id, token=token)
     record = done.record
     session.add(
@@ -107,6 +116,7 @@ def record_trial(session: Session, *, job_id: str, token: str, done: TrialDone, 
             seconds=record.seconds,
             attempt=job.attempts,
             record=storable(record.as_dict()),
+            optimizer=storable(optimizer),
         )
     )
     try:

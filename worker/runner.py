@@ -130,6 +130,7 @@ def run_search_job(config: Any, loaded: Any, attempt: Attempt) -> Any:
         out=attempt.out,
         store=store,
         loaded=loaded,
+        consume=True,  # a model of job:<id> is this attempt's own: pruned in place, never copied
         progress=attempt.progress,
         cache_dir=attempt.settings.home / "cache" / "stats",
     )

@@ -19,8 +19,15 @@ from worker import lease
 
 
 def state_column(state: SearchState) -> dict[str, Any]:
-    """What the job row's ``search_state`` column holds: the optimizer's state and the timings."""
-    return {"optimizer": state.optimizer, "timings": state.timings}
+    """What the job row's ``search_state`` column holds: the optimizer's state without its trials (each
+    trial row carries its own entry) and the timings, so its size does not grow with the trial count."""
+    optimizer = {k: v for k, v in state.optimizer.items() if k != "trials"}
+    return {"optimizer": optimizer, "timings": state.timings}
+
+
+def trial_entry(state: SearchState, index: int) -> dict[str, Any] | None:
+    """The optimizer's entry of trial ``index`` (None when the optimizer holds none)."""
+    return next((t for t in state.optimizer.get("trials", ()) if t.get("index") == index), None)
 
 
 class LeaseStore(SearchStore):
@@ -33,13 +40,20 @@ class LeaseStore(SearchStore):
         with transaction(self.factory) as session:
             column = session.scalar(select(Job.search_state).where(Job.id == self.job_id))
             rows = session.scalars(select(Trial).where(Trial.job_id == self.job_id).order_by(Trial.trial_index))
-            records = {row.trial_index: TrialRecord.from_dict(row.record) for row in rows}
+            rows = [(TrialRecord.from_dict(row.record), row.optimizer) for row in rows]
         if not column:
             return None
-        return SearchState(self.job, column["optimizer"], records, dict(column["timings"]))
+        records = {record.index: record for record, _ in rows}
+        optimizer = column["optimizer"] | {"trials": [entry for _, entry in rows if entry is not None]}
+        return SearchState(self.job, optimizer, records, dict(column["timings"]))
 
     def commit(self, state: SearchState, record: TrialRecord) -> None:
         with transaction(self.factory) as session:
             lease.record_trial(
-                session, job_id=self.job_id, token=self.token, done=state.done(record), state=state_column(state)
+                session,
+                job_id=self.job_id,
+                token=self.token,
+                done=state.done(record),
+                state=state_column(state),
+                optimizer=trial_entry(state, record.index),
             )

@@ -124,6 +124,7 @@ def run_search(
     progress: Progress | None = None,
     on_trial: TrialHook | None = None,
     max_new_trials: int | None = None,
+    consume: bool = False,
 ) -> SearchOutcome | None:
     """Run (or resume) the search described by ``job``; the final model and its report go to ``out``.
 
@@ -132,13 +133,14 @@ def run_search(
     that was running is re-run with the same parameters). ``max_new_trials`` stops after that many
     trials in this call and returns ``None`` (the search is not finished); otherwise the final model is
     chosen, saved with its report, and returned. A ``loaded`` model passed in is left dense (the final
-    model is a pruned copy); one loaded here is pruned in place for the final model.
+    model is a pruned copy) unless ``consume`` gives it to the search; one loaded here, or consumed, is
+    pruned in place for the final model (one model in memory).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     check_poolable(job.space.metrics)
     store = FileStore(out, job) if store is None else store
-    run = SearchRun.start(job, store, loaded=loaded, cache_dir=cache_dir, progress=progress)
+    run = SearchRun.start(job, store, loaded=loaded, cache_dir=cache_dir, progress=progress, consume=consume)
     run.run_trials(on_trial=on_trial, max_new_trials=max_new_trials)
     if max_new_trials is not None and not run.out_of_budget():
         return None
@@ -163,11 +165,12 @@ class SearchRun:
         loaded: LoadedModel | None,
         cache_dir: Path | None,
         progress: Progress | None,
+        consume: bool = False,
     ) -> SearchRun:
         """Load the state and the model and warm up: pools, block scores, the dense validation pass."""
         state = store.load() or SearchState(job)
-        own = loaded is None
-        run = cls(job, store, state, load_model(job.model) if own else loaded, own=own)
+        own = loaded is None or consume
+        run = cls(job, store, state, load_model(job.model) if loaded is None else loaded, own=own)
         run.warm_up(cache_dir=cache_dir, progress=progress)
         return run
 

@@ -59,3 +59,19 @@ def test_an_out_of_memory_trial_is_infeasible_freed_and_the_search_goes_on(
     # The four trials' calls (the final step re-prunes its top trials after them).
     assert alive_at_next_trial[:4] == [[], [False], [False] * 3, [False] * 4], "a trial's objects outlived it"
     assert len(emptied) >= 4  # after every trial, the OOM one included
+
+
+def test_a_consumed_model_is_pruned_in_place_for_the_final_model_never_copied(
+    tmp_path, texts, loaded, monkeypatch  # noqa: F811
+):
+    real_deepcopy = search_run.copy.deepcopy
+
+    def no_model_copy(value, memo=None):
+        if isinstance(value, torch.nn.Module):
+            raise AssertionError("the search copied the model")
+        return real_deepcopy(value, memo)
+
+    monkeypatch.setattr(search_run.copy, "deepcopy", no_model_copy)
+    outcome = run_search(make_job(texts, trials=2), out=tmp_path, loaded=loaded, cache_dir=None, consume=True)
+    assert outcome.model is loaded.model  # the one model: pruned in place for the pick
+    assert outcome.report["params_after"] < outcome.report["params_before"]
