@@ -361,7 +361,7 @@ def choose_samples(pool: PoolStats, *, weights: dict[str, float], n: int, subset
 def pool_tokens(pool: PoolStats, sample_ids: Sequence[str]) -> torch.Tensor:
     """The token ids ``[n, seq_len]`` of the chosen pool samples."""
     if pool.tokens is None:
-        raise ValueError("this pool holds no token ids; rebuild its cache")
+        raise UserError("this pool of statistics holds no token ids; delete its cache (--cache-dir) to rebuild it")
     return pool.tokens[pool.rows(sample_ids)]
 
 
