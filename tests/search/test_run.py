@@ -272,22 +272,13 @@ def test_prune_recipe_compensation_lowers_the_output_error(texts, loaded):
     first MLP's output is closer to the dense one than without compensation (no heads are pruned here,
     so that layer's kept inputs are the dense ones)."""
     from adapruner.search.cache import pool_tokens
+    from tests.search.test_trial import down_proj_output
 
     job = make_job(texts, space={"compensators": ["none", "reformation"]})
     adapter = get_adapter(loaded.model)
     pools = load_pools(
         adapter, loaded.tokenizer, job.space.sources, pool_size=4, seq_lens=(16,), seed=0, cache_dir=None
     )
-    name = "model.layers.0.mlp.down_proj"
-
-    def down_proj_output(model, tokens):
-        seen = []
-        handle = model.get_submodule(name).register_forward_hook(lambda _m, _i, out: seen.append(out))
-        with torch.no_grad():
-            model(tokens)
-        handle.remove()
-        return seen[0]
-
     errors = {}
     for method in ("none", "reformation"):
         recipe = decode(job.space, {"compensate": method})

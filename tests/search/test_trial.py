@@ -45,6 +45,16 @@ def trial(loaded, pools, job, params, **kwargs):
     return trial_model(loaded, pools, recipe, ratio=0.5, targets=job.targets, seed=0, blocks=blocks, **kwargs)
 
 
+def down_proj_output(model, tokens: torch.Tensor, name: str = "model.layers.0.mlp.down_proj") -> torch.Tensor:
+    """The output ``[batch, seq, hidden]`` of module ``name`` (the first MLP's down projection) on ``tokens``."""
+    seen = []
+    handle = model.get_submodule(name).register_forward_hook(lambda _m, _i, out: seen.append(out))
+    with torch.no_grad():
+        model(tokens)
+    handle.remove()
+    return seen[0]
+
+
 def live_tensor_bytes() -> int:
     """Bytes of the distinct storages of every tensor the interpreter holds."""
     gc.collect()
@@ -134,16 +144,6 @@ def test_a_trial_compensation_lowers_the_output_error(loaded, pools, job):
     """The trial's compensator fits the dense statistics of the trial's own samples: on those tokens the
     first MLP's output is closer to the dense one than without compensation (no heads are pruned here,
     so that layer's kept inputs are the dense ones)."""
-    name = "model.layers.0.mlp.down_proj"
-
-    def down_proj_output(model, tokens):
-        seen = []
-        handle = model.get_submodule(name).register_forward_hook(lambda _m, _i, out: seen.append(out))
-        with torch.no_grad():
-            model(tokens)
-        handle.remove()
-        return seen[0]
-
     errors = {}
     for method in ("none", "reformation"):
         recipe = decode(job.space, {"compensate": method})
