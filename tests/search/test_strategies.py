@@ -165,3 +165,23 @@ def test_a_short_search_completes_with_every_strategy(name, tmp_path, texts_job,
     assert report["best"]["index"] in {0, 1, 2, 3}
     state = json.loads((tmp_path / "run" / "search_state.json").read_text())
     assert state["optimizer"]["strategy"] == name
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_batch_of_pending_trials_is_distinct_deterministic_and_resumes(name):
+    """Parallel trials (issue 21 item 1): several asked past the initial design stay pending together,
+    each a distinct point with its own index, the same for the same seed, and a state saved with all of
+    them pending gives the same next proposal once they are told in any order."""
+    runs = [build(name, seed=3) for _ in range(2)]
+    for strategy in runs:
+        run_trials(strategy, 4, fail=(1,))
+    batches = [[strategy.ask() for _ in range(3)] for strategy in runs]
+    assert [t.index for t in batches[0]] == [4, 5, 6]
+    assert [t.params for t in batches[0]] == [t.params for t in batches[1]]
+    assert len({json.dumps(t.params, sort_keys=True) for t in batches[0]}) == 3
+    restored = strategy_from_state(json.loads(json.dumps(runs[0].state_dict())))
+    assert [t.status for t in restored.trials()][4:] == ["pending"] * 3
+    for strategy in (runs[0], restored):
+        for trial in reversed(batches[0]):
+            strategy.tell(trial.index, value=objective(trial.params))
+    assert runs[0].ask().params == restored.ask().params
