@@ -26,7 +26,8 @@ from adapruner.evaluate import (
     perplexity,
     weights_bytes,
 )
-from adapruner.importance import metric_needs, score_groups
+from adapruner.importance import build_metric, metric_needs, score_groups
+from adapruner.importance.base import per_unit, unit_statistics_of
 from adapruner.models import LoadedModel, input_device, load_model
 from adapruner.prune import unit_saliency
 from adapruner.prune.depth import block_scores
@@ -137,11 +138,15 @@ def prune_loaded(
     if (sequential := checked_sequential(job)) is not None:  # layer by layer: the same results
         collect, score_blocks = sequential.statistics, sequential.block_scores
         compensator = sequential.wrap(compensator)
+    mix = [name for name, weight in job.importance.mix.items() if weight > 0]
+    unit_terms = unit_statistics_of(mix)  # gradient metrics: per-unit terms of each sample's gradients
+    exact = [name for name in mix if not per_unit(build_metric(name))]
     with _timed(timings, "statistics_s"):
         stats = collect(
             adapter,
             stack(samples),
-            needs=metric_needs(job.importance.mix) | compensator.needs,
+            needs=metric_needs(exact) | compensator.needs,
+            unit_terms=unit_terms,
             progress=(lambda done, total: progress("statistics", done, total)) if progress else None,
         )
     with _timed(timings, "scoring_s"):

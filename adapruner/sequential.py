@@ -246,12 +246,14 @@ class Sequential:
         batch: torch.Tensor,
         *,
         needs: Iterable[str],
+        unit_terms: Mapping[str, Any] | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> Statistics:
         """:func:`adapruner.stats.collect_statistics` for ``act`` and ``cov``, layer by layer (the same
-        hooks); each layer's statistics go to ``offload`` once it has run. Gradients are refused."""
+        hooks); each layer's statistics go to ``offload`` once it has run. Gradients (``needs`` or the
+        per-unit terms of gradient metrics, ``unit_terms``) are refused."""
         needs = set(needs)
-        if refused := needs & GRADIENT_NEEDS:
+        if refused := (needs & GRADIENT_NEEDS) | set(unit_terms or ()):
             raise SequentialError(f"statistics {sorted(refused)} need the whole model's gradients; {_FIX}")
         stats = Statistics()
         if not needs:

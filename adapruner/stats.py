@@ -9,9 +9,12 @@ One pass over the calibration batch collects, for every Linear that belongs to a
     columns carry the units (o_proj, down_proj): what least-squares compensation and Newton scores read;
   - ``out_grad[name]``: weight-shaped sum over samples of dF_s/dW, F_s the sample's logits maximised over
     positions and averaged over the vocabulary (the network output NIRVANA's NTK saliency differentiates);
-  - ``unit_sums[statistic][slice]``: ``[n_units]`` a metric's per-unit terms summed over samples, built by a
-    search's pool (:mod:`adapruner.search.cache`) for the metrics that declare such a statistic.
-Gradients are collected only when a metric needs them; the Fisher needs one backward pass per sample.
+  - ``unit_sums[statistic][slice]``: ``[n_units]`` a metric's per-unit terms of each sample's gradients,
+    summed over samples (:func:`unit_term_reducer`), for the metrics that declare such a statistic
+    (``Importance.pooled_from``): what ``prune`` and a search's pool (:mod:`adapruner.search.cache`) score
+    gradient metrics from, so that no weight-shaped gradient sum is kept.
+Gradients are collected only when a metric needs them; the Fisher and the per-unit terms need one
+backward pass per sample.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -81,44 +84,110 @@ def backward_passes(needs: Iterable[str]) -> tuple[str, ...]:
     return tuple(p for p in PASSES if needs & {n for n, q in PASS_OF.items() if q == p})
 
 
+class UnitTerms(Protocol):
+    """What :func:`unit_term_reducer` needs of a metric (an :class:`~adapruner.importance.base.Importance`)."""
+
+    needs: frozenset[str]
+
+    def unit_terms(
+        self, weight: torch.Tensor, slice_: CoupledSlice, n_units: int, stats: Statistics
+    ) -> torch.Tensor | None: ...
+
+
 def collect_statistics(
     adapter: ModelAdapter,
     batch: torch.Tensor,
     *,
     needs: Iterable[str],
+    unit_terms: Mapping[str, UnitTerms] | None = None,
     batch_size: int = 4,
     progress: Callable[[int, int], None] | None = None,
 ) -> Statistics:
     """Run the calibration ``batch`` (``[n_samples, seq_len]`` token ids) through the model once.
 
-    ``needs`` is a subset of :data:`NEEDS`. The model is left unchanged; at most one ``.grad`` is alive
-    (:func:`calibration_passes`). The Fisher takes one backward pass per sample.
+    ``needs`` is a subset of :data:`NEEDS` (gradients as weight-shaped sums). ``unit_terms`` (``{statistic:
+    metric}``) adds ``unit_sums``: each metric's unit terms of every sample's gradients, summed over samples
+    (one backward pass per sample; nothing weight-shaped kept). The model is left unchanged; at most one
+    ``.grad`` is alive (:func:`calibration_passes`). The Fisher takes one backward pass per sample.
     """
-    needs = set(needs)
+    needs, unit_terms = set(needs), dict(unit_terms or {})
     if unknown := needs - set(NEEDS):
         raise ValueError(f"unknown statistics {sorted(unknown)}; valid: {', '.join(NEEDS)}")
-    if not needs:  # data-free metrics: nothing to run
+    if not needs and not unit_terms:  # data-free metrics: nothing to run
         return Statistics()
     stats = Statistics()
-    per_sample = "fisher" in needs
+    per_sample = "fisher" in needs or bool(unit_terms)
+    reduce = unit_term_reducer(adapter, Statistics(), unit_terms, write=_summed_into(stats)) if unit_terms else None
 
     def consume(phase: str, name: str, grad: torch.Tensor) -> None:
         g = grad.float()
+        if reduce is not None:
+            reduce(phase, name, g)
         if phase == "output":
-            _accumulate(stats.out_grad, name, g)
+            if "out_grad" in needs:
+                _accumulate(stats.out_grad, name, g)
             return
-        if per_sample:
+        if "fisher" in needs:
             _accumulate(stats.fisher, name, g.square())
         if "grad" in needs:
             _accumulate(stats.grad, name, g)
 
     step = 1 if per_sample else batch_size
-    for n in calibration_passes(adapter, batch, stats, needs=needs, step=step, consume=consume):
+    passes_needs = needs.union(*(metric.needs for metric in unit_terms.values()))
+    for n in calibration_passes(adapter, batch, stats, needs=passes_needs, step=step, consume=consume):
         stats.n_samples += n
         stats.n_tokens += n * batch.shape[1]
         if progress:
             progress(stats.n_samples, batch.shape[0])
     return stats
+
+
+def _summed_into(stats: Statistics) -> Callable[[str, CoupledSlice, torch.Tensor], None]:
+    """``write(statistic, slice, terms)`` adding one sample's unit terms to ``stats.unit_sums``."""
+
+    def write(key: str, slice_: CoupledSlice, terms: torch.Tensor) -> None:
+        _accumulate(stats.unit_sums.setdefault(key, {}), slice_, terms)
+
+    return write
+
+
+def unit_term_reducer(
+    adapter: ModelAdapter,
+    current: Statistics,
+    statistics: Mapping[str, UnitTerms],
+    *,
+    write: Callable[[str, CoupledSlice, torch.Tensor], None],
+) -> Callable[[str, str, torch.Tensor], None]:
+    """``consume(pass, module, grad)`` for :func:`calibration_passes` run one sample at a time: puts the
+    sample's gradient of ``module`` into ``current`` (``grad`` and ``fisher`` for the loss pass,
+    ``out_grad`` for the output pass), hands each statistic's unit terms ``[n_units]`` of the module's
+    slices to ``write(statistic, slice, terms)`` and drops the gradient again. Every metric scores every
+    slice (a metric that ignores one cannot be reduced per unit)."""
+    by_module: dict[str, list[tuple[CoupledSlice, int]]] = {}
+    for group in adapter.groups():
+        for slice_ in group.slices:
+            by_module.setdefault(slice_.module, []).append((slice_, group.n_units))
+    fisher = any("fisher" in metric.needs for metric in statistics.values())
+    taken = {key: backward_passes(metric.needs)[0] for key, metric in statistics.items()}
+
+    def consume(phase: str, name: str, grad: torch.Tensor) -> None:
+        g = grad.float()
+        fields = {"out_grad": g} if phase == "output" else {"grad": g} | ({"fisher": g.square()} if fisher else {})
+        for field_name, value in fields.items():
+            getattr(current, field_name)[name] = value
+        weight = adapter.linear(name).weight.detach()
+        for key, metric in statistics.items():
+            if taken[key] != phase:
+                continue
+            for slice_, n_units in by_module.get(name, ()):
+                terms = metric.unit_terms(weight, slice_, n_units, current)
+                if terms is None:
+                    raise ValueError(f"statistic {key!r}: a metric pooled from unit terms scores every slice")
+                write(key, slice_, terms)
+        for field_name in fields:
+            del getattr(current, field_name)[name]
+
+    return consume
 
 
 def calibration_passes(

@@ -1,13 +1,15 @@
 """Golden runs: a seeded CPU ``prune`` and a 4-trial ``search`` on the tiny model give exactly what they gave
-when ``tests/data/golden.json`` was recorded (before the redesign of issue 16): the same weights (sha256)
-and the same trial records. Regenerate only for an intended change of behaviour:
+when ``tests/data/golden.json`` was recorded: the same weights (per tensor: shape, sum and sum of squares)
+and the same trial records. Floats agree to a relative 1e-6: the last bits of float32 kernels differ between
+CPUs and library builds, while any change of behaviour (another unit pruned, another trial proposed) moves
+them far more. Regenerate only for an intended change of behaviour (last: issue 17, gradient metrics
+scored from per-sample unit terms in ``prune`` as in a search's pool):
 
     python -m tests.test_golden --write
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import tempfile
@@ -28,12 +30,29 @@ EVALUATE = {"texts": TEST, "seq_len": 32, "max_tokens": 256, "speed": False}
 TRIAL_FIELDS = ("index", "params", "recipe", "status", "value", "noise", "chunk_nlls", "stopped_early", "widths")
 
 
-def weights_sha256(model) -> str:
-    digest = hashlib.sha256()
+def weights_summary(model) -> dict[str, list[float]]:
+    """Per tensor: its shape, the sum and the sum of squares of its values (float64)."""
+    out = {}
     for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode() + str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
-    return digest.hexdigest()
+        values = tensor.detach().double().cpu()
+        out[name] = [*tensor.shape, values.sum().item(), values.square().sum().item()]
+    return out
+
+
+def assert_close(got, expected, path: str = "") -> None:
+    """Equal structure, strings and integers; floats within a relative 1e-6."""
+    if isinstance(expected, dict):
+        assert isinstance(got, dict) and got.keys() == expected.keys(), path
+        for key in expected:
+            assert_close(got[key], expected[key], f"{path}.{key}")
+    elif isinstance(expected, list):
+        assert isinstance(got, list) and len(got) == len(expected), path
+        for i, (a, b) in enumerate(zip(got, expected, strict=True)):
+            assert_close(a, b, f"{path}[{i}]")
+    elif isinstance(expected, float) and not isinstance(got, bool):
+        assert got == pytest.approx(expected, rel=1e-6, abs=1e-9), path
+    else:
+        assert got == expected, path
 
 
 def _loaded():
@@ -57,7 +76,7 @@ def golden_prune() -> dict:
     outcome = run_prune(job, loaded=_loaded())
     report = outcome.report
     return {
-        "sha256": weights_sha256(outcome.model),
+        "weights": weights_summary(outcome.model),
         "widths": report["widths"],
         "calibration_samples": report["calibration_samples"],
         "perplexity": report["pruned"]["perplexity"],
@@ -99,7 +118,7 @@ def golden_search() -> dict:
         outcome = run_search(job, out=out, loaded=_loaded(), cache_dir=None)
     report = outcome.report
     return {
-        "sha256": weights_sha256(outcome.model),
+        "weights": weights_summary(outcome.model),
         "trials": [{k: record[k] for k in TRIAL_FIELDS if k in record} for record in _plain(report["trials"])],
         "best": report["best"]["index"],
         "calibration_samples": report["calibration_samples"],
@@ -120,7 +139,7 @@ def _roundtrip(value):
 def test_golden_run_is_unchanged(name):
     expected = json.loads(GOLDEN.read_text())[name]
     got = _roundtrip({"prune": golden_prune, "search": golden_search}[name]())
-    assert got == expected
+    assert_close(got, expected)
 
 
 if __name__ == "__main__" and "--write" in sys.argv:

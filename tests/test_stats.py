@@ -112,3 +112,39 @@ def test_a_pool_without_a_pass_refuses_the_metrics_that_need_it():
     assert pooled_scores(adapter, pool, ids, mix={"wanda": 1.0}, **kwargs)  # forward statistics suffice
     with pytest.raises(ValueError, match="'taylor': this pool was built without its loss backward pass"):
         pooled_scores(adapter, pool, ids, mix={"taylor": 1.0}, **kwargs)
+
+
+@pytest.mark.parametrize("metric", ["taylor", "taylor2", "taylor_vector", "nirvana"])
+def test_prune_scores_gradient_metrics_from_per_sample_unit_terms_as_the_pool_does(metric):
+    """``prune``'s statistics of a gradient metric are the per-unit terms of each sample's gradients, summed
+    (nothing weight-shaped is kept), and give the same scores as a search's pool of those samples."""
+    from adapruner.calibration import stack
+    from adapruner.importance import score_groups
+    from adapruner.importance.base import unit_statistics_of
+    from adapruner.search.cache import pooled_scores
+
+    adapter = get_adapter(tiny_llama())
+    samples = make_samples(3)
+    stats = collect_statistics(adapter, stack(samples), needs=set(), unit_terms=unit_statistics_of([metric]))
+    assert not stats.grad and not stats.fisher and not stats.out_grad
+    assert set(stats.unit_sums) == {build_metric(metric).pooled_from}
+    exact = score_groups(adapter, adapter.groups(), stats, mix={metric: 1.0}, normalization="none")
+    pool = collect_pool_stats(adapter, samples, passes=pool_passes([metric]))
+    pooled = pooled_scores(
+        adapter,
+        pool,
+        [s.id for s in samples],
+        mix={metric: 1.0},
+        aggregation="sum",
+        normalization="none",
+        kinds=("heads", "channels"),
+    )
+    for key in exact:
+        torch.testing.assert_close(pooled[key], exact[key], rtol=1e-5, atol=1e-8)
+    assert all(p.grad is None for p in adapter.model.parameters())
+
+
+def build_metric(name: str):
+    from adapruner.importance.base import build_metric as build
+
+    return build(name)

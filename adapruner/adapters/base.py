@@ -10,7 +10,8 @@ explicit per architecture instead of traced). Whole decoder blocks are removed b
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -83,18 +84,40 @@ def _keep_mask(size: int, slices: Sequence[CoupledSlice], keep: torch.Tensor, n_
     return mask
 
 
+#: Called as ``observer(old, dim, index, new)`` whenever surgery replaces a Parameter ``old`` by the Parameter
+#: ``new`` of its entries ``index`` (``[k]``) along ``dim`` (see :func:`observing_slices`).
+SliceObserver = Callable[[nn.Parameter, int, torch.Tensor, nn.Parameter], None]
+_observers: list[SliceObserver] = []
+
+
+@contextmanager
+def observing_slices(observer: SliceObserver) -> Iterator[None]:
+    """While active, :func:`slice_linear_` tells ``observer`` of every Parameter it replaces, before the
+    module is pointed at the smaller one (a search trial's snapshot keeps only what restoring needs)."""
+    _observers.append(observer)
+    try:
+        yield
+    finally:
+        _observers.remove(observer)
+
+
+def _sliced(param: nn.Parameter, dim: int, index: torch.Tensor) -> nn.Parameter:
+    """A new Parameter of ``param``'s entries ``index`` along ``dim`` (the observers told first)."""
+    new = nn.Parameter(param.index_select(dim, index), requires_grad=param.requires_grad)
+    for observer in tuple(_observers):
+        observer(param, dim, index, new)
+    return new
+
+
 def slice_linear_(linear: nn.Linear, *, dim: int, keep: torch.Tensor) -> None:
     """Keep the rows (``dim=0``, with the bias) or columns (``dim=1``) of ``linear`` given by ``keep``
     (a bool mask or index tensor), in place."""
     index = keep.nonzero().squeeze(1) if keep.dtype == torch.bool else keep
     index = index.to(linear.weight.device)
     with torch.no_grad():
-        weight = linear.weight.index_select(dim, index).clone()
-        linear.weight = nn.Parameter(weight, requires_grad=linear.weight.requires_grad)
+        linear.weight = _sliced(linear.weight, dim, index)
         if dim == 0 and linear.bias is not None:
-            linear.bias = nn.Parameter(
-                linear.bias.index_select(0, index).clone(), requires_grad=linear.bias.requires_grad
-            )
+            linear.bias = _sliced(linear.bias, 0, index)
     if dim == 0:
         linear.out_features = index.numel()
     else:

@@ -8,7 +8,7 @@ they are mixed, so that metrics with different scales can be weighted against ea
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import ClassVar
 
 import torch
@@ -127,6 +127,18 @@ def consumer_columns(weight: torch.Tensor, slice_: CoupledSlice, n_units: int) -
     if slice_.dim != 1:
         return None
     return weight.narrow(1, slice_.offset, n_units * slice_.unit_size)
+
+
+def per_unit(metric: Importance | type[Importance]) -> bool:
+    """Whether ``metric`` is scored from a per-unit statistic of its own (not the moments, not exact only)."""
+    return metric.pooled_from not in (None, MOMENTS)
+
+
+def unit_statistics_of(names: Iterable[str]) -> dict[str, Importance]:
+    """``{statistic: metric}`` for the named metrics scored from per-unit terms of each sample's gradients
+    (their ``pooled_from``): what ``prune`` reduces their gradients to as autograd produces them."""
+    metrics = (build_metric(name) for name in names)
+    return {metric.pooled_from: metric for metric in metrics if per_unit(metric)}
 
 
 def build_metric(name: str, *, seed: int = 0) -> Importance:

@@ -4,9 +4,11 @@ The loss change from removing weights W is approximated by a Taylor expansion ar
 ``dL ~= -g.W + 1/2 W.H.W`` with g = dL/dW summed over calibration samples and H approximated by the
 diagonal empirical Fisher F = sum_s g_s^2.
 
-A search's pool keeps each metric's unit terms per sample: exact for ``taylor_vector`` (|sum_s sum W g_s|
-= |sum W * sum_s g_s|); for ``taylor`` and ``taylor2`` sum_s |W g_s| bounds |W sum_s g_s| from above (the
-triangle inequality), i.e. per-sample saliencies are added instead of per-sample gradients.
+``prune`` and a search's pool both score these metrics from each sample's gradient, reduced to the unit
+terms as autograd produces it (no weight-sized gradient sum is kept, issue 17): exact for
+``taylor_vector`` (|sum_s sum W g_s| = |sum W * sum_s g_s|); for ``taylor`` and ``taylor2`` the per-sample
+saliencies are added, sum_s |W g_s|, which bounds |W sum_s g_s| from above (the triangle inequality).
+``collect_statistics(needs={"grad"})`` still gives the weight-shaped sums (tests compare the two).
 """
 
 from __future__ import annotations

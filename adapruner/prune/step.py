@@ -1,9 +1,8 @@
 """One pruning step, written once for ``prune`` and for every search trial: plan -> compensate -> surgery.
 
-The step changes the model in place. :class:`DenseSnapshot` records what it replaces (the Parameters that
-surgery swaps for smaller ones, the decoder layer list, the small config fields, and a copy of any tensor
-that is then updated in place) so that a search trial can restore the dense model exactly instead of
-pruning a deep copy: one model in memory, whatever the number of trials.
+The step changes the model in place. :class:`DenseSnapshot` records what it replaces so that a search trial
+can restore the dense model exactly instead of pruning a deep copy: one model in memory, whatever the number
+of trials, and no dense copy of the pruned weights either (issue 17: a trial's peak is about the weights).
 """
 
 from __future__ import annotations
@@ -11,12 +10,13 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from adapruner.adapters.base import ModelAdapter
+from adapruner.adapters.base import ModelAdapter, observing_slices
 from adapruner.compensate import Compensator, pruned_inputs
 from adapruner.config import PruneConfig
 from adapruner.prune.apply import apply_plan, plan_model, remove_planned_blocks
@@ -27,13 +27,36 @@ from adapruner.stats import Statistics
 _CONTAINERS = ("_parameters", "_buffers", "_modules")
 
 
+@dataclass
+class _Slicing:
+    """One surgery step on a Parameter: ``new`` holds the entries ``keep`` of ``old`` along ``dim``, ``dropped``
+    the entries ``drop``; ``old`` itself is emptied until :meth:`undo` puts its dense value back."""
+
+    old: nn.Parameter
+    dim: int
+    keep: torch.Tensor
+    drop: torch.Tensor
+    dropped: torch.Tensor
+    new: nn.Parameter
+
+    def undo(self) -> None:
+        shape = list(self.new.shape)
+        shape[self.dim] += self.drop.numel()
+        dense = torch.empty(shape, dtype=self.new.dtype, device=self.new.device)
+        dense.index_copy_(self.dim, self.keep, self.new.detach())
+        dense.index_copy_(self.dim, self.drop, self.dropped)
+        self.old.data = dense
+
+
 class DenseSnapshot:
     """What is needed to put ``model`` back as it is now, after :func:`prune_step` changed it in place.
 
     Holds references, not copies: every module's attributes (with its parameter, buffer and child
     containers copied shallowly, so that the original Parameters and decoder layers stay reachable) and
-    a deep copy of the model config (a few small fields). Tensors that are about to be changed in place
-    are copied by :meth:`protect` first.
+    a deep copy of the model config (a few small fields). Surgery that the snapshot observes
+    (:meth:`observing`) keeps, per replaced Parameter, only its removed entries and frees the rest: the
+    dense value is rebuilt from the smaller Parameter and those entries. Tensors that are about to be
+    changed in place are copied by :meth:`protect` first.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -44,23 +67,35 @@ class DenseSnapshot:
             for name in _CONTAINERS:
                 attributes[name] = dict(attributes[name])
             self._modules.append((module, attributes))
-        self._originals = {id(p) for module, _ in self._modules for p in module._parameters.values() if p is not None}
         self._config = copy.deepcopy(model.config.__dict__)
+        self._slicings: list[_Slicing] = []
         self._saved: list[tuple[torch.Tensor, torch.Tensor]] = []
 
+    def observing(self) -> AbstractContextManager[None]:
+        """Surgery inside this context is recorded (:func:`adapruner.adapters.base.observing_slices`)."""
+        return observing_slices(self._record)
+
+    def _record(self, old: nn.Parameter, dim: int, keep: torch.Tensor, new: nn.Parameter) -> None:
+        mask = torch.ones(old.shape[dim], dtype=torch.bool, device=keep.device)
+        mask[keep] = False
+        drop = mask.nonzero().squeeze(1)
+        self._slicings.append(_Slicing(old, dim, keep, drop, old.detach().index_select(dim, drop), new))
+        old.data = torch.empty(0, dtype=old.dtype, device=old.device)  # freed until restore
+
     def protect(self, modules: Sequence[nn.Module]) -> None:
-        """Copy the dense values of the original Parameters of ``modules`` that are still in place (e.g.
-        an existing bias of a projection whose input columns were sliced), before they are updated in place."""
+        """Copy the current values of the Parameters of ``modules`` (e.g. the kept columns and an existing
+        bias of a projection whose input columns were sliced), before they are updated in place."""
         for module in modules:
             for param in module.parameters(recurse=False):
-                if id(param) in self._originals:  # the originals stay alive, so their ids are theirs
-                    self._saved.append((param, param.detach().clone()))
+                self._saved.append((param, param.detach().clone()))
 
     def restore(self) -> None:
         """Put the model back as it was when the snapshot was taken (bit for bit, same module objects)."""
         with torch.no_grad():
-            for param, value in self._saved:
+            for param, value in reversed(self._saved):
                 param.copy_(value)
+            for slicing in reversed(self._slicings):
+                slicing.undo()
         for module, attributes in self._modules:
             for name in set(module.__dict__) - set(attributes):
                 del module.__dict__[name]
@@ -78,7 +113,7 @@ class DenseSnapshot:
 
     def release(self) -> None:
         """Drop every reference the snapshot holds (the pruned model is kept: frees the dense weights)."""
-        self._modules, self._originals, self._saved, self._config = [], set(), [], {}
+        self._modules, self._slicings, self._saved, self._config = [], [], [], {}
 
 
 def prune_step(
@@ -110,7 +145,8 @@ def prune_step(
         if compensator.needs:
             targets = pruned_inputs(adapter, scores, plan)
             dense_stats = stats()
-        apply_plan(adapter, scores, plan, drop_blocks=False)
+        with snapshot.observing() if snapshot is not None else nullcontext():
+            apply_plan(adapter, scores, plan, drop_blocks=False)
     if snapshot is not None:
         snapshot.protect([adapter.linear(target.module) for target in targets])
     with timed("compensation"):

@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,9 +39,17 @@ from adapruner.calibration import Sample, sample_windows
 from adapruner.catalog import METRICS
 from adapruner.config import CalibrationConfig, DataSource
 from adapruner.errors import UserError
-from adapruner.importance.base import MOMENTS, Importance, build_metric, score_groups
+from adapruner.importance.base import Importance, build_metric, per_unit, score_groups
 from adapruner.prune.plan import spread
-from adapruner.stats import PASS_OF, PASSES, Statistics, backward_passes, calibration_passes, unit_modules
+from adapruner.stats import (
+    PASS_OF,
+    PASSES,
+    Statistics,
+    backward_passes,
+    calibration_passes,
+    unit_modules,
+    unit_term_reducer,
+)
 
 PER_CHANNEL = ("act_sq", "act_sum")
 POOL_NEEDS = {"act", "grad", "fisher", "out_grad"}  # what per-sample statistics can be built from
@@ -121,7 +129,7 @@ def unit_statistics(passes: Sequence[str] = PASSES) -> dict[str, Importance]:
     for name in METRICS.names():
         metric = build_metric(name)
         key = metric.pooled_from
-        if not _per_unit(metric):
+        if not per_unit(metric):
             continue
         taken = backward_passes(metric.needs)
         if len(taken) != 1 or not metric.needs <= POOL_NEEDS or key in PER_CHANNEL or key in out:
@@ -132,11 +140,6 @@ def unit_statistics(passes: Sequence[str] = PASSES) -> dict[str, Importance]:
         if taken[0] in passes:
             out[key] = metric
     return out
-
-
-def _per_unit(metric: Importance | type[Importance]) -> bool:
-    """Whether ``metric`` is pooled from a per-unit statistic of its own (not the moments, not exact only)."""
-    return metric.pooled_from not in (None, MOMENTS)
 
 
 def poolable(name: str) -> bool:
@@ -156,7 +159,7 @@ def check_poolable(metrics: Sequence[str]) -> None:
 def pool_passes(metrics: Sequence[str]) -> tuple[str, ...]:
     """The backward passes a pool needs for the searched ``metrics``: those of their per-unit statistics
     (``loss`` for the Taylor family, ``output`` for NIRVANA's, which keeps the loss backward's graph)."""
-    needs = [m.needs for m in map(build_metric, metrics) if _per_unit(m)]
+    needs = [m.needs for m in map(build_metric, metrics) if per_unit(m)]
     return backward_passes(set().union(*needs))
 
 
@@ -178,7 +181,12 @@ def collect_pool_stats(
     out |= {k: torch.zeros(n, layout.units) for k in statistics}
     current = Statistics(n_tokens=samples[0].input_ids.numel(), n_samples=1)  # one sample's statistics
     row = [0]
-    reduce = _unit_reducer(adapter, layout, current, statistics, out, row)
+    offsets = {slice_: offset for slice_, offset, _ in layout.slices}
+
+    def write(key: str, slice_: CoupledSlice, terms: torch.Tensor) -> None:
+        out[key][row[0], offsets[slice_] : offsets[slice_] + terms.numel()] = terms.cpu()
+
+    reduce = unit_term_reducer(adapter, current, statistics, write=write)
     needs = {"act"} | {need for need, taken in PASS_OF.items() if taken in passes}
     batch = torch.stack([s.input_ids for s in samples])
     for _ in calibration_passes(adapter, batch, current, needs=needs, step=1, consume=reduce):
@@ -189,44 +197,6 @@ def collect_pool_stats(
         if progress:
             progress(row[0], n)
     return PoolStats([s.id for s in samples], [s.source for s in samples], samples[0].input_ids.numel(), out, batch)
-
-
-def _unit_reducer(
-    adapter: ModelAdapter,
-    layout: Layout,
-    current: Statistics,
-    statistics: Mapping[str, Importance],
-    out: dict[str, torch.Tensor],
-    row: list[int],
-) -> Callable[[str, str, torch.Tensor], None]:
-    """``consume(pass, module, grad)`` for :func:`~adapruner.stats.calibration_passes`: puts one sample's
-    gradient of ``module`` into ``current`` (``grad`` and ``fisher`` for the loss pass, ``out_grad`` for
-    the output pass), writes each statistic's unit terms of the module's slices into row ``row[0]`` of
-    ``out`` and drops the gradient again."""
-    by_module: dict[str, list[tuple[CoupledSlice, int, int]]] = {}
-    for slice_, offset, n_units in layout.slices:
-        by_module.setdefault(slice_.module, []).append((slice_, offset, n_units))
-    fisher = any("fisher" in metric.needs for metric in statistics.values())
-    taken = {key: backward_passes(metric.needs)[0] for key, metric in statistics.items()}
-
-    def consume(phase: str, name: str, grad: torch.Tensor) -> None:
-        g = grad.float()
-        fields = {"out_grad": g} if phase == "output" else {"grad": g} | ({"fisher": g.square()} if fisher else {})
-        for field, value in fields.items():
-            getattr(current, field)[name] = value
-        weight = adapter.linear(name).weight.detach()
-        for key, metric in statistics.items():
-            if taken[key] != phase:
-                continue
-            for slice_, offset, n_units in by_module.get(name, ()):
-                terms = metric.unit_terms(weight, slice_, n_units, current)
-                if terms is None:
-                    raise ValueError(f"statistic {key!r}: a metric pooled from unit terms scores every slice")
-                out[key][row[0], offset : offset + n_units] = terms.cpu()
-        for field in fields:
-            del getattr(current, field)[name]
-
-    return consume
 
 
 def load_pool(
@@ -403,7 +373,7 @@ def pooled_statistics(
         if not poolable(name):
             raise ValueError(f"metric {name!r} cannot be combined from pooled statistics")
         key = metric.pooled_from
-        if not _per_unit(metric) or key in stats.unit_sums:
+        if not per_unit(metric) or key in stats.unit_sums:
             continue
         if key not in pool.tensors:
             missing = backward_passes(metric.needs)[0]

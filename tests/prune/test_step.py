@@ -131,3 +131,22 @@ def test_blocks_go_after_compensation_and_the_stages_are_timed():
     assert stages == ["pruning", "compensation"]
     assert get_adapter(model).n_layers == 4 - len(plan.drop) and model.config.num_hidden_layers == 4 - len(plan.drop)
     assert len(plan.keep) == 4 and len(get_adapter(model).widths()) == 4 - len(plan.drop)
+
+
+def test_during_a_trial_the_snapshot_holds_only_the_removed_entries():
+    """No dense copy of a pruned weight is alive during a trial: every replaced Parameter is emptied, and
+    the pruned model's tensors plus the saved removed entries are exactly the dense model's size."""
+    model = tiny_llama(layers=4)
+    dense = sum(p.numel() for p in model.parameters())
+    originals = list(model.parameters())
+    snapshot = DenseSnapshot(model)
+    step(model, method="none", config=PruneConfig(ratio=0.4, channel_multiple=1), snapshot=snapshot)
+    replaced = [p for p in originals if p.numel() == 0]
+    assert replaced and len(replaced) == len(snapshot._slicings)
+    kept = sum(p.numel() for p in model.parameters())
+    dropped = sum(s.dropped.numel() for s in snapshot._slicings)
+    assert kept < dense and kept + dropped == dense
+    snapshot.restore()
+    assert sum(p.numel() for p in model.parameters()) == dense
+    with torch.no_grad():
+        torch.testing.assert_close(model(BATCH).logits, tiny_llama(layers=4)(BATCH).logits, rtol=0, atol=0)
