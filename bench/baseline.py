@@ -24,17 +24,12 @@ from pathlib import Path
 import torch
 
 from adapruner.catalog import COMPENSATORS, METRICS
-from adapruner.config import (
-    CalibrationConfig,
-    CompensateConfig,
-    DataSource,
-    EvalConfig,
-    ImportanceConfig,
-    PruneConfig,
-    PruneJob,
-)
+from adapruner.config import DataSource, EvalConfig
 from adapruner.models import input_device, load_model
 from adapruner.pipeline import eval_texts, evaluate_model, prune_copy
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import fixed_prune_job  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,17 +102,16 @@ def main(argv: list[str] | None = None) -> None:
     gammas = [float(g) for g in args.attn_gammas.split(",")] if args.attn_gammas else [None]
     settings = [(m, c, g) for m in args.metrics.split(",") for c in args.compensate.split(",") for g in gammas]
     for metric, method, gamma in settings:
-        job = PruneJob(
-            calibration=CalibrationConfig(samples=args.samples, seq_len=args.seq_len),
-            importance=ImportanceConfig(mix={metric: 1.0}),
-            prune=PruneConfig(
-                ratio=args.ratio,
-                targets=tuple(args.targets.split(",")),
-                allocation=args.allocation,
-                attn_gamma=gamma,
-            ),
-            compensate=CompensateConfig(method=method),
+        job = fixed_prune_job(
+            metric=metric,
+            ratio=args.ratio,
+            targets=tuple(args.targets.split(",")),
+            samples=args.samples,
+            seq_len=args.seq_len,
             evaluate=evaluate,
+            compensate=method,
+            allocation=args.allocation,
+            attn_gamma=gamma,
         )
         timings: dict[str, float] = {}
         start = time.perf_counter()

@@ -16,47 +16,24 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from adapruner.adapters import get_adapter
-from adapruner.config import DEFAULT_CHANNEL_MULTIPLE, SearchJob
+from adapruner.config import SearchJob
 from adapruner.models import input_device, load_model
 from adapruner.pipeline import eval_texts, evaluate_model
 from adapruner.search.cache import load_pools
-from adapruner.search.objective import observe, validation_chunks
+from adapruner.search.objective import observe
 from adapruner.search.run import DEFAULT_CACHE, SECOND_FIELD, run_search
 from adapruner.search.space import Recipe
 from adapruner.search.trial import trial_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline import provenance, write_section  # noqa: E402
-
-
-def fixed_recipe(source: str, metric: str, samples: int, seq_len: int) -> Recipe:
-    """A fixed choice: one metric, one calibration source, the same ratio from attention and MLP."""
-    return Recipe(
-        source_weights={source: 1.0},
-        samples=samples,
-        subset_seed=0,
-        mix={metric: 1.0},
-        aggregation="sum",
-        normalization="mean",
-        attn_share=None,
-        depth_slope=0.0,
-        protect_first=0,
-        protect_last=0,
-        compensate="none",
-        seq_len=seq_len,
-        ratio=None,
-        depth_share=0.0,
-        block_criterion="block_influence",
-        channel_multiple=DEFAULT_CHANNEL_MULTIPLE,
-        uniform=False,
-    )
+from common import fixed_recipe, geo_mean, search_validation  # noqa: E402
 
 
 def hypervolume(points: list[tuple[float, float]], reference: tuple[float, float]) -> float:
@@ -127,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         return evaluate_model(model, texts, no_speed)["perplexity"]
 
     def mean_log(ppl: dict[str, float]) -> float:
-        return math.exp(statistics.fmean(math.log(v) for v in ppl.values()))
+        return geo_mean(ppl.values())
 
     dense = evaluate_model(loaded.model, texts, job.evaluate)
     results: dict[str, dict] = {}
@@ -156,18 +133,14 @@ def main(argv: list[str] | None = None) -> None:
         seed=job.search.seed,
         cache_dir=DEFAULT_CACHE,
     )
-    validation = validation_chunks(
-        loaded.tokenizer,
-        job.search.validation,
-        tokens_per_domain=job.search.validation_tokens,
-        chunk_tokens=job.search.chunk_tokens,
-        seq_len=job.search.eval_seq_len,
-    )
+    validation = search_validation(loaded.tokenizer, job.search)
     zeros = [0.0] * len(validation.chunks)
     pairs = []
     for source in space.sources:
         for metric in space.metrics:
-            recipe = fixed_recipe(source.label(), metric, samples=int(space.samples.high), seq_len=space.seq_lens[0])
+            recipe = fixed_recipe(
+                {source.label(): 1.0}, metric, samples=int(space.samples.high), seq_len=space.seq_lens[0]
+            )
             with trial_model(loaded, pools, recipe, ratio=job.ratio, targets=job.targets, seed=0) as trial:
                 value = observe(trial.model, validation, reference=zeros).value
             pairs.append((value, source.label(), metric, recipe))
