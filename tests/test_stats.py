@@ -120,7 +120,7 @@ def test_prune_scores_gradient_metrics_from_per_sample_unit_terms_as_the_pool_do
     (nothing weight-shaped is kept), and give the same scores as a search's pool of those samples."""
     from adapruner.calibration import stack
     from adapruner.importance import score_groups
-    from adapruner.importance.base import unit_statistics_of
+    from adapruner.importance.base import build_metric, unit_statistics_of
     from adapruner.search.cache import pooled_scores
 
     adapter = get_adapter(tiny_llama())
@@ -142,9 +142,3 @@ def test_prune_scores_gradient_metrics_from_per_sample_unit_terms_as_the_pool_do
     for key in exact:
         torch.testing.assert_close(pooled[key], exact[key], rtol=1e-5, atol=1e-8)
     assert all(p.grad is None for p in adapter.model.parameters())
-
-
-def build_metric(name: str):
-    from adapruner.importance.base import build_metric as build
-
-    return build(name)
