@@ -80,9 +80,15 @@ def perplexity(
             outputs = sequential.logits(model, [ids for ids, _ in batches])
         for (ids, same), logits in zip(batches, outputs, strict=True):
             ids, length = ids.to(logits.device), ids.shape[1]
-            nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")
-            for row, (_, _, new) in enumerate(same):  # nll: [b, length - 1]
-                total += nll[row, length - 1 - new :].double().sum().item()
+            for row, (_, _, new) in enumerate(same):
+                total += token_nll(logits[row], ids[row])[length - 1 - new :].double().sum().item()
                 count += new
     mean = total / count
     return Perplexity(ppl=math.exp(mean), nll=mean, tokens=count, windows=len(spans))
+
+
+def token_nll(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """``[t - 1]`` negative log-likelihood of ``ids[1:]`` (``ids: [t]``) under ``logits: [t, vocab]``, in
+    float32: one window at a time, so the float32 copy is one window's logits, not a batch's (with a
+    128K-word vocabulary, a batch of four 128-token windows is 262 MB of float32 logits)."""
+    return F.cross_entropy(logits[:-1].float(), ids[1:], reduction="none")

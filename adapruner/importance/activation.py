@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from adapruner.adapters.base import CoupledSlice
-from adapruner.importance.base import MOMENTS, Importance
+from adapruner.importance.base import MOMENTS, Importance, weighted_unit_totals
 from adapruner.stats import Statistics
 
 
@@ -16,8 +16,11 @@ class WandaImportance(Importance):
     needs = frozenset({"act"})
     pooled_from = MOMENTS
 
-    def element(self, weight: torch.Tensor, slice_: CoupledSlice, stats: Statistics) -> torch.Tensor:
-        return weight.float().abs() * stats.act_norm(slice_.module)[None, :]
+    def unit_terms(
+        self, weight: torch.Tensor, slice_: CoupledSlice, n_units: int, stats: Statistics
+    ) -> torch.Tensor:
+        norm = stats.act_norm(slice_.module)
+        return weighted_unit_totals(weight, slice_, n_units, power=1, column_weights=norm)
 
 
 class FlapImportance(Importance):
@@ -29,7 +32,10 @@ class FlapImportance(Importance):
     needs = frozenset({"act"})
     pooled_from = MOMENTS
 
-    def element(self, weight: torch.Tensor, slice_: CoupledSlice, stats: Statistics) -> torch.Tensor | None:
+    def unit_terms(
+        self, weight: torch.Tensor, slice_: CoupledSlice, n_units: int, stats: Statistics
+    ) -> torch.Tensor | None:
         if slice_.dim != 1:
             return None
-        return weight.float().square() * stats.act_var(slice_.module)[None, :]
+        var = stats.act_var(slice_.module)
+        return weighted_unit_totals(weight, slice_, n_units, power=2, column_weights=var)

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import torch
 
-from adapruner.adapters.base import CoupledSlice, ModelAdapter, UnitGroup, slice_weight
+from adapruner.adapters.base import CoupledSlice, ModelAdapter, UnitGroup
 from adapruner.catalog import METRICS
 from adapruner.stats import Statistics
 
@@ -110,7 +110,7 @@ class Importance:
         element = self.element(weight, slice_, stats)
         if element is None:
             return None
-        return slice_weight(element, slice_, n_units).sum((1, 2))
+        return unit_totals(element, slice_, n_units)
 
     def finish(self, terms: torch.Tensor) -> torch.Tensor:
         """A slice's scores ``[n_units]`` from its unit terms (summed over samples when pooled)."""
@@ -119,6 +119,64 @@ class Importance:
     def element(self, weight: torch.Tensor, slice_: CoupledSlice, stats: Statistics) -> torch.Tensor | None:
         """Weight-shaped element scores (``[out, in]``), or ``None`` to ignore this slice."""
         raise NotImplementedError
+
+
+def unit_totals(values: torch.Tensor, slice_: CoupledSlice, n_units: int) -> torch.Tensor:
+    """``[n_units]``: each unit's sum of the weight-shaped ``values`` (``[out, in]``) over its rows
+    (``slice_.dim == 0``) or columns (``dim == 1``) of the slice, reduced along the other dimension first
+    (no transposed copy)."""
+    span = values.narrow(slice_.dim, slice_.offset, n_units * slice_.unit_size)
+    return _by_unit(span.sum(1 - slice_.dim), slice_, n_units)
+
+
+def weighted_unit_totals(
+    weight: torch.Tensor,
+    slice_: CoupledSlice,
+    n_units: int,
+    *,
+    power: int,
+    column_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``[n_units]`` float32: each unit's sum over its weights of ``|W_ij| ** power * c_j`` (``weight: [out,
+    in]``, ``c = column_weights [in]``, ones when None), by :func:`power_sums` over the slice."""
+    span = weight.narrow(slice_.dim, slice_.offset, n_units * slice_.unit_size)
+    c = column_weights
+    if c is not None and slice_.dim == 1:
+        c = c.narrow(0, slice_.offset, span.shape[1])
+    return _by_unit(power_sums(span, power=power, dim=slice_.dim, column_weights=c), slice_, n_units)
+
+
+def power_sums(
+    weight: torch.Tensor, *, power: int, dim: int, column_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``[weight.shape[dim]]`` float32: ``sum_j |W_ij| ** power * c_j`` per row (``dim == 0``) or
+    ``c_j * sum_i |W_ij| ** power`` per column (``dim == 1``); ``power`` 1 or 2, ``c: [in]`` (ones when None).
+
+    ``weight: [out, in]`` in any float dtype is read a block of rows at a time in float32 (no weight-sized
+    float32 copy): rows take a matrix-vector product with ``c``, columns their sums times ``c``."""
+    c = None if column_weights is None else column_weights.to(device=weight.device, dtype=torch.float32)
+    rows_per_block = max(1, _BLOCK_ELEMENTS // max(1, weight.shape[1]))
+    blocks = (_powered(rows, power) for rows in weight.split(rows_per_block))
+    if dim == 0:
+        return torch.cat([block.sum(1) if c is None else block @ c for block in blocks])
+    sums = sum(block.sum(0) for block in blocks)
+    return sums if c is None else sums * c
+
+
+_BLOCK_ELEMENTS = 1 << 22  # float32 elements of one block of rows (16 MiB)
+
+
+def _powered(rows: torch.Tensor, power: int) -> torch.Tensor:
+    if power == 1:
+        return rows.float().abs()
+    if power == 2:
+        return rows.float().square()
+    raise ValueError(f"power must be 1 or 2, not {power}")
+
+
+def _by_unit(per_index: torch.Tensor, slice_: CoupledSlice, n_units: int) -> torch.Tensor:
+    """``[n_units]`` sums of a vector over the slice's indices (``[n_units * unit_size]``), unit by unit."""
+    return per_index.reshape(n_units, slice_.unit_size).sum(1)
 
 
 def consumer_columns(weight: torch.Tensor, slice_: CoupledSlice, n_units: int) -> torch.Tensor | None:

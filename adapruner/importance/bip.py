@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from adapruner.adapters.base import CoupledSlice
-from adapruner.importance.base import MOMENTS, Importance, consumer_columns
+from adapruner.importance.base import MOMENTS, Importance, consumer_columns, power_sums
 from adapruner.stats import Statistics
 
 
@@ -28,8 +28,11 @@ def bip_bound(weight: torch.Tensor, act_sq: torch.Tensor, *, n_units: int, unit_
     ``weight: [hidden, n_units * unit_size]`` (the consumer's columns of the units), ``act_sq: [n_units *
     unit_size]`` the sum over tokens of x^2 of those input columns.
     """
-    blocks = weight.float().t().reshape(n_units, unit_size, -1)  # [n_units, unit_size, hidden]
-    spectral = torch.linalg.matrix_norm(blocks, ord=2)  # = ||W_u||_2
+    if unit_size == 1:  # one column per unit (MLP channels): its spectral norm is its L2 norm
+        spectral = power_sums(weight, power=2, dim=1).sqrt()
+    else:
+        blocks = weight.float().t().reshape(n_units, unit_size, -1)  # [n_units, unit_size, hidden]
+        spectral = torch.linalg.matrix_norm(blocks, ord=2)  # = ||W_u||_2
     return spectral * act_sq.float().reshape(n_units, unit_size).sum(1).clamp_min(0).sqrt()
 
 

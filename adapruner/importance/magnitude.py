@@ -7,7 +7,7 @@ import hashlib
 import torch
 
 from adapruner.adapters.base import CoupledSlice, ModelAdapter, UnitGroup
-from adapruner.importance.base import Importance
+from adapruner.importance.base import Importance, weighted_unit_totals
 from adapruner.stats import Statistics
 
 
@@ -25,12 +25,16 @@ class RandomImportance(Importance):
 class L1Importance(Importance):
     """Sum of |W| over each unit's weights in every coupled slice."""
 
-    def element(self, weight: torch.Tensor, slice_: CoupledSlice, stats: Statistics) -> torch.Tensor:
-        return weight.float().abs()
+    def unit_terms(
+        self, weight: torch.Tensor, slice_: CoupledSlice, n_units: int, stats: Statistics
+    ) -> torch.Tensor:
+        return weighted_unit_totals(weight, slice_, n_units, power=1)
 
 
 class L2Importance(Importance):
     """Sum of W^2 over each unit's weights (the squared L2 norm of the unit's weight vectors)."""
 
-    def element(self, weight: torch.Tensor, slice_: CoupledSlice, stats: Statistics) -> torch.Tensor:
-        return weight.float().square()
+    def unit_terms(
+        self, weight: torch.Tensor, slice_: CoupledSlice, n_units: int, stats: Statistics
+    ) -> torch.Tensor:
+        return weighted_unit_totals(weight, slice_, n_units, power=2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import importlib.util
 import os
@@ -75,11 +77,27 @@ def input_device(model: Any) -> torch.device:
 
 
 def release_memory() -> None:
-    """Collect garbage and, once CUDA is in use, hand its cached blocks back (after a trial, above all
-    one that ran out of memory, so that the next one starts from the model's weights alone)."""
+    """Collect garbage and hand freed memory back: CUDA's cached blocks once CUDA is in use, and on glibc
+    the C heap's free pages (after a trial, above all one that ran out of memory, so that the next one
+    starts from the model's weights alone: pruned tensors under glibc's mmap threshold live on the heap,
+    which otherwise keeps its high-water mark)."""
     gc.collect()
     if torch.cuda.is_initialized():
         torch.cuda.empty_cache()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _glibc() -> Any:
+    """The C library when it is glibc (it has ``malloc_trim``), else None."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_LIBC = _glibc()
 
 
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:

@@ -40,12 +40,16 @@ class _Slicing:
     new: nn.Parameter
 
     def undo(self) -> None:
+        """Put the dense value back into ``old`` and free ``new`` and the removed entries (the pruned model
+        is being discarded): the rebuild holds one extra tensor at a time, not a second pruned model."""
         shape = list(self.new.shape)
         shape[self.dim] += self.drop.numel()
         dense = torch.empty(shape, dtype=self.new.dtype, device=self.new.device)
         dense.index_copy_(self.dim, self.keep, self.new.detach())
         dense.index_copy_(self.dim, self.drop, self.dropped)
         self.old.data = dense
+        self.new.data = torch.empty(0, dtype=dense.dtype, device=dense.device)
+        self.dropped = self.new.data
 
 
 class DenseSnapshot:
@@ -92,10 +96,11 @@ class DenseSnapshot:
     def restore(self) -> None:
         """Put the model back as it was when the snapshot was taken (bit for bit, same module objects)."""
         with torch.no_grad():
-            for param, value in reversed(self._saved):
+            while self._saved:
+                param, value = self._saved.pop()
                 param.copy_(value)
-            for slicing in reversed(self._slicings):
-                slicing.undo()
+            while self._slicings:  # last first; each one's pruned tensors are freed as soon as it is undone
+                self._slicings.pop().undo()
         for module, attributes in self._modules:
             for name in set(module.__dict__) - set(attributes):
                 del module.__dict__[name]

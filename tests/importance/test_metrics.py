@@ -192,3 +192,26 @@ def test_non_finite_scores_are_an_error(setup):
 def test_metric_needs():
     assert metric_needs(["l1", "random"]) == set()
     assert metric_needs({"taylor2": 1, "flap": 1}) == {"grad", "fisher", "act"}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dim", [0, 1])
+@pytest.mark.parametrize("power", [1, 2])
+@pytest.mark.parametrize("weighted", [False, True], ids=["plain", "column-weighted"])
+def test_weighted_unit_totals_sum_the_element_scores_of_each_unit(monkeypatch, dtype, dim, power, weighted):
+    """Each unit's sum of |W_ij| ** power * c_j, computed block by block (here blocks of a few rows, as for a
+    large weight) without an element tensor, equals the sum of the element-wise scores over the unit's part of
+    the weight, for units along rows or columns placed at an offset inside the weight (a fused projection)."""
+    from adapruner.adapters.base import CoupledSlice
+    from adapruner.importance import base
+
+    monkeypatch.setattr(base, "_BLOCK_ELEMENTS", 40)  # 40 // 12 columns: blocks of 3 rows
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(10, 12, generator=generator).to(dtype)
+    columns = torch.rand(12, generator=generator) if weighted else None
+    slice_ = CoupledSlice(module="m", dim=dim, unit_size=2, offset=2)
+    element = weight.float().abs() ** power * (1 if columns is None else columns[None, :])
+    expected = slice_weight(element, slice_, 3).sum((1, 2))
+    got = base.weighted_unit_totals(weight, slice_, 3, power=power, column_weights=columns)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)

@@ -79,7 +79,7 @@ def test_snapshot_restores_the_dense_model_exactly(method, depth_share):
 def test_a_tensor_updated_in_place_is_restored_only_when_protected():
     """FLAP's bias is added in place to o_proj's existing bias (a Parameter surgery did not replace): the
     step saves it through the snapshot; a snapshot the step did not see cannot restore it."""
-    config = PruneConfig(ratio=0.3, channel_multiple=1)
+    config = PruneConfig(ratio=0.3, channel_multiple=1, targets=("heads", "channels"))
     unseen = tiny_llama(layers=3, attention_bias=True)
     bias = unseen.model.layers[0].self_attn.o_proj.bias
     dense_bias = bias.detach().clone()
@@ -150,3 +150,30 @@ def test_during_a_trial_the_snapshot_holds_only_the_removed_entries():
     assert sum(p.numel() for p in model.parameters()) == dense
     with torch.no_grad():
         torch.testing.assert_close(model(BATCH).logits, tiny_llama(layers=4)(BATCH).logits, rtol=0, atol=0)
+
+
+def test_restoring_frees_each_pruned_tensor_as_soon_as_it_is_undone(monkeypatch):
+    """``restore`` rebuilds one dense Parameter at a time and frees that Parameter's pruned tensor and removed
+    entries right away: while restoring, the dense weights rebuilt so far plus the pruned ones still to undo
+    never exceed the dense model by more than the weight being rebuilt (no second, pruned model alongside)."""
+    model = tiny_llama(layers=4)
+    dense = sum(p.numel() for p in model.parameters())
+    snapshot = DenseSnapshot(model)
+    step(model, method="none", config=PruneConfig(ratio=0.4, channel_multiple=1), snapshot=snapshot)
+    slicings = list(snapshot._slicings)
+    held = []
+    undo = type(slicings[0]).undo
+
+    def counting_undo(slicing):
+        undo(slicing)
+        rebuilt = sum(s.old.numel() for s in slicings)  # 0 until undone, then the dense size
+        pending = sum(s.new.numel() + s.dropped.numel() for s in slicings)  # freed once undone
+        held.append(rebuilt + pending)
+
+    monkeypatch.setattr(type(slicings[0]), "undo", counting_undo)
+    sliced = sum(s.new.numel() + s.dropped.numel() for s in slicings)
+    snapshot.restore()
+    assert len(held) == len(slicings) > 1
+    assert max(held) == sliced  # what was sliced, now rebuilt or still to undo: never both for one weight
+    assert all(s.new.numel() == 0 and s.dropped.numel() == 0 for s in slicings)
+    assert sum(p.numel() for p in model.parameters()) == dense
