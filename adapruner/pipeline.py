@@ -31,7 +31,7 @@ from adapruner.importance.base import per_unit, unit_statistics_of
 from adapruner.models import LoadedModel, input_device, load_model
 from adapruner.prune import unit_saliency
 from adapruner.prune.depth import block_scores
-from adapruner.prune.step import prune_step
+from adapruner.prune.step import DenseSnapshot, prune_step
 from adapruner.report import build_report, save_result
 from adapruner.sequential import Sequential, checked_sequential
 from adapruner.stats import Statistics, collect_statistics
@@ -125,10 +125,15 @@ def prune_copy(
 
 
 def prune_loaded(
-    loaded: LoadedModel, job: PruneJob, *, progress: Progress | None = None, timings: dict[str, float] | None = None
+    loaded: LoadedModel,
+    job: PruneJob,
+    *,
+    progress: Progress | None = None,
+    timings: dict[str, float] | None = None,
+    snapshot: DenseSnapshot | None = None,
 ) -> dict[str, Any]:
-    """Prune ``loaded.model`` in place as ``job`` says (calibrate, score, then the one pruning step of
-    :func:`adapruner.prune.step.prune_step`); returns the facts of the run (plan, calibration sample ids)."""
+    """Prune ``loaded.model`` in place as ``job`` says (calibrate, score, then :func:`~adapruner.prune.step.
+    prune_step`, recorded into ``snapshot`` when given); returns the run's facts (plan, sample ids)."""
     timings = {} if timings is None else timings
     adapter = get_adapter(loaded.model)
     with _timed(timings, "calibration_s"):
@@ -142,24 +147,14 @@ def prune_loaded(
     unit_terms = unit_statistics_of(mix)  # gradient metrics: per-unit terms of each sample's gradients
     exact = [name for name in mix if not per_unit(build_metric(name))]
     with _timed(timings, "statistics_s"):
-        stats = collect(
-            adapter,
-            stack(samples),
-            needs=metric_needs(exact) | compensator.needs,
-            unit_terms=unit_terms,
-            progress=(lambda done, total: progress("statistics", done, total)) if progress else None,
-        )
+        needs = metric_needs(exact) | compensator.needs
+        stats = collect(adapter, stack(samples), needs=needs, unit_terms=unit_terms, progress=_stage(progress, "statistics"))
     with _timed(timings, "scoring_s"):
         scores, saliency = _scores(adapter, stats, job)
 
     def blocks(criterion: str) -> torch.Tensor:  # depth pruning: scored on the dense model, once
         with _timed(timings, "block_scores_s"):
-            return score_blocks(
-                adapter,
-                stack(samples),
-                criterion=criterion,
-                progress=(lambda done, total: progress("block scores", done, total)) if progress else None,
-            )
+            return score_blocks(adapter, stack(samples), criterion=criterion, progress=_stage(progress, "block scores"))
 
     plan = prune_step(
         adapter,
@@ -170,6 +165,7 @@ def prune_loaded(
         stats=lambda: stats,
         block_scores=blocks,
         saliency=saliency,
+        snapshot=snapshot,
         timed=lambda stage: _timed(timings, f"{stage}_s"),
     )
     del stats
@@ -179,6 +175,11 @@ def prune_loaded(
         "blocks_removed": list(plan.drop),
         "widths": adapter.widths(),
     }
+
+
+def _stage(progress: Progress | None, stage: str) -> Callable[[int, int], None] | None:
+    """``progress`` as the ``(done, total)`` callback of one named stage."""
+    return None if progress is None else lambda done, total: progress(stage, done, total)
 
 
 def _scores(

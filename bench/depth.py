@@ -18,7 +18,14 @@ import time
 from pathlib import Path
 
 from adapruner.catalog import BLOCK_CRITERIA
-from adapruner.config import CalibrationConfig, DataSource, ImportanceConfig, PruneConfig, PruneJob
+from adapruner.config import (
+    CalibrationConfig,
+    CompensateConfig,
+    DataSource,
+    ImportanceConfig,
+    PruneConfig,
+    PruneJob,
+)
 from adapruner.models import input_device, load_model
 from adapruner.pipeline import eval_texts, evaluate_model, prune_copy
 
@@ -49,13 +56,15 @@ def main(argv: list[str] | None = None) -> None:
     settings = [(share, criterion) for share in shares for criterion in args.criteria.split(",")]
     settings = list(dict.fromkeys((share, criterion if share > 0 else "-") for share, criterion in settings))
     for share, criterion in settings:
-        prune = PruneConfig(ratio=args.ratio, depth_share=share)
+        # the recipe these rows were measured with (prune's defaults until issue 21 changed them)
+        prune = PruneConfig(ratio=args.ratio, depth_share=share, targets=("heads", "channels"))
         if share > 0:
             prune = prune.model_copy(update={"block_criterion": BLOCK_CRITERIA.check(criterion)})
         job = PruneJob(
             calibration=calibration,
             importance=ImportanceConfig(mix={args.metric: 1.0}),
             prune=prune,
+            compensate=CompensateConfig(method="none"),
             evaluate=evaluate,
         )
         start = time.perf_counter()

@@ -19,7 +19,9 @@ from pathlib import Path
 
 from adapruner.config import (
     CalibrationConfig,
+    CompensateConfig,
     DataSource,
+    ImportanceConfig,
     PruneConfig,
     PruneJob,
     RecoverConfig,
@@ -59,7 +61,10 @@ def main(argv: list[str] | None = None) -> None:
     for ratio in (float(r) for r in args.ratios.split(",")):
         job = PruneJob(
             calibration=CalibrationConfig(samples=args.samples, seq_len=256),
-            prune=PruneConfig(ratio=ratio),
+            # the recipe these rows were measured with (prune's defaults until issue 21 changed them)
+            importance=ImportanceConfig(mix={"taylor": 1.0}),
+            prune=PruneConfig(ratio=ratio, targets=("heads", "channels")),
+            compensate=CompensateConfig(method="none"),
             evaluate=evaluate,
         )
         pruned, _ = prune_copy(loaded, job)

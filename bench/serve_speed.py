@@ -24,7 +24,14 @@ from pathlib import Path
 
 from adapruner.artifacts import save_pruned
 from adapruner.calibration import token_stream
-from adapruner.config import CalibrationConfig, DataSource, ImportanceConfig, PruneConfig, PruneJob
+from adapruner.config import (
+    CalibrationConfig,
+    CompensateConfig,
+    DataSource,
+    ImportanceConfig,
+    PruneConfig,
+    PruneJob,
+)
 from adapruner.evaluate import forward_flops, ideal_speedup
 from adapruner.evaluate.llamacpp import load_llama, time_serving
 from adapruner.export import export_model
@@ -44,7 +51,9 @@ def prune_variants(loaded, args) -> dict[str, object]:
         job = PruneJob(
             calibration=CalibrationConfig(sources=(DataSource(kind="builtin", name="pydoc"),), samples=args.samples),
             importance=ImportanceConfig(mix={args.metric: 1.0}),
-            prune=PruneConfig(ratio=args.ratio, channel_multiple=args.channel_multiple, **prune),
+            # heads and channels, no compensation: the recipe these rows were measured with
+            prune=PruneConfig(ratio=args.ratio, channel_multiple=args.channel_multiple, targets=("heads", "channels"), **prune),
+            compensate=CompensateConfig(method="none"),
         )
         models[name], _ = prune_copy(loaded, job)
     return models

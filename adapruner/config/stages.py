@@ -75,7 +75,7 @@ class ImportanceConfig(StrictModel):
     """A weighted mix of registered metrics, each normalised per unit group before mixing."""
 
     mix: dict[str, float] = Field(
-        default_factory=lambda: {"taylor": 1.0}, min_length=1, description="metric name -> weight"
+        default_factory=lambda: {"bip": 1.0}, min_length=1, description="metric name -> weight"
     )
     aggregation: Literal["sum", "mean", "max", "prod"] = Field(
         default="sum", description="how the scores of a unit's weights combine"
@@ -124,7 +124,7 @@ class PruneConfig(StrictModel):
 
     ratio: float = Field(default=0.2, ge=0.0, lt=1.0, description="share of non-embedding params to remove")
     targets: tuple[Literal["heads", "channels"], ...] = Field(
-        default=("heads", "channels"), description="units removed: KV head groups, MLP channels"
+        default=("channels",), description="units removed: KV head groups, MLP channels"
     )
     allocation: Literal["uniform", "protected", "nirvana"] = Field(
         default="uniform", description="how the removed params are spread over the layers"
@@ -183,7 +183,7 @@ class CompensateConfig(StrictModel):
     method's default).
     """
 
-    method: str = Field(default="none", description="update of the remaining weights after pruning")
+    method: str = Field(default="obs", description="update of the remaining weights after pruning")
     damping: float | None = Field(
         default=None, ge=0.0, description="damping relative to the mean input variance (None: the method's default)"
     )

@@ -102,6 +102,12 @@ class Dim:
             return int(min(max(round(value), math.ceil(self.low)), math.floor(self.high)))
         return float(value)
 
+    def contains(self, value: Value) -> bool:
+        """Whether ``value`` is one of this dimension's values (a choice, or a number within its bounds)."""
+        if self.kind == "choice":
+            return str(value) in self.choices
+        return isinstance(value, int | float) and self.low <= float(value) <= self.high
+
     def encode(self, value: Value) -> float:
         """Parameter value -> encoded coordinate (the inverse of :meth:`decode`)."""
         if self.kind == "choice":
@@ -121,7 +127,7 @@ class Trial:
     secondary: list[float] = field(default_factory=list)  # the other objectives, minimised
     noise: float | None = None  # observation variance (sem**2); None when unknown
     fidelity: float = 1.0  # 1.0 = full evaluation; < 1 = early-stopped on a prefix
-    generator: str = ""  # "sobol", "gp", "sobol-fallback", "tpe", "evolution" or "prior"
+    generator: str = ""  # "sobol", "gp", "sobol-fallback", "tpe", "evolution", "prior" or "enqueued"
     infeasible: bool = False  # failed for a resource (out of memory), not for its quality: a constraint
 
 
@@ -217,16 +223,30 @@ class Strategy:
         self.settings = settings
         self._trials: list[Trial] = []
         self._priors: list[Trial] = []  # indices -1, -2, ...: completed trials of earlier searches
+        self._queued: list[dict[str, Value]] = []  # parameters the next asks return, first first
 
     # ---- ask / tell ------------------------------------------------------------------------------
     def _propose(self, index: int) -> tuple[dict[str, Value], str]:
         """The parameters of trial ``index`` and the name of what proposed them."""
         raise NotImplementedError
 
+    def enqueue(self, params: dict[str, Value]) -> None:
+        """Make a later :meth:`ask` return ``params`` (in the order enqueued, before any proposal): a known
+        good point evaluated as an ordinary trial, such as the fixed recipe a search starts from.
+
+        Raises:
+            ValueError: ``params`` lack one of this space's dimensions or hold a value outside it.
+        """
+        outside = [d.name for d in self.dims if d.name not in params or not d.contains(params[d.name])]
+        if outside:
+            raise ValueError(f"enqueued parameters lack or exceed the dimensions {outside}")
+        self._queued.append({d.name: params[d.name] for d in self.dims})
+
     def ask(self) -> Trial:
-        """The next trial to evaluate (indices 0, 1, 2, ...); it stays pending until told."""
+        """The next trial to evaluate (indices 0, 1, 2, ...): an enqueued point first, else a proposal;
+        it stays pending until told."""
         index = len(self._trials)
-        params, generator = self._propose(index)
+        params, generator = (self._queued.pop(0), "enqueued") if self._queued else self._propose(index)
         trial = Trial(index, params, generator=generator)
         self._trials.append(trial)
         return trial
@@ -305,7 +325,7 @@ class Strategy:
         values = [float(v) for v in value]
         if len(values) != self.settings.n_objectives or not all(math.isfinite(v) for v in values):
             return False
-        if not all(d.name in params and _inside(d, params[d.name]) for d in self.dims):
+        if not all(d.name in params and d.contains(params[d.name]) for d in self.dims):
             return False
         known = {d.name: params[d.name] for d in self.dims}
         noise = float(noise) if noise is not None and math.isfinite(noise) and noise >= 0 else None
@@ -348,6 +368,8 @@ class Strategy:
         }
         if self._priors:
             state["priors"] = [asdict(t) | {"params": dict(t.params)} for t in self._priors]
+        if self._queued:
+            state["queued"] = [dict(params) for params in self._queued]
         return state
 
     @classmethod
@@ -363,6 +385,7 @@ class Strategy:
         optimizer = cls(dims, **state["settings"])
         optimizer._trials = [Trial(**(t | {"params": dict(t["params"])})) for t in state["trials"]]
         optimizer._priors = [Trial(**(t | {"params": dict(t["params"])})) for t in state.get("priors", ())]
+        optimizer._queued = [dict(params) for params in state.get("queued", ())]
         if [t.index for t in optimizer._trials] != list(range(len(optimizer._trials))):
             raise UserError("optimizer state: trial indices must be 0, 1, 2, ... in order")
         return optimizer
@@ -668,13 +691,6 @@ class BayesOptimizer(Strategy):
                 combo.append(float(r))
             combos.append(tuple(reversed(combo)))
         return combos
-
-
-def _inside(dim: Dim, value: Value) -> bool:
-    """Whether ``value`` is one of ``dim``'s values (a choice, or a number within its bounds)."""
-    if dim.kind == "choice":
-        return str(value) in dim.choices
-    return isinstance(value, int | float) and dim.low <= float(value) <= dim.high
 
 
 def _key(params: dict[str, Value]) -> str:

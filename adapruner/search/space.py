@@ -129,6 +129,54 @@ def dims(space: SearchSpace) -> list[Dim]:
     return [d for d in out if d is not None]
 
 
+def fixed_params(job: SearchJob) -> dict[str, Any] | None:
+    """The parameters of ``job``'s space that decode to ``prune``'s default recipe (its metric mix, units,
+    compensator and uniform allocation without depth pruning) at the job's ratio, the sources weighted
+    equally, in the space's first calibration window length, with prune's calibration size as far as the
+    space's range of samples allows; ``None`` when the space cannot express that recipe (a default metric or the
+    default compensator not searched, or a range without the default's value)."""
+    space, prune, importance = job.space, PruneConfig(), ImportanceConfig()
+    calibration = CalibrationConfig()
+    wanted: dict[str, Any] = {SOURCE_PREFIX + s.label(): 1.0 for s in space.sources}
+    wanted |= {METRIC_PREFIX + m: float(importance.mix.get(m, 0.0)) for m in space.metrics}
+    wanted |= {
+        "samples": min(max(calibration.samples, int(space.samples.low)), int(space.samples.high)),
+        "subset_seed": 0,
+        "aggregation": importance.aggregation,
+        "normalization": importance.normalization,
+        "attn_share": 0.0 if set(prune.targets) == {"channels"} else prune.attn_share,
+        "depth_slope": prune.depth_slope,
+        "protect_first": 0,
+        "protect_last": 0,
+        "compensate": CompensateConfig().method,
+        "seq_len": str(space.seq_lens[0]),  # as the fixed baseline of the report calibrates
+        "ratio": job.ratio,
+        "depth_share": prune.depth_share,
+        "block_criterion": space.block_criteria[0],
+    }
+    free = dims(space)
+    params = {d.name: wanted[d.name] for d in free}
+    if not all(d.contains(params[d.name]) for d in free):
+        return None
+    return params if _is_default(decode(space, params), job) else None
+
+
+def _is_default(recipe: Recipe, job: SearchJob) -> bool:
+    """Whether ``recipe`` prunes as ``prune``'s defaults do at ``job.ratio`` (attention kept whole is the
+    same as pruning channels only)."""
+    prune, importance = PruneConfig(), ImportanceConfig()
+    config = recipe.prune_config(ratio=job.ratio, targets=job.targets)
+    units = set(config.targets) if config.attn_share != 0.0 else {"channels"}
+    return (
+        {k: w for k, w in recipe.mix.items() if w > 0} == _simplex(importance.mix)
+        and (recipe.aggregation, recipe.normalization) == (importance.aggregation, importance.normalization)
+        and recipe.compensate == CompensateConfig().method
+        and units == set(prune.targets)
+        and (config.allocation, config.depth_slope, config.depth_share, config.ratio)
+        == (prune.allocation, prune.depth_slope, prune.depth_share, job.ratio)
+    )
+
+
 def _simplex(raw: dict[str, float]) -> dict[str, float]:
     total = sum(raw.values())
     if total <= 0:

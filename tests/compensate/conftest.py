@@ -33,7 +33,7 @@ def prune_tiny(*, gqa: bool = True, ratio: float = 0.3, metric: str = "wanda") -
     batch = torch.randint(0, 96, (8, 24), generator=torch.Generator().manual_seed(2))
     stats = collect_statistics(dense, batch, needs={"act", "cov"})
     scores = score_groups(dense, dense.groups(), stats, mix={metric: 1.0})
-    config = PruneConfig(ratio=ratio, channel_multiple=1)
+    config = PruneConfig(ratio=ratio, channel_multiple=1, targets=("heads", "channels"))
     plan = plan_widths(layer_shapes(dense), params_before=count_parameters(model, non_embedding=True), config=config)
     pruned = get_adapter(copy.deepcopy(model))
     targets = pruned_inputs(pruned, scores, plan)

@@ -67,9 +67,9 @@ def _saliency(low_layer: int, n: int = 4) -> list[dict[str, list[float]]]:
 def test_nirvana_allocation_keeps_the_ratio_and_prunes_low_saliency_layers_first():
     shapes = _shapes(4)
     before = sum(s.heads * s.head_params + s.channels * s.channel_params for s in shapes)
-    uniform = plan_widths(shapes, params_before=before, config=PruneConfig(ratio=0.2))
+    uniform = plan_widths(shapes, params_before=before, config=PruneConfig(ratio=0.2, targets=("heads", "channels")))
     adaptive = plan_widths(
-        shapes, params_before=before, config=PruneConfig(ratio=0.2, allocation="nirvana"), saliency=_saliency(2)
+        shapes, params_before=before, config=PruneConfig(ratio=0.2, allocation="nirvana", targets=("heads", "channels")), saliency=_saliency(2)
     )
     assert adaptive.params_removed == uniform.params_removed
     assert abs(adaptive.ratio_achieved - 0.2) <= 0.01 * 0.2

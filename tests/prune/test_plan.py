@@ -51,8 +51,8 @@ def test_protected_layers_stay_whole():
 
 
 def test_attention_share_moves_the_budget():
-    none = plan_widths(SMOL, params_before=SMOL_PARAMS, config=PruneConfig(ratio=0.2, attn_share=0.0))
-    half = plan_widths(SMOL, params_before=SMOL_PARAMS, config=PruneConfig(ratio=0.2, attn_share=0.5))
+    none = plan_widths(SMOL, params_before=SMOL_PARAMS, config=PruneConfig(ratio=0.2, attn_share=0.0, targets=("heads", "channels")))
+    half = plan_widths(SMOL, params_before=SMOL_PARAMS, config=PruneConfig(ratio=0.2, attn_share=0.5, targets=("heads", "channels")))
     assert all(k["heads"] == 3 for k in none.keep)
     heads_removed = sum(3 - k["heads"] for k in half.keep) * 294_912
     assert abs(heads_removed - 0.5 * half.target_removed) <= 294_912
@@ -61,14 +61,14 @@ def test_attention_share_moves_the_budget():
 
 @pytest.mark.parametrize("gamma", [1.0, 3.0])
 def test_attn_gamma_sets_mlp_sparsity_to_gamma_times_attention_sparsity(gamma):
-    plan = plan_widths(SMOL, params_before=SMOL_PARAMS, config=PruneConfig(ratio=0.2, attn_gamma=gamma))
+    plan = plan_widths(SMOL, params_before=SMOL_PARAMS, config=PruneConfig(ratio=0.2, attn_gamma=gamma, targets=("heads", "channels")))
     attn_sparsity = sum(3 - k["heads"] for k in plan.keep) / (3 * 30)
     mlp_sparsity = sum(1536 - k["channels"] for k in plan.keep) / (1536 * 30)
     # Whole KV groups are coarse (90 in all): the ratio holds to within one group of attention.
     assert mlp_sparsity / (attn_sparsity + 1 / 90) <= gamma <= mlp_sparsity / (attn_sparsity - 1 / 90)
     assert abs(plan.ratio_achieved - 0.2) <= 0.002
     if gamma == 1.0:
-        assert plan.keep == plan_widths(SMOL, params_before=SMOL_PARAMS, config=PruneConfig(ratio=0.2)).keep
+        assert plan.keep == plan_widths(SMOL, params_before=SMOL_PARAMS, config=PruneConfig(ratio=0.2, targets=("heads", "channels"))).keep
 
 
 def test_attn_gamma_and_attn_share_are_exclusive():

@@ -35,7 +35,7 @@ def test_fixed_dimensions_are_not_searched_but_applied():
 
 def test_weights_are_normalised_to_a_simplex():
     space = SearchSpace()
-    params = {"metric:taylor": 0.5, "metric:wanda": 1.5, "metric:flap": 0, "metric:l2": 0, "metric:taylor_vector": 0}
+    params = {"metric:bip": 0, "metric:taylor": 0.5, "metric:wanda": 1.5, "metric:flap": 0, "metric:l2": 0, "metric:taylor_vector": 0}
     recipe = decode(space, params)
     assert recipe.mix["wanda"] == pytest.approx(0.75) and sum(recipe.mix.values()) == pytest.approx(1)
     zero = decode(space, {f"source:{s.label()}": 0.0 for s in space.sources})
@@ -108,3 +108,26 @@ def test_shape_constraints_reach_every_trial():
 def test_uniform_space_refuses_a_searched_slope():
     with pytest.raises(ValidationError, match="uniform: one width for every layer needs depth_slope"):
         SearchSpace(uniform=True, depth_slope=Range(low=-1, high=1))
+
+
+def test_the_fixed_recipe_is_a_point_of_the_default_space_and_only_where_it_can_be_expressed():
+    """``fixed_params`` gives the point that decodes to prune's default recipe (the search's first trial),
+    and None for a space that cannot express it."""
+    from adapruner.config import CalibrationConfig, CompensateConfig, ImportanceConfig
+    from adapruner.search.space import fixed_params
+
+    job = SearchJob()
+    params = fixed_params(job)
+    assert params is not None and set(params) == {d.name for d in dims(job.space)}
+    recipe = decode(job.space, params)
+    default_mix = ImportanceConfig().mix
+    assert {k: w for k, w in recipe.mix.items() if w > 0} == {k: w / sum(default_mix.values()) for k, w in default_mix.items()}
+    assert recipe.compensate == CompensateConfig().method and recipe.samples == CalibrationConfig().samples
+    assert recipe.attn_share == 0.0 and recipe.depth_share == 0.0 and recipe.depth_slope == 0.0
+    assert len(set(recipe.source_weights.values())) == 1
+    others = [m for m in job.space.metrics if m not in default_mix]
+    assert fixed_params(job.model_copy(update={"space": job.space.model_copy(update={"metrics": tuple(others)})})) is None
+    no_zero = job.space.model_copy(update={"attn_share": Range(low=0.1, high=0.3)})
+    assert fixed_params(job.model_copy(update={"space": no_zero})) is None
+    only_none = job.space.model_copy(update={"compensators": ("none",)})
+    assert fixed_params(job.model_copy(update={"space": only_none})) is None
