@@ -292,6 +292,7 @@ SEARCH_OPTIONS = (
     bind("--chunk-tokens", "search.chunk_tokens"),
     bind("--time-budget", "search.time_budget_s"),
     bind("--patience", "search.patience"),
+    bind("--parallel", "search.parallel"),
     bind("--no-early-reject", "search.early_reject", kind="off", text="never stop a trial early"),
     bind("--seed", "search.seed", "recover.seed", text="seed of the trials, optimiser and training"),
     own("--cache-dir", "where pool statistics are cached (default ~/.cache/adapruner/stats)"),
@@ -743,6 +744,8 @@ def print_search_report(job: SearchJob, report: dict[str, Any]) -> None:
         f"compensation {recipe.get('compensate', 'none')}"
     )
     print(format_table(summary_rows(report), ("", "dense", "pruned")))
+    if "fixed" in report:
+        print(fixed_comparison(report))
     cost = report["trial_cost"]
     print(
         f"mean trial {cost['mean_trial_vs_pass']:.2f}x one validation pass; "
@@ -754,6 +757,20 @@ def print_search_report(job: SearchJob, report: dict[str, Any]) -> None:
         for point in report["pareto"]:
             second = f"{1000 * point[field]:.1f} ms" if field == "latency_s" else f"{point[field]:,} params"
             print(f"  #{point['index']}: PPL {point['validation_ppl']:.2f}, {second}, ratio {point['ratio']:.3f}")
+
+
+def fixed_comparison(report: dict[str, Any]) -> str:
+    """The search's test PPL (its pick before any recovery) beside the fixed recipe's (prune's defaults on the
+    same calibration sources), per test text."""
+    fixed, pruned = report["fixed"], report["fixed"]["search_test_ppl"]
+    importance, prune = fixed["job"]["importance"], fixed["job"]["prune"]
+    recipe = "+".join(importance["mix"]) + f" over {','.join(prune['targets'])}, {fixed['job']['compensate']['method']}"
+    if fixed["error"]:
+        return f"the fixed recipe (prune's defaults: {recipe}) could not prune this model: {fixed['error']}"
+    texts = "; ".join(
+        f"{label} {pruned[label]:.2f} vs {ppl:.2f} ({pruned[label] / ppl:.2f}x)" for label, ppl in fixed["test_ppl"].items()
+    )
+    return f"against the fixed recipe (prune's defaults: {recipe}; removed {fixed['ratio_achieved']:.1%}): test PPL {texts}"
 
 
 def print_exports(report: dict[str, Any]) -> None:

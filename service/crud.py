@@ -17,6 +17,7 @@ from service.models import TERMINAL, ApiKey, Event, Job, JobStatus, Trial, utcno
 from service.settings import Settings
 
 KEY_PREFIX = "apk_"
+TRIAL_KIND = "search_trial"  # the jobs of a search's trials on the worker pool (worker.trials)
 
 
 class Conflict(Exception):
@@ -142,6 +143,8 @@ def list_jobs(
     offset: int = 0,
 ) -> tuple[list[Job], int]:
     query = visible(select(Job), owner)
+    if kind != TRIAL_KIND:  # a search's trials are listed with their search (its /trials), not as jobs
+        query = query.where(Job.kind != TRIAL_KIND)
     if statuses:
         query = query.where(Job.status.in_(list(statuses)))
     if kind is not None:

@@ -29,6 +29,7 @@ import redis
 from prometheus_client import Counter, Gauge, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
+from sqlalchemy import select
 
 from service import queue
 from service.db import make_engine, make_sessionmaker, transaction
@@ -38,6 +39,7 @@ from service.settings import Settings
 from worker import lease
 from worker.reconcile import reconcile
 from worker.runner import EXIT_LEASE_LOST, child_main, signal_when_parent_dies
+from worker.trials import TRIAL_KIND, TrialHost, idle_workers
 
 log = logging.getLogger("adapruner.worker")
 
@@ -96,6 +98,8 @@ class Worker:
         self.redis = queue.connect(settings.redis_url)
         self.stopping = False
         self.jobs_done = 0
+        self.trial_host: TrialHost | None = None  # started by the first search trial this worker runs
+        self.idle = idle_workers(self.redis, settings)
         self._last_sweep = self._last_reconcile = 0.0
 
     # -- signals ---------------------------------------------------------------------------------------
@@ -136,6 +140,9 @@ class Worker:
                 if "NOGROUP" not in str(error):
                     raise
                 queue.ensure_group(self.redis, self.keys)  # Redis restarted empty
+        if self.trial_host is not None:
+            self.trial_host.stop()
+        self.idle.busy(self.id)  # no longer waiting for jobs
         log.info("worker %s: stopped after %d jobs", self.id, self.jobs_done)
 
     def step(self) -> None:
@@ -157,6 +164,7 @@ class Worker:
 
     def read(self) -> tuple[str, str] | None:
         queue.ensure_group(self.redis, self.keys)
+        self.idle.idle(self.id)  # a search's driver counts the free workers (worker.trials)
         got = self.redis.xreadgroup(
             queue.GROUP, self.id, {self.keys.stream: ">"}, count=1, block=int(self.settings.block_s * 1000)
         )
@@ -180,8 +188,10 @@ class Worker:
 
     # -- one job -----------------------------------------------------------------------------------------
     def handle(self, entry_id: str, job_id: str) -> None:
+        self.idle.busy(self.id)
         with transaction(self.sessions) as session:
             got = lease.claim(session, job_id=job_id, worker_id=self.id, claim_idle_s=self.settings.claim_idle_s)
+            kind = session.scalar(select(Job.kind).where(Job.id == job_id))
         if got.outcome == lease.ClaimOutcome.exhausted:
             queue.dead_letter(self.redis, self.keys, job_id, entry_id, "out of attempts")
             return
@@ -191,16 +201,24 @@ class Worker:
         log.info("worker %s: job %s attempt %d", self.id, job_id, got.attempt, extra=self._about(job_id, got.attempt))
         BUSY.set(1)
         try:
-            JOBS.labels(self.supervise(entry_id, job_id, got.token, got.attempt)).inc()
+            JOBS.labels(self.supervise(entry_id, job_id, got.token, got.attempt, kind=kind)).inc()
         finally:
             BUSY.set(0)
         self.jobs_done += 1
 
-    def supervise(self, entry_id: str, job_id: str, token: str, attempt: int) -> str:
-        """Run the attempt to its end; returns how it ended (a job status, ``lost`` or ``requeued``)."""
-        ctx = multiprocessing.get_context("fork")
-        child = ctx.Process(target=child_main, args=(job_id, token, self.settings.model_dump_json()), daemon=False)
-        child.start()
+    def supervise(self, entry_id: str, job_id: str, token: str, attempt: int, *, kind: str | None = None) -> str:
+        """Run the attempt to its end; returns how it ended (a job status, ``lost`` or ``requeued``). A search's
+        trial runs in this worker's trial host (its search's model stays loaded), any other job in a new child."""
+        if kind == TRIAL_KIND:
+            if self.trial_host is None:
+                self.trial_host = TrialHost(self.settings.model_dump_json())
+            child = self.trial_host.start(job_id, token)
+        else:
+            if self.trial_host is not None:  # one model per worker: a search's kept model goes first
+                self.trial_host.stop()
+            ctx = multiprocessing.get_context("fork")
+            child = ctx.Process(target=child_main, args=(job_id, token, self.settings.model_dump_json()), daemon=False)
+            child.start()
         ending, lost = self._watch(child, entry_id, job_id, token, attempt)
         child.join()
         if not lost and child.exitcode == EXIT_LEASE_LOST:

@@ -33,6 +33,15 @@ from service.models import Artifact, Job, JobStatus
 from service.settings import Settings
 from service.storage import artifact_store
 from worker import lease
+from worker.trials import (
+    TRIAL_KIND,
+    TrialOutcome,
+    TrialSpec,
+    executor_for,
+    search_of,
+    stats_cache,
+    trial_context,
+)
 
 EXIT_LEASE_LOST = 3
 log = logging.getLogger("adapruner.worker")
@@ -70,17 +79,26 @@ def checked_job(factory, kind: str, spec: dict[str, Any], owner_id: int | None, 
     a model or data its owner may not read, and the model of ``job:<id>`` loaded from that job's artifacts
     (else None: the pipeline loads the model)."""
     config = job_kind(kind).config.model_validate(spec)
+    if kind == TRIAL_KIND:  # checked, and its model loaded, for its search (worker.trials.search_of)
+        return config, None
     with transaction(factory) as session:
         check_sources(session, spec=config, owner_id=owner_id, settings=settings)
-    reference = job_reference(config.model.source)
-    if reference is None:
+    if job_reference(config.model.source) is None:
         return config, None
+    return config, load_job_model(config, settings)
+
+
+def load_job_model(config: Any, settings: Settings) -> Any:
+    """The model of ``config.model``; that of ``job:<id>`` from that job's artifacts."""
     from adapruner.models import load_model
 
+    reference = job_reference(config.model.source)
+    if reference is None:
+        return load_model(config.model)
     folder = artifact_store(settings).local_copy(reference)
     loaded = load_model(config.model.model_copy(update={"source": str(folder)}))
     loaded.name = config.model.source
-    return config, loaded
+    return loaded
 
 
 def user_error(exc: Exception, settings: Settings) -> str:
@@ -132,23 +150,43 @@ def run_search_job(config: Any, loaded: Any, attempt: Attempt) -> Any:
         loaded=loaded,
         consume=True,  # a model of job:<id> is this attempt's own: pruned in place, never copied
         progress=attempt.progress,
-        cache_dir=attempt.settings.home / "cache" / "stats",
+        cache_dir=stats_cache(attempt.settings),
+        executor=executor_for(attempt, config),  # search.parallel > 1: its trials on the worker pool
     )
+
+
+def run_trial_job(config: TrialSpec, loaded: Any, attempt: Attempt) -> TrialOutcome:
+    """One trial of a search (a ``search_trial`` job), on the search's context kept in this process."""
+    from adapruner.search.executor import TrialTask
+    from adapruner.search.run import run_one
+
+    job = search_of(attempt.factory, config, attempt.settings)
+    context = trial_context(config.search, job, attempt.settings, lambda j: load_job_model(j, attempt.settings))
+    return TrialOutcome(run_one(context, TrialTask.from_dict(config.task)))
+
+
+def report_summary(outcome: Any) -> dict[str, Any]:
+    return summary(outcome.report)
 
 
 @dataclass(frozen=True)
 class JobKind:
-    """A job kind: its config class (the job row's ``spec``) and the function that runs an attempt at it
-    (``run(config, loaded, attempt)`` -> an outcome with a ``report``)."""
+    """A job kind: its config class (the job row's ``spec``), the function that runs an attempt at it
+    (``run(config, loaded, attempt)`` -> an outcome), what of the outcome the job row keeps (``result``) and
+    whether the job's folder is published as its artifacts."""
 
     config: type[BaseModel]
     run: Callable[[Any, Any, Attempt], Any]
+    result: Callable[[Any], dict[str, Any]] = report_summary
+    publishes: bool = True
 
 
-#: Every job kind the worker runs, one entry each; the configs are the service's (``service.jobs.JOB_SPECS``).
+#: Every job kind the worker runs, one entry each; the configs are the service's (``service.jobs.JOB_SPECS``),
+#: but for a search's trials, which only a search's driver submits (``worker.trials``).
 JOB_KINDS: dict[str, JobKind] = {
     "prune": JobKind(JOB_SPECS["prune"], run_prune_job),
     "search": JobKind(JOB_SPECS["search"], run_search_job),
+    TRIAL_KIND: JobKind(TrialSpec, run_trial_job, result=TrialOutcome.result, publishes=False),
 }
 
 
@@ -175,19 +213,32 @@ def progress_writer(factory, job_id: str, token: str) -> Callable[[str, int, int
     return progress
 
 
+_FACTORIES: dict[tuple[int, str], Any] = {}  # a trial host runs many attempts: one engine per process and database
+
+
+def _factory(db_url: str):
+    """This process's session factory of ``db_url`` (keyed by pid: a forked child never uses its parent's
+    connections)."""
+    key = (os.getpid(), db_url)
+    if key not in _FACTORIES:
+        _FACTORIES[key] = make_sessionmaker(make_engine(db_url))
+    return _FACTORIES[key]
+
+
 def run_attempt(job_id: str, token: str, settings: Settings) -> int:
     """Run one attempt through the job kind's runner; returns the process exit code."""
-    factory = make_sessionmaker(make_engine(settings.db_url))
+    factory = _factory(settings.db_url)
     with transaction(factory) as session:
         job = session.get(Job, job_id)
         kind, spec, owner_id = job.kind, job.spec, job.owner_id
     out = settings.artifacts / job_id
-    out.mkdir(parents=True, exist_ok=True)
+    if kind != TRIAL_KIND:  # a trial writes no files
+        out.mkdir(parents=True, exist_ok=True)
     attempt = Attempt(factory, job_id, token, settings, out, progress_writer(factory, job_id, token))
     try:
         config, loaded = checked_job(factory, kind, spec, owner_id, settings)
         outcome = job_kind(kind).run(config, loaded, attempt)
-        status, error, result = JobStatus.succeeded, None, summary(outcome.report)
+        status, error, result = JobStatus.succeeded, None, job_kind(kind).result(outcome)
     except lease.OwnershipLost:
         return EXIT_LEASE_LOST
     except (UserError, ValidationError) as exc:
@@ -196,10 +247,11 @@ def run_attempt(job_id: str, token: str, settings: Settings) -> int:
         tail = "".join(traceback.format_exception(exc)[-3:])
         status, error, result = JobStatus.failed, f"{type(exc).__name__}: {exc}\n{tail}", None
     try:
-        rows = artifact_rows(job_id, settings) if status == JobStatus.succeeded else []
+        publish = status == JobStatus.succeeded and job_kind(kind).publishes
+        rows = artifact_rows(job_id, settings) if publish else []
         with transaction(factory) as session:
             lease.finish(session, job_id=job_id, token=token, status=status, error=error, result=result)
-            if status == JobStatus.succeeded:
+            if publish:
                 session.execute(delete(Artifact).where(Artifact.job_id == job_id))
                 session.add_all(rows)
     except lease.OwnershipLost:
@@ -207,13 +259,15 @@ def run_attempt(job_id: str, token: str, settings: Settings) -> int:
     return 0
 
 
-def child_main(job_id: str, token: str, settings_json: str) -> None:
-    """Entry point of the forked child."""
+def _become_child() -> None:
     signal_when_parent_dies()
     os.setsid()  # terminal signals go to the worker, which decides what the job does
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    settings = Settings.model_validate_json(settings_json)
+
+
+def _attempt(job_id: str, token: str, settings: Settings) -> int:
+    """Run one attempt (confined: in an empty working directory); its exit code."""
     with tempfile.TemporaryDirectory(prefix="adapruner-attempt-") as empty:
         if settings.confine:  # a relative name (a hub id) must never find a folder of the worker's directory
             absolute = {"home": settings.home.resolve(), "artifacts_dir": settings.artifacts.resolve()}
@@ -222,4 +276,28 @@ def child_main(job_id: str, token: str, settings_json: str) -> None:
         code = run_attempt(job_id, token, settings)
         os.chdir("/")
     sys.stdout.flush()
-    os._exit(code)
+    return code
+
+
+def child_main(job_id: str, token: str, settings_json: str) -> None:
+    """Entry point of the forked child."""
+    _become_child()
+    os._exit(_attempt(job_id, token, Settings.model_validate_json(settings_json)))
+
+
+def host_main(conn, settings_json: str) -> None:
+    """Entry point of a worker's :class:`~worker.trials.TrialHost`: run each ``(job_id, token)`` received on
+    ``conn`` as an attempt and send back its exit code, until the worker closes the pipe."""
+    _become_child()
+    settings = Settings.model_validate_json(settings_json)
+    while True:
+        try:
+            job_id, token = conn.recv()
+        except EOFError:
+            os._exit(0)
+        try:
+            code = _attempt(job_id, token, settings)
+        except Exception:  # noqa: BLE001 (run_attempt records the job's errors; this is a bug of its own)
+            log.exception("trial host: attempt at %s crashed", job_id)
+            code = 1
+        conn.send(code)

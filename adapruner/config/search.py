@@ -76,7 +76,7 @@ class SearchSpace(StrictModel):
     pool_size: int = Field(default=32, ge=1, description="candidate calibration samples per source")
     subset_seeds: int = Field(default=8, ge=1, description="number of seeded subsets of the pool to choose from")
     metrics: tuple[str, ...] = Field(
-        default=("taylor", "taylor_vector", "wanda", "flap", "l2"), description="metrics the search mixes"
+        default=("bip", "taylor", "taylor_vector", "wanda", "flap", "l2"), description="metrics the search mixes"
     )
     aggregations: tuple[Literal["sum", "mean", "max", "prod"], ...] = ("sum",)
     normalizations: tuple[Literal["none", "mean", "max", "l2", "zscore", "rank"], ...] = ("mean", "rank")
@@ -85,7 +85,7 @@ class SearchSpace(StrictModel):
     protect_first: Range = Field(default_factory=lambda: _fixed(0))
     protect_last: Range = Field(default_factory=lambda: _fixed(0))
     compensators: tuple[str, ...] = Field(
-        default=("none",), description="compensators to choose from (a search dimension when more than one)"
+        default=("none", "obs"), description="compensators to choose from (a search dimension when more than one)"
     )
     ratio: Range | None = Field(default=None, description="searched pruning ratio; None = the job's ratio")
     depth_share: Range = Field(default_factory=lambda: _fixed(0))
@@ -203,6 +203,18 @@ class SearchConfig(StrictModel):
         " (summed over resumed runs; warm-up and the final evaluation not counted)",
     )
     patience: int | None = Field(default=None, ge=1, description="stop after this many trials without improvement")
+    parallel: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="trials run at once, at most (local worker processes in the CLI and the library, free workers"
+        " of the pool in the service); 1 runs them one after another in the search's own process",
+    )
+    fixed_recipe: bool = Field(
+        default=True,
+        description="start from prune's default recipe (the first trial, where the space can express it) and report"
+        " that recipe beside the result, pruned on the same calibration sources and read on the same test texts",
+    )
     seed: int = Field(default=0, description="seed of the quasi-random trials and the optimiser")
     validation: tuple[DataSource, ...] = Field(
         default_factory=_default_validation_sources, min_length=1, description="validation text the search optimises"

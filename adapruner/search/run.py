@@ -38,11 +38,13 @@ from adapruner.pipeline import eval_texts, evaluate_model, recover_pruned
 from adapruner.prune.depth import BlockScores, fixed_batch
 from adapruner.prune.plan import PlanError
 from adapruner.report import build_report, save_result
-from adapruner.search.cache import check_poolable, load_pools, pool_passes
+from adapruner.search.cache import PoolStats, check_poolable, load_pools, pool_passes
+from adapruner.search.executor import InlineExecutor, LocalExecutor, TrialExecutor, TrialTask, incumbents
 from adapruner.search.objective import Observation, Validation, observe, validation_chunks
 from adapruner.search.optimizer import BayesOptimizer, Strategy, Trial
 from adapruner.search.records import FAILURES, SECOND_FIELD, SearchState, TrialDone, TrialRecord
-from adapruner.search.space import Recipe, decode
+from adapruner.search.baseline import fixed_baseline
+from adapruner.search.space import Recipe, decode, fixed_params
 from adapruner.search.store import STATE_NAME, FileStore, SearchStateError, SearchStore
 from adapruner.search.strategies import make_strategy, strategy_from_state
 from adapruner.search.trial import trial_model
@@ -56,7 +58,9 @@ __all__ = [
     "SearchOutcome",
     "SearchRun",
     "SearchStateError",
+    "TrialContext",
     "prune_recipe",
+    "run_one",
     "run_search",
     "second_value",
 ]
@@ -65,6 +69,7 @@ DEFAULT_CACHE = Path.home() / ".cache" / "adapruner" / "stats"
 
 Progress = Callable[[str, int, int], None]
 TrialHook = Callable[[TrialDone], None]
+ExecutorFactory = Callable[["SearchRun"], TrialExecutor]
 
 
 class NoTrialCompleted(UserError, RuntimeError):
@@ -114,6 +119,118 @@ def _timed_observe(model, validation: Validation, **kwargs) -> tuple[Observation
     return observation, time.perf_counter() - start
 
 
+@dataclass
+class TrialContext:
+    """What a trial runs on, built once per process and kept between its trials: the job, the dense
+    model, the pools of per-sample statistics (one per calibration window length), the block scores for
+    depth pruning and the validation chunks."""
+
+    job: SearchJob
+    loaded: LoadedModel
+    pools: dict[int, PoolStats]
+    blocks: BlockScores
+    validation: Validation
+
+    @classmethod
+    def build(
+        cls,
+        job: SearchJob,
+        *,
+        loaded: LoadedModel | None = None,
+        cache_dir: str | Path | None,
+        progress: Progress | None = None,
+    ) -> TrialContext:
+        """Load the model (unless given) and the pools: read from ``cache_dir`` (keyed by the model's
+        fingerprint) when a process of the same search has collected them, else collected here."""
+        space, search = job.space, job.search
+        loaded = load_model(job.model) if loaded is None else loaded
+        adapter = get_adapter(loaded.model)
+        pools = load_pools(
+            adapter,
+            loaded.tokenizer,
+            space.sources,
+            pool_size=space.pool_size,
+            seq_lens=space.seq_lens,
+            seed=search.seed,
+            cache_dir=None if cache_dir is None else Path(cache_dir),
+            passes=pool_passes(space.metrics),  # only the backward passes the searched metrics read
+            progress=progress,
+        )
+        # Block scores for depth pruning: once per criterion, on first use, on a fixed batch of the pool.
+        blocks = BlockScores(adapter, lambda: fixed_batch(pools[space.seq_lens[0]].tokens))
+        return cls(job, loaded, pools, blocks, job_validation(job, loaded.tokenizer, search.validation_tokens))
+
+    def trial_model(self, recipe: Recipe, *, keep: bool = False):
+        """:func:`~adapruner.search.trial.trial_model` of ``recipe`` on this context's model."""
+        job = self.job
+        return trial_model(
+            self.loaded,
+            self.pools,
+            recipe,
+            ratio=job.ratio,
+            targets=job.targets,
+            seed=job.search.seed,
+            blocks=self.blocks,
+            keep=keep,
+        )
+
+
+def job_validation(job: SearchJob, tokenizer, tokens_per_domain: int) -> Validation:
+    """The search's validation text, ``tokens_per_domain`` per domain, in early-stop chunks."""
+    search = job.search
+    return validation_chunks(
+        tokenizer,
+        search.validation,
+        tokens_per_domain=tokens_per_domain,
+        chunk_tokens=search.chunk_tokens,
+        seq_len=search.eval_seq_len,
+    )
+
+
+def run_one(context: TrialContext, task: TrialTask) -> TrialRecord:
+    """Prune in place, observe, restore: one trial's record (failed if it could not run). It tells the
+    optimiser nothing: the driver does, from the record, wherever the trial ran."""
+    recipe = decode(context.job.space, task.params)
+    record = TrialRecord(index=task.index, params=task.params, recipe=recipe.as_dict())
+    t0 = time.perf_counter()
+    try:
+        with context.trial_model(recipe) as pruned:
+            _measure(context, task, record, pruned.model, samples=len(pruned.sample_ids))
+    except (PlanError, FloatingPointError, torch.OutOfMemoryError) as error:
+        # Out of memory says nothing about the recipe's quality: a constraint, not a bad value (see _tell).
+        record.fail(error)
+    finally:  # the trial's pruned tensors (and, after an OOM, whatever its frames held) go before the next
+        release_memory()
+    record.seconds = round(time.perf_counter() - t0, 3)
+    return record
+
+
+def _measure(context: TrialContext, task: TrialTask, record: TrialRecord, model, *, samples: int) -> None:
+    """The pruned ``model``'s objectives, written into ``record``."""
+    job = context.job
+    search = job.search
+    second = second_value(model, job)
+    record.widths = get_adapter(model).widths()  # kept KV groups and channels per layer
+    best = task.incumbent(second, search.second_objective)
+    observation, eval_s = _timed_observe(
+        model,
+        context.validation,
+        reference=task.reference,
+        incumbent=best if search.early_reject else None,
+        reject_z=search.reject_z,
+        min_fraction=search.min_fraction,
+    )
+    record.non_embedding_params = second["non_embedding_params"]
+    record.latency_s = second.get("latency_s")
+    record.status = "completed"
+    record.value, record.noise, record.fidelity = observation.value, observation.noise, observation.fidelity
+    record.stopped_early = observation.stopped_early
+    record.chunk_nlls = list(observation.chunk_nlls)
+    record.validation_ppl = math.exp(observation.value)
+    record.samples = samples
+    record.eval_s = round(eval_s, 3)
+
+
 def run_search(
     job: SearchJob,
     *,
@@ -125,6 +242,7 @@ def run_search(
     on_trial: TrialHook | None = None,
     max_new_trials: int | None = None,
     consume: bool = False,
+    executor: ExecutorFactory | None = None,
 ) -> SearchOutcome | None:
     """Run (or resume) the search described by ``job``; the final model and its report go to ``out``.
 
@@ -135,13 +253,16 @@ def run_search(
     chosen, saved with its report, and returned. A ``loaded`` model passed in is left dense (the final
     model is a pruned copy) unless ``consume`` gives it to the search; one loaded here, or consumed, is
     pruned in place for the final model (one model in memory).
+
+    ``search.parallel`` trials run at once: by default in local worker processes (:class:`LocalExecutor`);
+    ``executor(run)`` gives a host's own (the service's worker pool).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     check_poolable(job.space.metrics)
     store = FileStore(out, job) if store is None else store
     run = SearchRun.start(job, store, loaded=loaded, cache_dir=cache_dir, progress=progress, consume=consume)
-    run.run_trials(on_trial=on_trial, max_new_trials=max_new_trials)
+    run.run_trials(on_trial=on_trial, max_new_trials=max_new_trials, executor=executor)
     if max_new_trials is not None and not run.out_of_budget():
         return None
     return run.finish(out)
@@ -153,8 +274,10 @@ class SearchRun:
     def __init__(self, job: SearchJob, store: SearchStore, state: SearchState, loaded: LoadedModel, *, own: bool):
         self.job, self.store, self.state, self.loaded = job, store, state, loaded
         self.own = own  # the model was loaded here: the final model may be pruned in place
+        self.given: LoadedModel | None = None  # the caller's model (local trial workers copy it)
         self.start_time = time.perf_counter()
         self.optimizer = self._optimizer()
+        self.facts: dict[int, TrialRecord] = {}  # per trial in flight: what was noted at its proposal
 
     @classmethod
     def start(
@@ -171,6 +294,7 @@ class SearchRun:
         state = store.load() or SearchState(job)
         own = loaded is None or consume
         run = cls(job, store, state, load_model(job.model) if loaded is None else loaded, own=own)
+        run.given = loaded
         run.warm_up(cache_dir=cache_dir, progress=progress)
         return run
 
@@ -178,68 +302,86 @@ class SearchRun:
         """The saved strategy, else ``search.strategy`` afresh (told the warm start's priors)."""
         if self.state.optimizer is not None:
             return strategy_from_state(self.state.optimizer)
-        return make_strategy(self.job)
+        strategy = make_strategy(self.job)
+        if self.job.search.fixed_recipe and (params := fixed_params(self.job)) is not None:
+            strategy.enqueue(params)  # the first trial: the best fixed recipe measured, prune's default
+        return strategy
 
     # ---- warm-up ---------------------------------------------------------------------------------
     def warm_up(self, *, cache_dir: Path | None, progress: Progress | None) -> None:
-        """The pools of per-sample statistics (one per calibration window length), the block scores for
-        depth pruning and the dense model's validation pass (the cost unit of a trial)."""
-        space, search, timings = self.job.space, self.job.search, self.state.timings
-        adapter, tokenizer = get_adapter(self.loaded.model), self.loaded.tokenizer
+        """The trial context (pools of per-sample statistics, one per calibration window length, written
+        to ``cache_dir`` for other processes of the search; block scores for depth pruning; validation
+        chunks) and the dense model's validation pass (the early stop's reference, the cost unit of a trial)."""
+        timings = self.state.timings
         warm = time.perf_counter()
-        self.pools = load_pools(
-            adapter,
-            tokenizer,
-            space.sources,
-            pool_size=space.pool_size,
-            seq_lens=space.seq_lens,
-            seed=search.seed,
-            cache_dir=cache_dir,
-            passes=pool_passes(space.metrics),  # only the backward passes the searched metrics read
-            progress=progress,
-        )
+        self.context = TrialContext.build(self.job, loaded=self.loaded, cache_dir=cache_dir, progress=progress)
+        self.cache_dir = cache_dir
         timings.setdefault("warmup_s", round(time.perf_counter() - warm, 3))
-        # Block scores for depth pruning: once per criterion, on first use, on a fixed batch of the pool.
-        self.blocks = BlockScores(adapter, lambda: fixed_batch(self.pools[space.seq_lens[0]].tokens))
-        self.validation = self._validation(search.validation_tokens)
+        self.pools, self.blocks, self.validation = self.context.pools, self.context.blocks, self.context.validation
         chunks = len(self.validation.chunks)
         self.dense_obs, self.dense_s = _timed_observe(self.loaded.model, self.validation, reference=[0.0] * chunks)
         timings["validation_pass_s"] = round(self.dense_s, 3)  # one validation pass of the dense model
 
     def _validation(self, tokens_per_domain: int) -> Validation:
-        search = self.job.search
-        return validation_chunks(
-            self.loaded.tokenizer,
-            search.validation,
-            tokens_per_domain=tokens_per_domain,
-            chunk_tokens=search.chunk_tokens,
-            seq_len=search.eval_seq_len,
-        )
+        return job_validation(self.job, self.loaded.tokenizer, tokens_per_domain)
 
     def _trial_model(self, recipe: Recipe, *, keep: bool = False):
-        job = self.job
-        return trial_model(
-            self.loaded,
-            self.pools,
-            recipe,
-            ratio=job.ratio,
-            targets=job.targets,
-            seed=job.search.seed,
-            blocks=self.blocks,
-            keep=keep,
-        )
+        return self.context.trial_model(recipe, keep=keep)
 
     # ---- trials ----------------------------------------------------------------------------------
-    def run_trials(self, *, on_trial: TrialHook | None = None, max_new_trials: int | None = None) -> None:
-        """Run trials until the budget is spent (or ``max_new_trials`` ran), committing each."""
+    def executor(self) -> TrialExecutor:
+        """Where this search's trials run without a host's executor: in this process when
+        ``search.parallel`` is 1, else in that many local worker processes."""
+        workers = self.job.search.parallel
+        if workers == 1:
+            return InlineExecutor(self.context, run_one)
+        return LocalExecutor(self.job, workers=workers, cache_dir=self.cache_dir, model=self.given)
+
+    def run_trials(
+        self,
+        *,
+        on_trial: TrialHook | None = None,
+        max_new_trials: int | None = None,
+        executor: ExecutorFactory | None = None,
+    ) -> None:
+        """Run trials until the budget is spent (or ``max_new_trials`` ran), committing each as it comes
+        back: up to the executor's capacity (``search.parallel`` at most) run at once. The trials that
+        were running when an earlier call stopped (pending in the optimiser) are re-issued first; a trial
+        reported twice is recorded once."""
+        pool = executor(self) if executor is not None else self.executor()
+        in_flight: set[int] = set()
         new_trials = 0
-        while not self.out_of_budget() and (max_new_trials is None or new_trials < max_new_trials):
-            record = self.trial()
-            new_trials += 1
-            self.state.optimizer = self.optimizer.state_dict()
-            self.store.commit(self.state, record)
-            if on_trial:
-                on_trial(self.state.done(record))
+        try:
+            while self._fill(pool, in_flight, new_trials, max_new_trials):
+                waited = time.perf_counter()
+                records = pool.wait()
+                self._add_time("trials_s", time.perf_counter() - waited)  # wall time: trials overlap
+                for record in records:
+                    if record.index not in in_flight or record.index in self.state.records:
+                        continue  # reported twice: recorded once
+                    in_flight.discard(record.index)
+                    self._record(record)
+                    new_trials += 1
+                    if on_trial:
+                        on_trial(self.state.done(record))
+        finally:
+            pool.close()
+
+    def _fill(self, pool: TrialExecutor, in_flight: set[int], new_trials: int, max_new_trials: int | None) -> bool:
+        """Submit trials while the executor has room and the budgets allow; whether any is in flight."""
+        while self._may_start(in_flight, new_trials, max_new_trials) and len(in_flight) < pool.capacity(len(in_flight)):
+            task = self._next_task(in_flight)
+            in_flight.add(task.index)
+            pool.submit(task)
+        return bool(in_flight)
+
+    def _may_start(self, in_flight: set[int], new_trials: int, max_new_trials: int | None) -> bool:
+        """Whether one more trial may start with ``in_flight`` running: within the budgets, counting them."""
+        if max_new_trials is not None and new_trials + len(in_flight) >= max_new_trials:
+            return False
+        if self.state.finished() + len(in_flight) >= self.job.search.trials:
+            return False
+        return not self.out_of_budget()
 
     def out_of_budget(self) -> bool:
         """The trial budget, the time budget (trials and the optimiser's proposals) or the patience is spent."""
@@ -255,65 +397,54 @@ class SearchRun:
                 return True
         return False
 
-    def _ask(self) -> Trial:
-        """The trial that was running when an earlier call stopped, else the optimizer's next proposal."""
-        rerun = [t for t in self.optimizer.trials() if t.status == "pending"]
+    def _add_time(self, name: str, seconds: float) -> None:
+        timings = self.state.timings
+        timings[name] = round(timings.get(name, 0.0) + seconds, 3)
+
+    def _ask(self, in_flight: set[int]) -> Trial:
+        """A trial that was running when an earlier call stopped (pending, not in flight now), else the
+        optimizer's next proposal (with the trials in flight as pending points)."""
+        rerun = [t for t in self.optimizer.trials() if t.status == "pending" and t.index not in in_flight]
         asked = time.perf_counter()
         trial = rerun[0] if rerun else self.optimizer.ask()
-        timings = self.state.timings
-        timings["ask_s"] = round(timings.get("ask_s", 0.0) + time.perf_counter() - asked, 3)  # GP fit + acquisition
+        self._add_time("ask_s", time.perf_counter() - asked)  # GP fit + acquisition
         return trial
 
-    def trial(self) -> TrialRecord:
-        """Ask, prune in place, observe, tell: one trial, recorded in the state (failed if it could not run)."""
-        trial = self._ask()
+    def _next_task(self, in_flight: set[int]) -> TrialTask:
+        """Ask, and note the facts of the proposal (its prune job; the GP's relevance at the proposal)."""
+        trial = self._ask(in_flight)
         recipe = decode(self.job.space, trial.params)
-        record = TrialRecord(index=trial.index, params=trial.params, recipe=recipe.as_dict())
-        self._recipe_facts(record, recipe, self.optimizer if trial.generator == "gp" else None)
-        t0 = time.perf_counter()
-        try:
-            with self._trial_model(recipe) as pruned:
-                self._measure(trial, record, pruned.model, samples=len(pruned.sample_ids))
-        except (PlanError, FloatingPointError, torch.OutOfMemoryError) as error:
-            # Out of memory says nothing about the recipe's quality: a constraint, not a bad value.
-            infeasible = isinstance(error, torch.OutOfMemoryError)
-            self.optimizer.tell(trial.index, value=None, failed=True, infeasible=infeasible)
-            record.fail(error)
-        finally:  # the trial's pruned tensors (and, after an OOM, whatever its frames held) go before the next
-            release_memory()
-        record.seconds = round(time.perf_counter() - t0, 3)
-        record.cost_vs_validation_pass = round(record.seconds / self.dense_s, 3)
-        self.state.records[trial.index] = record
-        timings = self.state.timings
-        timings["trials_s"] = round(timings.get("trials_s", 0.0) + record.seconds, 3)
-        return record
-
-    def _measure(self, trial: Trial, record: TrialRecord, model, *, samples: int) -> None:
-        """The pruned ``model``'s objectives, told to the optimizer and written into ``record``."""
-        search = self.job.search
-        second = second_value(model, self.job)
-        record.widths = get_adapter(model).widths()  # kept KV groups and channels per layer
-        best = self.state.incumbent(second)
-        observation, eval_s = _timed_observe(
-            model,
-            self.validation,
-            reference=self.dense_obs.chunk_nlls,
-            incumbent=best.chunk_nlls if best and search.early_reject else None,
-            reject_z=search.reject_z,
-            min_fraction=search.min_fraction,
+        facts = TrialRecord(index=trial.index, params=trial.params, recipe=recipe.as_dict())
+        self._recipe_facts(facts, recipe, self.optimizer if trial.generator == "gp" else None)
+        self.facts[trial.index] = facts
+        done = self.state.records.values()
+        return TrialTask(
+            trial.index,
+            trial.params,
+            list(self.dense_obs.chunk_nlls),
+            incumbents(list(done), self.job.search.second_objective),
         )
-        field = SECOND_FIELD.get(search.second_objective)
-        values = [observation.value] + ([math.log(second[field])] if field else [])
-        self.optimizer.tell(trial.index, value=values, noise=observation.noise, fidelity=observation.fidelity)
-        record.non_embedding_params = second["non_embedding_params"]
-        record.latency_s = second.get("latency_s")
-        record.status = "completed"
-        record.value, record.noise, record.fidelity = observation.value, observation.noise, observation.fidelity
-        record.stopped_early = observation.stopped_early
-        record.chunk_nlls = list(observation.chunk_nlls)
-        record.validation_ppl = math.exp(observation.value)
-        record.samples = samples
-        record.eval_s = round(eval_s, 3)
+
+    def _record(self, record: TrialRecord) -> None:
+        """A finished trial: told to the optimiser, with its proposal's facts and cost, committed."""
+        facts = self.facts.pop(record.index, None)
+        if facts is not None:
+            record.prune_job, record.relevance = facts.prune_job, facts.relevance
+        record.cost_vs_validation_pass = round(record.seconds / self.dense_s, 3)
+        self._tell(record)
+        self.state.records[record.index] = record
+        self.state.optimizer = self.optimizer.state_dict()
+        self.store.commit(self.state, record)
+
+    def _tell(self, record: TrialRecord) -> None:
+        """The optimiser told a trial's outcome, read from its record."""
+        if record.status == "failed":
+            infeasible = record.failure == FAILURES["OutOfMemoryError"]
+            self.optimizer.tell(record.index, value=None, failed=True, infeasible=infeasible)
+            return
+        field = SECOND_FIELD.get(self.job.search.second_objective)
+        values = [record.value] + ([math.log(getattr(record, field))] if field else [])
+        self.optimizer.tell(record.index, value=values, noise=record.noise, fidelity=record.fidelity)
 
     def _recipe_facts(self, record: TrialRecord, recipe: Recipe, fitted: BayesOptimizer | None) -> None:
         """Record fields besides the recipe: the prune job that re-runs it (and what that cannot carry over)
@@ -377,9 +508,14 @@ class SearchRun:
         top, pick = self.pick()
         texts = eval_texts(tokenizer, job.evaluate)
         candidates = self.confirm(top, texts)
+        best = candidates[0]
+        fixed = None
+        if job.search.fixed_recipe:  # on the dense model, before the final model is pruned (in place)
+            fixed = fixed_baseline(self.loaded, job, texts)
+            fixed.search_test_ppl = best.test_ppl
+            timings["fixed_s"] = fixed.seconds
         eval_start = time.perf_counter()
         dense_eval = evaluate_model(self.loaded.model, texts, job.evaluate, tokenizer=tokenizer)
-        best = candidates[0]
         model, ids = self.final_model(Recipe(**best.record.recipe))
         recovery = None
         if job.recover.enabled:  # the best trial only
@@ -390,6 +526,8 @@ class SearchRun:
         facts = self._facts(best, candidates, ids, get_adapter(model).widths(), pick)
         if recovery:
             facts["recovery"] = recovery
+        if fixed is not None:
+            facts["fixed"] = fixed.as_dict()
         report = build_report(
             source=job.model.source,
             ratio_target=_ratio(job, best.record),

@@ -155,7 +155,7 @@ def test_every_trial_records_the_prune_job_of_its_recipe_and_gp_trials_the_relev
     assert best["widths"] == report["widths"]
     assert "relevance" not in report["trials"][0] and "relevance" not in report["trials"][1]
     relevance = report["trials"][2]["relevance"]
-    choices = {"normalization"}  # the space's one choice dimension; shares sum to 1 within each kind
+    choices = {"normalization", "compensate"}  # the space's choice dimensions; shares sum to 1 within each kind
     assert set(relevance) == names and choices < names
     assert sum(v for k, v in relevance.items() if k not in choices) == pytest.approx(1.0)
     assert sum(v for k, v in relevance.items() if k in choices) == pytest.approx(1.0)
