@@ -18,7 +18,7 @@ Memory is the peak RSS (CPU; read per step by resetting the process's high-water
 multiple of the weights' bytes; time as a multiple of one validation pass of the dense model measured in
 the same job. Writes its section of BENCHMARKS.md with ``--write``.
 
-    .venv/bin/python bench/scale.py --shape 1b --device cpu --write      # about 8 min on 2 idle cores
+    .venv/bin/python bench/scale.py --shape 1b --device cpu --write      # about 15 min on 2 idle cores
     .venv/bin/python bench/scale.py --shape 8b --device cuda --write
     .venv/bin/python bench/scale.py --shape 8b --device cuda --sequential --memory-fraction 0.025 --write
 
@@ -180,12 +180,20 @@ def search_config(args: argparse.Namespace) -> Any:
 
     return SearchConfig(
         trials=args.trials,
-        validation_tokens=args.validation_tokens,
-        chunk_tokens=args.seq_len,
+        validation_tokens=args.validation_tokens or SearchConfig.model_fields["validation_tokens"].default,
+        chunk_tokens=max(args.seq_len, SearchConfig.model_fields["chunk_tokens"].default),
         eval_seq_len=args.seq_len,
         early_reject=False,
         top_k=1,
+        fixed_recipe=False,  # the report's fixed-recipe comparison is a compensated prune: the rows below
     )
+
+
+def validation_text(args: argparse.Namespace) -> str:
+    """How much validation text a pass reads, for the section."""
+    search = search_config(args)
+    default = " (the search's default)" if args.validation_tokens is None else ""
+    return f"{search.validation_tokens} tokens{default} x {len(search.validation)} domains"
 
 
 def search_job(args: argparse.Namespace) -> Any:
@@ -195,7 +203,8 @@ def search_job(args: argparse.Namespace) -> Any:
     samples = {"low": args.samples, "high": args.samples}
     return SearchJob(
         model=model_spec(args),
-        space={"pool_size": args.pool_size, "seq_lens": (args.seq_len,), "samples": samples},
+        # trials without compensation (the compensation row measures it), no fixed-recipe first trial
+        space={"pool_size": args.pool_size, "seq_lens": (args.seq_len,), "samples": samples, "compensators": ("none",)},
         search=search_config(args),
         evaluate=small_eval(SearchJob().evaluate, args),  # the test partitions
     )
@@ -209,6 +218,7 @@ def prune_job(args: argparse.Namespace, metric: str, compensator: str = "none") 
         model=model_spec(args),
         calibration={"samples": args.samples, "seq_len": args.seq_len},
         importance={"mix": {metric: 1.0}},
+        prune={"targets": ("heads", "channels")},
         compensate={"method": compensator},
         evaluate=small_eval(PruneJob().evaluate, args),
     )
@@ -457,8 +467,8 @@ def setting(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> str
         f"({'RSS' if cpu else 'CUDA allocated'}). Peak memory is "
         f"{'the peak RSS' if cpu else 'torch.cuda.max_memory_allocated'} of each step above that, each job in a "
         "fresh process (the compensation and prune rows: their whole job's peak; their time leaves out the "
-        f"evaluations). One validation pass of the dense model ({2 * args.validation_tokens} tokens in windows "
-        f"of {args.seq_len}), measured in each job: {passes}. Search: {args.trials} trials, pools of "
+        f"evaluations). One validation pass of the dense model ({validation_text(args)}, in windows of "
+        f"{args.seq_len}), measured in each job: {passes}. Search: {args.trials} trials, pools of "
         f"{args.pool_size} samples per source x 3 sources, {args.samples} calibration samples per trial, no early "
         f"stop, top 1 confirmed; prunes: {args.samples} samples x {args.seq_len} tokens; final evaluations: "
         f"{args.eval_tokens} tokens per test text."
@@ -496,7 +506,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pool-size", type=int, default=2, help="pool samples per calibration source")
     parser.add_argument("--samples", type=int, default=4, help="calibration samples of a trial and of a prune")
     parser.add_argument("--seq-len", type=int, default=128, help="calibration and evaluation window")
-    parser.add_argument("--validation-tokens", type=int, default=256, help="per validation domain")
+    parser.add_argument("--validation-tokens", type=int, help="per validation domain (default: the search's)")
     parser.add_argument("--eval-tokens", type=int, default=256, help="per test text of the final evaluation")
     parser.add_argument("--compensator", default="reformation", help="reformation: half the solve time of obs")
     parser.add_argument("--write", action="store_true", help="(re)write this run's section of BENCHMARKS.md")
