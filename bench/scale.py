@@ -178,10 +178,11 @@ def search_config(args: argparse.Namespace) -> Any:
     """Few validation tokens in windows of ``--seq-len``; every trial reads all of them (no early stop)."""
     from adapruner.config import SearchConfig
 
+    tokens = args.validation_tokens or SearchConfig.model_fields["validation_tokens"].default
     return SearchConfig(
         trials=args.trials,
-        validation_tokens=args.validation_tokens or SearchConfig.model_fields["validation_tokens"].default,
-        chunk_tokens=max(args.seq_len, SearchConfig.model_fields["chunk_tokens"].default),
+        validation_tokens=tokens,
+        chunk_tokens=max(args.seq_len, min(tokens, SearchConfig.model_fields["chunk_tokens"].default)),
         eval_seq_len=args.seq_len,
         early_reject=False,
         top_k=1,
