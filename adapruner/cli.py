@@ -762,13 +762,14 @@ def print_search_report(job: SearchJob, report: dict[str, Any]) -> None:
 def fixed_comparison(report: dict[str, Any]) -> str:
     """The search's test PPL (its pick before any recovery) beside the fixed recipe's (prune's defaults on the
     same calibration sources), per test text."""
-    fixed, pruned = report["fixed"], report["fixed"]["search_test_ppl"]
+    fixed = report["fixed"]
+    searched = fixed["search_test_ppl"]
     importance, prune = fixed["job"]["importance"], fixed["job"]["prune"]
     recipe = "+".join(importance["mix"]) + f" over {','.join(prune['targets'])}, {fixed['job']['compensate']['method']}"
     if fixed["error"]:
         return f"the fixed recipe (prune's defaults: {recipe}) could not prune this model: {fixed['error']}"
     texts = "; ".join(
-        f"{label} {pruned[label]:.2f} vs {ppl:.2f} ({pruned[label] / ppl:.2f}x)" for label, ppl in fixed["test_ppl"].items()
+        f"{label} {searched[label]:.2f} vs {ppl:.2f} ({searched[label] / ppl:.2f}x)" for label, ppl in fixed["test_ppl"].items()
     )
     return f"against the fixed recipe (prune's defaults: {recipe}; removed {fixed['ratio_achieved']:.1%}): test PPL {texts}"
 

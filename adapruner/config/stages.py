@@ -232,6 +232,11 @@ class EvalConfig(StrictModel):
                 )
         return tuple(dict.fromkeys(tasks))
 
+    def perplexity_only(self) -> EvalConfig:
+        """The same texts and windows without speed or zero-shot measurements: how a search reads the
+        candidates and the fixed recipe it compares them with."""
+        return self.model_copy(update={"speed": False, "zero_shot": ()})
+
 
 def _default_recover_source() -> DataSource:
     return DataSource(kind="builtin", name="pydoc")

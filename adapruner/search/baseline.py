@@ -56,7 +56,6 @@ def fixed_prune_job(job: SearchJob) -> PruneJob:
 def fixed_baseline(loaded: LoadedModel, job: SearchJob, texts: dict[str, torch.Tensor]) -> FixedBaseline:
     """Prune ``loaded.model`` in place with :func:`fixed_prune_job`, read the test ``texts``, restore it."""
     prune_job = fixed_prune_job(job)
-    no_speed = job.evaluate.model_copy(update={"speed": False, "zero_shot": ()})
     start = time.perf_counter()
     before = count_parameters(loaded.model, non_embedding=True)
     spec = prune_job.model_dump(mode="json", include={"calibration", "importance", "prune", "compensate"})
@@ -64,7 +63,7 @@ def fixed_baseline(loaded: LoadedModel, job: SearchJob, texts: dict[str, torch.T
     try:
         prune_loaded(loaded, prune_job, snapshot=snapshot)
         achieved = 1 - count_parameters(loaded.model, non_embedding=True) / before
-        ppl = evaluate_model(loaded.model, texts, no_speed)["perplexity"]
+        ppl = evaluate_model(loaded.model, texts, job.evaluate.perplexity_only())["perplexity"]
     except (PlanError, FloatingPointError) as error:  # the recipe cannot prune this model as asked
         return FixedBaseline(spec, {}, None, round(time.perf_counter() - start, 3), error=str(error))
     finally:

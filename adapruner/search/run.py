@@ -476,7 +476,7 @@ class SearchRun:
         and, where there is more, more) and on the test texts (for the report's validation-vs-test
         agreement only: the choice is made on validation text); best confirmed first."""
         more = self._validation(CONFIRM_TOKENS_FACTOR * self.job.search.validation_tokens)
-        no_speed = self.job.evaluate.model_copy(update={"speed": False, "zero_shot": ()})
+        no_speed = self.job.evaluate.perplexity_only()
         candidates = []
         for record in top:
             with self._trial_model(Recipe(**record.recipe)) as pruned:
