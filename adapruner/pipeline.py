@@ -31,7 +31,7 @@ from adapruner.importance.base import per_unit, unit_statistics_of
 from adapruner.models import LoadedModel, input_device, load_model
 from adapruner.prune import unit_saliency
 from adapruner.prune.depth import block_scores
-from adapruner.prune.step import DenseSnapshot, prune_step
+from adapruner.prune.step import WHOLE_MODEL, DenseSnapshot, prune_step
 from adapruner.report import build_report, save_result
 from adapruner.sequential import Sequential, checked_sequential
 from adapruner.stats import Statistics, collect_statistics
@@ -139,18 +139,20 @@ def prune_loaded(
     with _timed(timings, "calibration_s"):
         samples = sample_windows(loaded.tokenizer, job.calibration)
     compensator = build_compensator(job.compensate.method, damping=job.compensate.damping)
-    collect, score_blocks = collect_statistics, block_scores
+    collect, score_blocks, placement = collect_statistics, block_scores, WHOLE_MODEL
     if (sequential := checked_sequential(job)) is not None:  # layer by layer: the same results
-        collect, score_blocks = sequential.statistics, sequential.block_scores
-        compensator = sequential.wrap(compensator)
+        collect, score_blocks, placement = sequential.statistics, sequential.block_scores, sequential
     mix = [name for name, weight in job.importance.mix.items() if weight > 0]
     unit_terms = unit_statistics_of(mix)  # gradient metrics: per-unit terms of each sample's gradients
     exact = [name for name in mix if not per_unit(build_metric(name))]
     with _timed(timings, "statistics_s"):
-        needs = metric_needs(exact) | compensator.needs
-        stats = collect(adapter, stack(samples), needs=needs, unit_terms=unit_terms, progress=_stage(progress, "statistics"))
+        needs = metric_needs(exact)
+        stats = collect(
+            adapter, stack(samples), needs=needs, unit_terms=unit_terms, progress=_stage(progress, "statistics")
+        )
     with _timed(timings, "scoring_s"):
         scores, saliency = _scores(adapter, stats, job)
+    del stats  # the compensation pass collects its own, one layer at a time
 
     def blocks(criterion: str) -> torch.Tensor:  # depth pruning: scored on the dense model, once
         with _timed(timings, "block_scores_s"):
@@ -162,13 +164,13 @@ def prune_loaded(
         config=job.prune,
         params_before=count_parameters(loaded.model, non_embedding=True),
         compensator=compensator,
-        stats=lambda: stats,
+        calibration=lambda: stack(samples),
+        placement=placement,
         block_scores=blocks,
         saliency=saliency,
         snapshot=snapshot,
         timed=lambda stage: _timed(timings, f"{stage}_s"),
     )
-    del stats
     return {
         "calibration_samples": [s.id for s in samples],
         "planned_ratio": plan.ratio_achieved,

@@ -2,7 +2,7 @@
 decoder layer at a time, as SparseGPT and llm-compressor do.
 
 The weights stay where they were loaded (the CPU). The inputs of every decoder layer are captured once
-(:func:`capture_inputs`: the model runs with its layers bypassed, recording the hidden states that reach
+(:func:`adapruner.layerwise.capture_inputs`: the model runs with its layers bypassed, recording the hidden states that reach
 the first layer and the keyword arguments the model passes each layer: attention mask, position
 embeddings, position ids); then each layer visits the device in turn (:func:`run_layers`), runs on all
 calibration chunks (the hooks registered on it or its Linears see what they need), its outputs become
@@ -12,7 +12,9 @@ decoder layer, one chunk's activations and, for logits, the embedding and head.
 
 What it serves, with the whole-model function it replaces (results equal to float tolerance):
 - activation statistics (``act``, ``cov``): every metric that reads only them (wanda, flap, bip, the
-  numerical ones, the data-free ones) and every compensator, whose solves run per layer on the device;
+  numerical ones, the data-free ones);
+- every compensator: :func:`adapruner.prune.step.compensate_by_layer` runs with this placement (each
+  layer's statistics collected, its surgery done and its solves run while it visits the device);
 - block criteria ``block_influence`` (a layer's input and output) and ``ppl`` (one sequential pass per
   skipped block: exact, ``n_layers`` times the cost of one pass);
 - perplexity evaluation.
@@ -25,8 +27,7 @@ criterion ``taylor_plus``); run those with the whole model on one device, or ove
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -37,11 +38,19 @@ from adapruner.adapters.base import ModelAdapter
 from adapruner.catalog import BLOCK_CRITERIA, METRICS
 from adapruner.config import ModelSpec, PruneJob
 from adapruner.errors import UserError
+from adapruner.layerwise import (
+    CPU,
+    Placement,
+    capture_inputs,
+    head_outputs,
+    hidden_in,
+    hidden_out,
+    run_layers,
+)
 from adapruner.models.loading import placement
-from adapruner.prune.depth import _hidden_in, _hidden_out, block_influence, skipping, token_cosine
-from adapruner.stats import Statistics, _moment_hooks, calibration_mode, unit_modules
+from adapruner.prune.depth import block_influence, skipping, token_cosine
+from adapruner.stats import Statistics, calibration_mode, moment_hooks, unit_modules
 
-CPU = torch.device("cpu")
 GRADIENT_NEEDS = frozenset({"grad", "fisher", "out_grad"})
 SEQUENTIAL_CRITERIA = ("block_influence", "ppl")
 
@@ -50,195 +59,15 @@ class SequentialError(UserError):
     """What the job asks for needs the whole model at once; the message names it and the fix."""
 
 
-@dataclass
-class LayerInputs:
-    """The decoder layers' inputs for one chunk of ``b`` sequences: ``hidden: [b, seq, hidden]`` (what
-    reaches the first layer) and, per layer, the keyword arguments the model passes it (on ``offload``)."""
-
-    hidden: torch.Tensor
-    kwargs: list[dict[str, Any]] = field(default_factory=list)
-
-
-# ---- moving tensors -------------------------------------------------------------------------------
-def to_device(value: Any, device: torch.device, memo: dict[int, Any] | None = None) -> Any:
-    """``value`` (a tensor, or tuples/lists/dicts of them) with every tensor on ``device``; a tensor met
-    twice (the mask every layer shares) is moved once (``memo``)."""
-    memo = {} if memo is None else memo
-    if isinstance(value, torch.Tensor):
-        if id(value) not in memo:
-            memo[id(value)] = value.to(device)
-        return memo[id(value)]
-    if isinstance(value, tuple | list):
-        return type(value)(to_device(v, device, memo) for v in value)
-    if isinstance(value, dict):
-        return {k: to_device(v, device, memo) for k, v in value.items()}
-    return value
-
-
-@contextmanager
-def visiting(module: nn.Module, device: torch.device) -> Iterator[None]:
-    """``module``'s weights on ``device`` while active, back where they were after (the same Parameter
-    objects: hooks and references held elsewhere stay valid)."""
-    home = next(p.device for p in module.parameters())  # where the layer lives, not an input device
-    module.to(device)
-    try:
-        yield
-    finally:
-        module.to(home)
-
-
-def _outer_tensors(model: nn.Module, layers: nn.ModuleList) -> list[tuple[nn.Module, str, str]]:
-    """``(module, kind, name)`` of every parameter and buffer outside the decoder layers (embedding,
-    rotary tables, final norm, head)."""
-    inside = {id(m) for m in layers.modules()}
-    found = []
-    for module in model.modules():
-        if id(module) in inside:
-            continue
-        found += [(module, "_parameters", n) for n, p in module._parameters.items() if p is not None]
-        found += [(module, "_buffers", n) for n, b in module._buffers.items() if b is not None]
-    return found
-
-
-@contextmanager
-def outer_on(model: nn.Module, layers: nn.ModuleList, device: torch.device) -> Iterator[None]:
-    """Everything of ``model`` but its decoder layers on ``device`` while active, back after (a tied
-    head and embedding move once)."""
-    places = _outer_tensors(model, layers)
-    homes = [getattr(module, kind)[name].device for module, kind, name in places]
-    _move(places, [device] * len(places))
-    try:
-        yield
-    finally:
-        _move(places, homes)
-
-
-def _move(places: Sequence[tuple[nn.Module, str, str]], devices: Sequence[torch.device]) -> None:
-    """Put each parameter (its data: the same Parameter object) or buffer of ``places`` on its device."""
-    for (module, kind, name), device in zip(places, devices, strict=True):
-        tensor = getattr(module, kind)[name]
-        if kind == "_parameters":
-            tensor.data = tensor.data.to(device)
-        else:
-            module._buffers[name] = tensor.to(device)
-
-
-@contextmanager
-def replaced_forwards(layers: nn.ModuleList, forward: Callable[[int], Callable[..., Any]]) -> Iterator[None]:
-    """Each decoder layer ``i`` runs ``forward(i)`` instead of its own forward while active (hooks
-    still fire); the layers' own forwards are back after."""
-    own = [layer.__dict__.get("forward") for layer in layers]  # a wrapper already there (accelerate's) stays
-    for index, layer in enumerate(layers):
-        layer.forward = forward(index)
-    try:
-        yield
-    finally:
-        for layer, before in zip(layers, own, strict=True):
-            del layer.forward
-            if before is not None:
-                layer.forward = before
-
-
-class _Captured(Exception):
-    """Stops the capture forward after the last decoder layer (the head is not needed)."""
-
-
-# ---- the passes -----------------------------------------------------------------------------------
-def capture_inputs(
-    adapter: ModelAdapter, batch: torch.Tensor, *, batch_size: int, device: torch.device, offload: torch.device = CPU
-) -> list[LayerInputs]:
-    """The decoder layers' inputs for every chunk of ``batch_size`` rows of ``batch`` (``[n, seq]`` token
-    ids), kept on ``offload``: the model runs with its embedding on ``device`` and its layers bypassed."""
-    model, layers = adapter.model, adapter.layers
-    captured: list[LayerInputs] = []
-
-    def record(index: int) -> Callable[..., Any]:
-        def forward(*args: Any, **kwargs: Any) -> torch.Tensor:
-            hidden = _hidden_in(args, kwargs)
-            kwargs = {k: v for k, v in kwargs.items() if k != "hidden_states"}
-            if index == 0:
-                captured.append(LayerInputs(hidden.to(offload)))
-            captured[-1].kwargs.append(to_device(kwargs, offload, memo[-1]))
-            if index == len(layers) - 1:
-                raise _Captured
-            return hidden
-
-        return forward
-
-    memo: list[dict[int, Any]] = []
-    with outer_on(model, layers, device), replaced_forwards(layers, record), torch.no_grad():
-        for start in range(0, batch.shape[0], batch_size):
-            memo.append({})
-            try:
-                model(batch[start : start + batch_size].to(device), use_cache=False)
-            except _Captured:
-                pass
-    return captured
-
-
-def run_layers(
-    adapter: ModelAdapter,
-    inputs: Sequence[LayerInputs],
-    *,
-    device: torch.device,
-    offload: torch.device = CPU,
-    after_layer: Callable[[int], None] | None = None,
-) -> list[torch.Tensor]:
-    """Run every decoder layer on ``device``, one at a time, on every chunk of ``inputs``; returns the
-    last layer's outputs ``[b, seq, hidden]`` per chunk on ``offload``. ``after_layer(i)`` is called once
-    layer ``i`` has seen every chunk (and has gone back)."""
-    hidden = [chunk.hidden for chunk in inputs]
-    with torch.no_grad():
-        for index, layer in enumerate(adapter.layers):
-            with visiting(layer, device):
-                for c, chunk in enumerate(inputs):
-                    out = layer(hidden[c].to(device), **to_device(chunk.kwargs[index], device))
-                    hidden[c] = _hidden_out(out).to(offload)
-            if after_layer:
-                after_layer(index)
-    return hidden
-
-
-def head_outputs(
-    adapter: ModelAdapter,
-    chunks: Sequence[torch.Tensor],
-    finals: Sequence[torch.Tensor],
-    *,
-    device: torch.device,
-    labels: bool = False,
-) -> Iterator[Any]:
-    """The model's output (``.logits``, and ``.loss`` with ``labels``) for each id chunk of ``chunks``
-    (``[b, seq]``) from its last layer's outputs ``finals`` (per chunk ``[b, seq, hidden]``): the model's
-    own tail runs with the layers bypassed, the last one returning the stored hidden states."""
-    model, layers = adapter.model, adapter.layers
-    current: list[torch.Tensor] = []
-
-    def forward(index: int) -> Callable[..., Any]:
-        def run(*args: Any, **kwargs: Any) -> torch.Tensor:
-            return current[0].to(device) if index == len(layers) - 1 else _hidden_in(args, kwargs)
-
-        return run
-
-    with outer_on(model, layers, device), replaced_forwards(layers, forward), torch.no_grad():
-        for ids, final in zip(chunks, finals, strict=True):
-            ids = ids.to(device)
-            current[:] = [final]
-            yield model(ids, labels=ids if labels else None, use_cache=False)
-
-
 # ---- what the pipeline runs -----------------------------------------------------------------------
 @dataclass(frozen=True)
-class Sequential:
+class Sequential(Placement):
     """Sequential mode: decoder layers visit ``device`` one at a time, their weights and the hidden
     states between layers stay on ``offload``; ``batch_size`` rows of calibration ids per chunk."""
 
-    device: torch.device
+    device: torch.device = CPU
     offload: torch.device = CPU
     batch_size: int = 4
-
-    def capture(self, adapter: ModelAdapter, batch: torch.Tensor) -> list[LayerInputs]:
-        """:func:`capture_inputs` of ``batch`` (``[n, seq]`` ids) in chunks of ``batch_size`` rows."""
-        return capture_inputs(adapter, batch, batch_size=self.batch_size, device=self.device, offload=self.offload)
 
     def statistics(
         self,
@@ -267,25 +96,10 @@ class Sequential:
 
         with calibration_mode(adapter.model, trainable=()):
             inputs = self.capture(adapter, batch)
-            with calibration_mode(adapter.model, trainable=(), hooks=_moment_hooks(adapter, modules, stats, needs)):
+            with calibration_mode(adapter.model, trainable=(), hooks=moment_hooks(adapter, modules, stats, needs)):
                 run_layers(adapter, inputs, device=self.device, offload=self.offload, after_layer=after_layer)
         stats.n_samples, stats.n_tokens = batch.shape[0], batch.numel()
         return stats
-
-    def compensate(self, compensator: Any, adapter: ModelAdapter, targets: Sequence[Any], stats: Statistics) -> None:
-        """Run ``compensator`` (an :class:`adapruner.compensate.Compensator`) on ``targets`` layer by layer,
-        each layer on ``device`` while its projections are solved (dense layer indices: before blocks
-        are removed)."""
-        prefix = adapter.layers_path + "."
-        for index, layer in enumerate(adapter.layers):
-            mine = [t for t in targets if t.module.startswith(f"{prefix}{index}.")]
-            if mine:
-                with visiting(layer, self.device):
-                    compensator(adapter, mine, stats)
-
-    def wrap(self, compensator: Any) -> LayerByLayer:
-        """``compensator`` run by :meth:`compensate`: a drop-in for the pruning step."""
-        return LayerByLayer(compensator, self)
 
     def block_scores(
         self,
@@ -306,7 +120,7 @@ class Sequential:
 
         def hook(index: int):
             def record(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
-                cos_sum[index] += token_cosine(_hidden_in(args, kwargs), _hidden_out(output)).sum().double().cpu()
+                cos_sum[index] += token_cosine(hidden_in(args, kwargs), hidden_out(output)).sum().double().cpu()
 
             return record
 
@@ -353,21 +167,6 @@ class Sequential:
         finals = run_layers(adapter, inputs, device=self.device, offload=self.offload)
         for out in head_outputs(adapter, batches, finals, device=self.device):
             yield out.logits
-
-@dataclass(frozen=True)
-class LayerByLayer:
-    """A compensator (same ``needs`` and call) whose solves run one decoder layer at a time on the device."""
-
-    inner: Any
-    sequential: Sequential
-
-    @property
-    def needs(self) -> frozenset[str]:
-        return self.inner.needs
-
-    def __call__(self, adapter: ModelAdapter, targets: Sequence[Any], stats: Statistics | None) -> None:
-        if targets:
-            self.sequential.compensate(self.inner, adapter, targets, stats)
 
 
 _FIX = (

@@ -214,7 +214,7 @@ def calibration_passes(
     passes = backward_passes(needs)
     phase = [PASSES[0]]
     weights = {name: m.weight for name, m in modules.items()} if passes else {}
-    handles = _moment_hooks(adapter, modules, stats, needs)
+    handles = moment_hooks(adapter, modules, stats, needs)
     sink = gradient_sink(weights, lambda name, grad: consume(phase[0], name, grad))
     with calibration_mode(model, trainable=list(weights.values()), hooks=handles), sink:
         for start in range(0, batch.shape[0], step):
@@ -232,11 +232,17 @@ def calibration_passes(
             yield ids.shape[0]
 
 
-def _moment_hooks(
-    adapter: ModelAdapter, modules: Mapping[str, nn.Linear], stats: Statistics, needs: set[str]
+def moment_hooks(
+    adapter: ModelAdapter,
+    modules: Mapping[str, nn.Linear],
+    stats: Statistics,
+    needs: set[str],
+    *,
+    consumers: Iterable[str] | None = None,
 ) -> list[Any]:
-    """Forward pre-hooks that add each module's input moments (``act``) and the consumers' input
-    covariance (``cov``) to ``stats``, in fp32 on the device of the input."""
+    """Forward pre-hooks that add each of ``modules``' input moments (``act``) and the input covariance
+    (``cov``) of ``consumers`` (default: every consumer projection) to ``stats``, in fp32 on the device of
+    the input."""
     handles = []
     if "act" in needs:
 
@@ -259,7 +265,8 @@ def _moment_hooks(
             return record
 
         handles += [
-            adapter.linear(name).register_forward_pre_hook(cov_hook(name)) for name in consumer_modules(adapter)
+            adapter.linear(name).register_forward_pre_hook(cov_hook(name))
+            for name in (consumer_modules(adapter) if consumers is None else consumers)
         ]
     return handles
 
@@ -302,7 +309,7 @@ def calibration_mode(model: nn.Module, *, trainable: Sequence[nn.Parameter], hoo
         for handle in hooks:
             handle.remove()
         for name, p in model.named_parameters():
-            p.requires_grad_(flags[name])
+            p.requires_grad_(flags.get(name, p.requires_grad))  # one created inside (surgery) keeps its own
             p.grad = None
         model.train(was_training)
 

@@ -7,18 +7,17 @@ import pytest
 import torch
 
 from adapruner.adapters import get_adapter
-from adapruner.compensate import build_compensator, pruned_inputs
+from adapruner.compensate import build_compensator
 from adapruner.config import ModelSpec, PruneConfig
 from adapruner.evaluate import count_parameters, perplexity
 from adapruner.importance import score_groups
-from adapruner.prune import apply_plan, plan_model
+from adapruner.layerwise import capture_inputs, run_layers
 from adapruner.prune.depth import block_scores
+from adapruner.prune.step import WHOLE_MODEL, prune_step
 from adapruner.sequential import (
     Sequential,
     SequentialError,
-    capture_inputs,
     check_sequential,
-    run_layers,
     sequential_for,
 )
 from adapruner.stats import collect_statistics
@@ -86,23 +85,20 @@ def test_block_scores_equal_the_whole_models(case, criterion, batch):
 @pytest.mark.parametrize("method", ["bias", "obs", "reformation", "numerical"])
 def test_compensation_equals_the_whole_models(method, batch):
     results = []
-    for sequential in (False, True):
+    for placement in (WHOLE_MODEL, SEQ):
         adapter = get_adapter(CASES["llama-gqa"]())
-        compensator = build_compensator(method)
-        needs = {"act"} | compensator.needs
-        if sequential:
-            stats = SEQ.statistics(adapter, batch, needs=needs)
-        else:
-            stats = collect_statistics(adapter, batch, needs=needs, batch_size=4)
+        stats = collect_statistics(adapter, batch, needs={"act"}, batch_size=4)
         scores = score_groups(adapter, adapter.groups(), stats, mix={"wanda": 1.0})
         before = count_parameters(adapter.model, non_embedding=True)
-        plan = plan_model(adapter, params_before=before, config=PruneConfig(ratio=0.3, channel_multiple=1))
-        targets = pruned_inputs(adapter, scores, plan)
-        apply_plan(adapter, scores, plan, drop_blocks=False)
-        if sequential:
-            SEQ.wrap(compensator)(adapter, targets, stats)
-        else:
-            compensator(adapter, targets, stats)
+        prune_step(
+            adapter,
+            scores,
+            config=PruneConfig(ratio=0.3, channel_multiple=1),
+            params_before=before,
+            compensator=build_compensator(method),
+            calibration=lambda: batch,
+            placement=placement,
+        )
         results.append(adapter.model.state_dict())
     whole, seq = results
     assert whole.keys() == seq.keys()

@@ -8,7 +8,7 @@ updates the kept weights (or adds a bias) in place. Any compensator can follow a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -49,15 +49,20 @@ class PrunedInput:
 
 
 def pruned_inputs(
-    adapter: ModelAdapter, scores: Mapping[tuple[int, str], torch.Tensor], plan: Plan
+    adapter: ModelAdapter,
+    scores: Mapping[tuple[int, str], torch.Tensor],
+    plan: Plan,
+    *,
+    layers: Iterable[int] | None = None,
 ) -> list[PrunedInput]:
-    """The projections that :func:`adapruner.prune.apply_plan` will shrink, read from the *dense* model
-    (call before ``apply_plan``; the same ``top_units`` choice). Blocks the plan removes whole are skipped."""
+    """The projections that :func:`adapruner.prune.apply_plan` will shrink in ``layers`` (default: all),
+    read from the *dense* model (call before their surgery; the same ``top_units`` choice). Blocks the
+    plan removes whole are skipped. Each dense weight is copied in :data:`SOLVE_DTYPE` where it lives."""
     targets = []
-    for layer, widths in enumerate(plan.keep):
+    for layer in range(len(plan.keep)) if layers is None else layers:
         if layer in plan.drop:
             continue
-        for kind, keep in widths.items():
+        for kind, keep in plan.keep[layer].items():
             group = adapter.unit_group(layer, kind)
             if keep >= group.n_units:
                 continue
@@ -68,7 +73,7 @@ def pruned_inputs(
                 PrunedInput(
                     module=consumer.module,
                     keep=mask.nonzero().squeeze(1),
-                    dense_weight=linear.weight.detach().float().cpu().clone(),
+                    dense_weight=linear.weight.detach().to(SOLVE_DTYPE, copy=True),
                     unit_size=consumer.unit_size,
                 )
             )

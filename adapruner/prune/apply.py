@@ -63,16 +63,29 @@ def apply_plan(
     """Keep, in every group, the ``plan.keep`` best-scoring units; remove the rest; then remove the
     blocks ``plan.drop`` unless ``drop_blocks`` is false (a caller that still addresses modules by
     their dense layer index, e.g. compensation, calls :func:`remove_planned_blocks` afterwards)."""
-    for layer, widths in enumerate(plan.keep):
-        if layer in plan.drop:
-            continue
-        for kind, keep in widths.items():
-            group = adapter.unit_group(layer, kind)
-            if keep < group.n_units:
-                adapter.remove_units(group, top_units(scores[group.key], keep))
+    for layer in range(len(plan.keep)):
+        apply_layer(adapter, scores, plan, layer)
     if drop_blocks:
         remove_planned_blocks(adapter, plan)
     adapter.sync_config()
+
+
+def apply_layer(adapter: ModelAdapter, scores: Mapping[tuple[int, str], torch.Tensor], plan: Plan, layer: int) -> None:
+    """:func:`apply_plan`'s surgery of one decoder layer (none for a block the plan removes whole; the
+    model config is not synced)."""
+    if layer in plan.drop:
+        return
+    for kind, keep in plan.keep[layer].items():
+        group = adapter.unit_group(layer, kind)
+        if keep < group.n_units:
+            adapter.remove_units(group, top_units(scores[group.key], keep))
+
+
+def layer_changes(adapter: ModelAdapter, plan: Plan, layer: int) -> bool:
+    """Whether :func:`apply_layer` removes any unit of decoder ``layer``."""
+    return layer not in plan.drop and any(
+        keep < adapter.unit_group(layer, kind).n_units for kind, keep in plan.keep[layer].items()
+    )
 
 
 def remove_planned_blocks(adapter: ModelAdapter, plan: Plan) -> None:

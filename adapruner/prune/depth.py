@@ -28,6 +28,7 @@ from torch import nn
 from adapruner.adapters.base import ModelAdapter
 from adapruner.catalog import BLOCK_CRITERIA
 from adapruner.errors import UserError
+from adapruner.layerwise import hidden_in, hidden_out
 from adapruner.models.loading import input_device
 from adapruner.prune.plan import PlanError
 from adapruner.stats import calibration_mode
@@ -78,20 +79,12 @@ def choose_blocks(scores: torch.Tensor, n: int, *, candidates: Sequence[int]) ->
 
 
 # ---- running the model ------------------------------------------------------------------------------
-def _hidden_in(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
-    return args[0] if args else kwargs["hidden_states"]
-
-
-def _hidden_out(output: Any) -> torch.Tensor:
-    return output[0] if isinstance(output, tuple) else output
-
-
 @contextmanager
 def skipping(layer: nn.Module) -> Iterator[None]:
     """Run ``layer`` as the identity (its output replaced by its input hidden states) inside the block."""
 
     def hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
-        hidden = _hidden_in(args, kwargs)
+        hidden = hidden_in(args, kwargs)
         return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
     handle = layer.register_forward_hook(hook, with_kwargs=True)
@@ -184,7 +177,7 @@ class BlockInfluenceCriterion(BlockCriterion):
 
         def hook(index: int):
             def record(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
-                cos_sum[index] += token_cosine(_hidden_in(args, kwargs), _hidden_out(output)).sum().double().cpu()
+                cos_sum[index] += token_cosine(hidden_in(args, kwargs), hidden_out(output)).sum().double().cpu()
 
             return record
 

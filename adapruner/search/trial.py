@@ -24,7 +24,6 @@ from adapruner.prune.plan import Plan
 from adapruner.prune.step import DenseSnapshot, prune_step
 from adapruner.search.cache import PoolStats, choose_samples, pool_tokens, pooled_scores
 from adapruner.search.space import Recipe
-from adapruner.stats import collect_statistics
 
 
 @dataclass
@@ -105,8 +104,7 @@ def _prune(
         config=recipe.prune_config(ratio=ratio, targets=targets),
         params_before=count_parameters(loaded.model, non_embedding=True),
         compensator=compensator,
-        # the dense model's statistics of the chosen samples (one forward pass, before surgery)
-        stats=lambda: collect_statistics(adapter, pool_tokens(pool, ids), needs=compensator.needs),
+        calibration=lambda: pool_tokens(pool, ids),  # the compensator reads the chosen samples' activations
         block_scores=blocks,
         snapshot=snapshot,
     )

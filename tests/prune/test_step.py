@@ -1,16 +1,20 @@
-"""The one pruning step (plan -> compensate -> surgery) and the snapshot that undoes it exactly."""
+"""The one pruning step (plan -> surgery and compensation, layer by layer) and the snapshot that undoes it exactly."""
 
 from __future__ import annotations
+
+import weakref
 
 import pytest
 import torch
 
 from adapruner.adapters import get_adapter
 from adapruner.catalog import COMPENSATORS
-from adapruner.compensate import build_compensator
+from adapruner.compensate import build_compensator, pruned_inputs
+from adapruner.compensate.obs import ObsCompensator
 from adapruner.config import PruneConfig
 from adapruner.evaluate import count_parameters
 from adapruner.importance import score_groups
+from adapruner.prune import apply_plan, remove_planned_blocks
 from adapruner.prune.depth import block_scores
 from adapruner.prune.step import DenseSnapshot, prune_step
 from adapruner.stats import collect_statistics
@@ -41,10 +45,10 @@ def assert_same(model: torch.nn.Module, before: dict) -> None:
     assert {k: v for k, v in after.items() if k != "weights"} == {k: v for k, v in before.items() if k != "weights"}
 
 
-def step(model, *, method: str, config: PruneConfig, snapshot: DenseSnapshot | None = None, stats=None, **kwargs):
+def step(model, *, method: str, config: PruneConfig, snapshot: DenseSnapshot | None = None, calibration=None, **kwargs):
     adapter = get_adapter(model)
-    compensator = build_compensator(method)
-    collected = collect_statistics(adapter, BATCH, needs={"act"} | compensator.needs)
+    compensator = kwargs.pop("compensator", None) or build_compensator(method)
+    collected = collect_statistics(adapter, BATCH, needs={"act"})
     scores = score_groups(adapter, adapter.groups(), collected, mix={"wanda": 1.0})
     return prune_step(
         adapter,
@@ -52,7 +56,7 @@ def step(model, *, method: str, config: PruneConfig, snapshot: DenseSnapshot | N
         config=config,
         params_before=count_parameters(model, non_embedding=True),
         compensator=compensator,
-        stats=stats or (lambda: collected),
+        calibration=calibration or (lambda: BATCH),
         block_scores=lambda criterion: block_scores(adapter, BATCH, criterion=criterion),
         snapshot=snapshot,
         **kwargs,
@@ -97,19 +101,70 @@ def test_a_tensor_updated_in_place_is_restored_only_when_protected():
     assert_same(seen, before)
 
 
-def test_statistics_are_read_only_when_the_compensator_needs_them():
+def test_calibration_is_read_only_when_the_compensator_needs_statistics():
     def refuse():
-        raise AssertionError("statistics read for a compensator that needs none")
+        raise AssertionError("calibration read for a compensator that needs no statistics")
 
     model = tiny_llama(layers=3)
-    step(model, method="none", config=PruneConfig(ratio=0.3, channel_multiple=1), stats=refuse)
+    step(model, method="none", config=PruneConfig(ratio=0.3, channel_multiple=1), calibration=refuse)
     calls = []
     other = tiny_llama(layers=3)
-    adapter = get_adapter(other)
-    collected = collect_statistics(adapter, BATCH, needs={"act", "cov"})
-    config = PruneConfig(ratio=0.3, channel_multiple=1)
-    step(other, method="obs", config=config, stats=lambda: calls.append(1) or collected)
+    step(
+        other,
+        method="obs",
+        config=PruneConfig(ratio=0.3, channel_multiple=1),
+        calibration=lambda: calls.append(1) or BATCH,
+    )
     assert calls == [1]
+
+
+@pytest.mark.parametrize("method", ["bias", "obs", "reformation", "numerical"])
+@pytest.mark.parametrize("depth_share", [0.0, 0.6], ids=["width", "depth"])
+def test_layer_by_layer_compensation_equals_one_whole_model_statistics_pass(method, depth_share):
+    """The step's compensation (one layer's statistics at a time, surgery in between) gives the weights of
+    compensating every projection from one whole-model pass of the dense model's statistics."""
+    config = PruneConfig(ratio=0.4, depth_share=depth_share, channel_multiple=1, targets=("heads", "channels"))
+    model = tiny_llama(layers=4, attention_bias=True)
+    plan = step(model, method=method, config=config)
+
+    reference = tiny_llama(layers=4, attention_bias=True)
+    adapter = get_adapter(reference)
+    stats = collect_statistics(adapter, BATCH, needs={"act", "cov"})
+    scores = score_groups(adapter, adapter.groups(), stats, mix={"wanda": 1.0})
+    targets = pruned_inputs(adapter, scores, plan)
+    apply_plan(adapter, scores, plan, drop_blocks=False)
+    build_compensator(method)(adapter, targets, stats)
+    remove_planned_blocks(adapter, plan)
+
+    assert bool(plan.drop) == (depth_share > 0) and targets
+    got, want = model.state_dict(), reference.state_dict()
+    assert got.keys() == want.keys()
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_compensation_holds_one_layers_statistics_at_a_time():
+    """Each layer's statistics hold only that layer's pruned projections and are freed before the next
+    layer's are collected (no whole-model covariance alive)."""
+    seen: list[tuple[int, list[str], list[str], bool]] = []
+    previous: list[weakref.ref] = []
+
+    class Recording(ObsCompensator):
+        def __call__(self, adapter, targets, stats):
+            layers = {int(t.module.split(".")[2]) for t in targets}
+            freed = all(ref() is None for ref in previous)
+            seen.append((len(layers), sorted(stats.cov), sorted(t.module for t in targets), freed))
+            previous.append(weakref.ref(stats.cov[targets[0].module]))
+            super().__call__(adapter, targets, stats)
+
+    model = tiny_llama(layers=4)
+    config = PruneConfig(ratio=0.4, channel_multiple=1, targets=("heads", "channels"))
+    step(model, method="obs", config=config, compensator=Recording())
+    assert len(seen) == 4
+    for index, (n_layers, cov, pruned, freed) in enumerate(seen):
+        assert n_layers == 1 and freed and cov == pruned, index
+        assert set(cov) <= {f"model.layers.{index}.mlp.down_proj", f"model.layers.{index}.self_attn.o_proj"}
+    assert any(len(cov) == 2 for _, cov, _, _ in seen)
 
 
 def test_blocks_go_after_compensation_and_the_stages_are_timed():
