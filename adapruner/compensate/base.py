@@ -138,11 +138,8 @@ def set_weight_(linear: nn.Linear, weight: torch.Tensor) -> None:
     linear.weight.copy_(weight.to(linear.weight.dtype))
 
 
-def damped(cov: torch.Tensor, damping: float) -> torch.Tensor:
-    """``cov + damping * mean(diag cov) * I`` in :data:`SOLVE_DTYPE` (at least: a float64 ``cov`` stays
-    float64); dead inputs (zero variance) get a unit diagonal, as SparseGPT does, so the matrix is invertible."""
-    h = cov.to(torch.promote_types(cov.dtype, SOLVE_DTYPE), copy=True)
-    dead = h.diagonal() == 0
-    h.diagonal()[dead] = 1.0
-    h.diagonal().add_(damping * h.diagonal().mean())
-    return h
+def damped_diagonal(diagonal: torch.Tensor, damping: float) -> torch.Tensor:
+    """The diagonal ``[d_in]`` of ``cov + damping * mean(diag cov) * I`` for ``diagonal = diag(cov)``; dead
+    inputs (zero variance) get a unit diagonal first, as SparseGPT does, so that the matrix is invertible."""
+    d = torch.where(diagonal == 0, torch.ones_like(diagonal), diagonal)
+    return d + damping * d.mean()

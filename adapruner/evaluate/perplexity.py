@@ -89,6 +89,16 @@ def perplexity(
 
 def token_nll(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """``[t - 1]`` negative log-likelihood of ``ids[1:]`` (``ids: [t]``) under ``logits: [t, vocab]``, in
-    float32: one window at a time, so the float32 copy is one window's logits, not a batch's (with a
-    128K-word vocabulary, a batch of four 128-token windows is 262 MB of float32 logits)."""
-    return F.cross_entropy(logits[:-1].float(), ids[1:], reduction="none")
+    float32, :data:`_NLL_ROWS` positions at a time: the float32 copy is a block's logits, not a window's or
+    a batch's (with a 128K-word vocabulary a 512-token window is 262 MB in float32), and a block stays in
+    the CPU's cache between the copy and the softmax (twice as fast as one call over the window)."""
+    targets = ids[1:]
+    return torch.cat(
+        [
+            F.cross_entropy(block.float(), targets[start : start + _NLL_ROWS], reduction="none")
+            for start, block in zip(range(0, targets.shape[0], _NLL_ROWS), logits[:-1].split(_NLL_ROWS))
+        ]
+    )
+
+
+_NLL_ROWS = 32

@@ -16,9 +16,7 @@ class WandaImportance(Importance):
     needs = frozenset({"act"})
     pooled_from = MOMENTS
 
-    def unit_terms(
-        self, weight: torch.Tensor, slice_: CoupledSlice, n_units: int, stats: Statistics
-    ) -> torch.Tensor:
+    def unit_terms(self, weight: torch.Tensor, slice_: CoupledSlice, n_units: int, stats: Statistics) -> torch.Tensor:
         norm = stats.act_norm(slice_.module)
         return weighted_unit_totals(weight, slice_, n_units, power=1, column_weights=norm)
 

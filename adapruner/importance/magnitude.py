@@ -25,16 +25,12 @@ class RandomImportance(Importance):
 class L1Importance(Importance):
     """Sum of |W| over each unit's weights in every coupled slice."""
 
-    def unit_terms(
-        self, weight: torch.Tensor, slice_: CoupledSlice, n_units: int, stats: Statistics
-    ) -> torch.Tensor:
+    def unit_terms(self, weight: torch.Tensor, slice_: CoupledSlice, n_units: int, stats: Statistics) -> torch.Tensor:
         return weighted_unit_totals(weight, slice_, n_units, power=1)
 
 
 class L2Importance(Importance):
     """Sum of W^2 over each unit's weights (the squared L2 norm of the unit's weight vectors)."""
 
-    def unit_terms(
-        self, weight: torch.Tensor, slice_: CoupledSlice, n_units: int, stats: Statistics
-    ) -> torch.Tensor:
+    def unit_terms(self, weight: torch.Tensor, slice_: CoupledSlice, n_units: int, stats: Statistics) -> torch.Tensor:
         return weighted_unit_totals(weight, slice_, n_units, power=2)

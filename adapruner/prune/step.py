@@ -20,6 +20,7 @@ from adapruner.adapters.base import ModelAdapter, observing_slices
 from adapruner.compensate import Compensator, PrunedInput, pruned_inputs
 from adapruner.config import PruneConfig
 from adapruner.layerwise import LayerInputs, Placement, visiting
+from adapruner.models.loading import trim_heap
 from adapruner.prune.apply import apply_layer, apply_plan, layer_changes, plan_model, remove_planned_blocks
 from adapruner.prune.plan import Plan
 from adapruner.stats import Statistics, calibration_mode, moment_hooks
@@ -89,6 +90,7 @@ class DenseSnapshot:
         drop = mask.nonzero().squeeze(1)
         self._slicings.append(_Slicing(old, dim, keep, drop, old.detach().index_select(dim, drop), new))
         old.data = torch.empty(0, dtype=old.dtype, device=old.device)  # freed until restore
+        trim_heap()  # and given back, not kept as a heap fragment
 
     def protect(self, modules: Sequence[nn.Module]) -> None:
         """Copy the current values of the Parameters of ``modules`` (e.g. the kept columns and an existing
@@ -105,6 +107,7 @@ class DenseSnapshot:
                 param.copy_(value)
             while self._slicings:  # last first; each one's pruned tensors are freed as soon as it is undone
                 self._slicings.pop().undo()
+                trim_heap()
         for module, attributes in self._modules:
             for name in set(module.__dict__) - set(attributes):
                 del module.__dict__[name]

@@ -36,3 +36,21 @@ def test_structured_obs_without_damping_is_the_least_squares_optimum():
     torch.testing.assert_close(
         obs_update(w, x.t() @ x, keep, damping=0.0), least_squares_weight(w, x.t() @ x, keep, damping=0.0)
     )
+
+
+def test_obs_is_sparsegpts_update_with_the_damped_inverse_hessian():
+    """The kept-block solve equals the OBS formula written with ``Hinv`` (damping and a dead input
+    included), the form SparseGPT uses."""
+    x, w, keep = _problem(3)
+    x[:, 4] = 0.0  # a dead input, dropped
+    x[:, 5] = 0.0  # and one kept
+    cov = x.t() @ x
+    for damping in (0.0, 0.01, 1.0):
+        h = cov.clone()
+        dead = h.diagonal() == 0
+        h.diagonal()[dead] = 1.0
+        h.diagonal().add_(damping * h.diagonal().mean())
+        h_inv = torch.linalg.inv(h)
+        drop = torch.tensor([i for i in range(12) if i not in keep.tolist()])
+        reference = (w - w[:, drop] @ torch.linalg.solve(h_inv[drop][:, drop], h_inv[drop]))[:, keep]
+        torch.testing.assert_close(obs_update(w, cov, keep, damping=damping), reference)

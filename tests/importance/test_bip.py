@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
 from adapruner.adapters import get_adapter
 from adapruner.importance import build_metric, metric_needs
+from adapruner.importance.bip import spectral_norms
 from adapruner.stats import collect_statistics
 from tests.conftest import tiny_llama
 
@@ -60,3 +62,12 @@ def test_bip_spectral_bound_is_tighter_than_the_frobenius_one(tiny_batch):
     frobenius = o_proj.reshape(o_proj.shape[0], group.n_units, size).norm(dim=(0, 2)) * act
     bound = build_metric("bip")(adapter, group, stats)
     assert (bound <= frobenius.double() + 1e-6).all() and (bound < frobenius.double()).any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_spectral_norms_are_each_units_largest_singular_value(dtype):
+    weight = torch.randn(48, 4 * 6, generator=torch.Generator().manual_seed(5)).to(dtype)
+    weight[:, 6:12] *= 30.0  # one unit far larger than the others
+    blocks = weight.float().t().reshape(4, 6, 48)
+    expected = torch.linalg.matrix_norm(blocks, ord=2)
+    torch.testing.assert_close(spectral_norms(weight, n_units=4, unit_size=6), expected, rtol=1e-5, atol=1e-6)

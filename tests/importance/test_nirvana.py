@@ -69,7 +69,10 @@ def test_nirvana_allocation_keeps_the_ratio_and_prunes_low_saliency_layers_first
     before = sum(s.heads * s.head_params + s.channels * s.channel_params for s in shapes)
     uniform = plan_widths(shapes, params_before=before, config=PruneConfig(ratio=0.2, targets=("heads", "channels")))
     adaptive = plan_widths(
-        shapes, params_before=before, config=PruneConfig(ratio=0.2, allocation="nirvana", targets=("heads", "channels")), saliency=_saliency(2)
+        shapes,
+        params_before=before,
+        config=PruneConfig(ratio=0.2, allocation="nirvana", targets=("heads", "channels")),
+        saliency=_saliency(2),
     )
     assert adaptive.params_removed == uniform.params_removed
     assert abs(adaptive.ratio_achieved - 0.2) <= 0.01 * 0.2
