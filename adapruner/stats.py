@@ -260,7 +260,10 @@ def moment_hooks(
         def cov_hook(name: str):
             def record(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
                 x = inputs[0].detach().float().reshape(-1, inputs[0].shape[-1])
-                _accumulate(stats.cov, name, x.t() @ x)
+                if name in stats.cov:  # in place: no second [d, d] matrix per chunk
+                    stats.cov[name].addmm_(x.t(), x)
+                else:
+                    stats.cov[name] = x.t() @ x
 
             return record
 

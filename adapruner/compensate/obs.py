@@ -40,9 +40,7 @@ def obs_update(dense_weight: torch.Tensor, cov: torch.Tensor, keep: torch.Tensor
         return w[:, keep]
     drop = drop_mask.nonzero().squeeze(1)
     h = cov.to(w.dtype)
-    rows = h.index_select(0, keep)
-    h_kk, h_kj = rows.index_select(1, keep), rows.index_select(1, drop)  # [k, k], [k, j]
-    del rows
+    h_kk, h_kj = h[keep[:, None], keep], h[keep[:, None], drop]  # [k, k], [k, j], no [k, d] in between
     h_kk.diagonal().copy_(damped_diagonal(h.diagonal(), damping)[keep])
     factor = torch.linalg.cholesky(h_kk)
     del h_kk

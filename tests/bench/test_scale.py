@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-STEPS = ("warm-up", "one trial", "final step", "search", "compensation", "prune --metric taylor")
+STEPS = ("warm-up", "one trial", "one trial", "final step", "search", "compensation", "prune --metric taylor")
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +80,10 @@ SEARCH = COMMON | {
     "warmup_peak": 13 * GIB,
     "trial_s": 12.0,  # 1.2 passes: not met
     "trial_peak": 12 * GIB,
+    "compensated_trial_s": 30.0,
+    "compensated_trial_peak": 16 * GIB,
+    "trials_without_compensation": 2,
+    "compensator": "obs",
     "final_s": 40.0,
     "final_peak": 18 * GIB,  # 1.7x: the search's peak, met
     "search_s": 100.0,
@@ -95,8 +99,9 @@ def test_rows_and_targets_from_the_jobs_facts():
     args = scale.parse_args(["--shape", "1b", "--trials", "3"])
     results = {"search": SEARCH, "prune": PRUNE, "compensation": COMPENSATION}
     rows = scale.table_rows(args, results)
-    assert rows[1].step.startswith("one trial (mean of 3, 1 failed")
-    assert (rows[1].passes, rows[3].weights, rows[4].seconds, rows[5].weights) == (1.2, 1.7, 5.0, 1.4)
+    assert rows[1].step.startswith("one trial (mean of 2, 1 failed, no compensation")
+    assert rows[2].step == "one trial (the fixed recipe, obs compensation)" and rows[2].passes == 3.0
+    assert (rows[1].passes, rows[4].weights, rows[5].seconds, rows[6].weights) == (1.2, 1.7, 5.0, 1.4)
     assert scale.targets(args, rows, results) == [
         "- peak of prune --metric taylor: 1.40x weights (target <= 1.6x weights): met",
         "- peak of the search: 1.70x weights (target <= 1.8x weights): met",
@@ -124,7 +129,7 @@ def test_sequential_mode_skips_the_search_and_checks_the_memory_cap():
     capped = PRUNE | {"cap_bytes": 2 * GIB}
     results = {"prune": capped, "compensation": capped}
     rows = scale.table_rows(args, results)
-    assert rows[0].error == "not run (a search refuses sequential mode)" and rows[5].step == "prune --metric wanda"
+    assert rows[0].error == "not run (a search refuses sequential mode)" and rows[6].step == "prune --metric wanda"
     assert scale.targets(args, rows, results) == [
         "- GPU memory cap under which sequential mode pruned: 0.20x weights (target <= 0.25x weights): met"
     ]
