@@ -8,6 +8,8 @@ file's own tokenizer. :func:`measure_serving` times prompt processing and genera
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -27,17 +29,42 @@ def load_llama(path: str | Path, *, n_ctx: int, n_threads: int | None = None, lo
         raise UserError("--runtime llamacpp needs llama-cpp-python: pip install 'adapruner[serve]'") from None
     if not Path(path).is_file():
         raise UserError(f"llama.cpp: no GGUF file {str(path)!r}")
-    return Llama(
-        str(path),
-        n_ctx=n_ctx,
-        n_batch=n_ctx,
-        n_ubatch=n_ctx,
-        n_threads=n_threads,
-        n_threads_batch=n_threads,
-        logits_all=logits_all,
-        n_gpu_layers=0,
-        verbose=False,
-    )
+    with _without_weight_repacking():
+        return Llama(
+            str(path),
+            n_ctx=n_ctx,
+            n_batch=n_ctx,
+            n_ubatch=n_ctx,
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
+            logits_all=logits_all,
+            n_gpu_layers=0,
+            verbose=False,
+        )
+
+
+@contextmanager
+def _without_weight_repacking() -> Iterator[None]:
+    """Models loaded inside take llama.cpp's plain CPU buffers (``use_extra_bufts`` false: no weights
+    repacked for the CPU's matrix extensions). On this project's AMX machine the repacked Q8_0 weights gave
+    logits unrelated to the model's (RMS error about 1x their spread, with llama-cpp-python 0.3.16 and
+    0.3.36; f32, f16 and bf16 were exact): a runtime that measures the exported file must read what it
+    holds. ``Llama`` takes no argument for it, so its default model parameters are wrapped while loading."""
+    import llama_cpp.llama_cpp as binding
+
+    defaults = binding.llama_model_default_params
+
+    def plain() -> Any:
+        params = defaults()
+        if hasattr(params, "use_extra_bufts"):  # older bindings have no repacking switch
+            params.use_extra_bufts = False
+        return params
+
+    binding.llama_model_default_params = plain
+    try:
+        yield
+    finally:
+        binding.llama_model_default_params = defaults
 
 
 class LlamaCppLM:
