@@ -1,6 +1,6 @@
 """Running a model's decoder layers one at a time on stored hidden states: the passes that sequential
-mode (:mod:`adapruner.sequential`) and layer-by-layer compensation (:mod:`adapruner.compensate.layerwise`)
-are made of.
+mode (:mod:`adapruner.sequential`) and layer-by-layer compensation
+(:func:`adapruner.prune.step.compensate_by_layer`) are made of.
 
 :func:`capture_inputs` runs the model with its layers bypassed and records the hidden states that reach
 the first layer and the keyword arguments the model passes each layer (attention mask, position

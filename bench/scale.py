@@ -290,7 +290,6 @@ def measure_search(args: argparse.Namespace, loaded: Any, meter: Meter) -> dict[
     compensated = [steps[f"trial {r.index}"] for r in run.state.trials() if r.recipe.get("compensate") != "none"]
     return {
         "validation_pass_s": statistics.fmean([run.state.timings["validation_pass_s"], second_pass]),
-        "validation_passes_s": [run.state.timings["validation_pass_s"], second_pass],
         "warmup_s": run.state.timings["warmup_s"],  # the pools alone (the step also holds the dense pass)
         "warmup_peak": steps["warmup"]["peak"],
         "trial_s": statistics.fmean(t["seconds"] for t in plain) if plain else None,

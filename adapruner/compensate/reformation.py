@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from adapruner.compensate.base import Compensator, PrunedInput, set_weight_, solve_inputs
+from adapruner.compensate.base import Compensator, PrunedInput, refit_kept_columns, set_weight_, solve_inputs
 from adapruner.stats import Statistics
 
 
@@ -25,14 +25,11 @@ def least_squares_weight(
     dense_weight: torch.Tensor, cov: torch.Tensor, keep: torch.Tensor, *, damping: float
 ) -> torch.Tensor:
     """The re-fitted kept columns ``[out, k]`` from ``dense_weight: [out, d_in]``, ``cov: [d_in, d_in]``
-    (sum over tokens of x x^T) and ``keep: [k]``."""
-    w, h = dense_weight, cov.to(dense_weight.dtype)
-    keep = keep.to(w.device)
-    h_kk = h[keep][:, keep].clone()
-    lam = damping * h_kk.diagonal().mean().clamp_min(1e-12)
-    rhs = w @ h[:, keep] + lam * w[:, keep]  # [out, k]
-    h_kk.diagonal().add_(lam)
-    return torch.linalg.solve(h_kk, rhs.t()).t()
+    (sum over tokens of x x^T) and ``keep: [k]``: :func:`~adapruner.compensate.base.refit_kept_columns`
+    with ``lam`` added to the kept block's diagonal."""
+    kept = cov.diagonal().to(dense_weight.dtype)[keep.to(cov.device)]
+    lam = damping * kept.mean().clamp_min(1e-12)
+    return refit_kept_columns(dense_weight, cov, keep, kept_diagonal=kept + lam)
 
 
 class ReformationCompensator(Compensator):

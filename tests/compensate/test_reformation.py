@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import torch
 
+from adapruner.compensate.base import refit_kept_columns
 from adapruner.compensate.obs import obs_update
 from adapruner.compensate.reformation import least_squares_weight
 
@@ -54,3 +55,14 @@ def test_obs_is_sparsegpts_update_with_the_damped_inverse_hessian():
         drop = torch.tensor([i for i in range(12) if i not in keep.tolist()])
         reference = (w - w[:, drop] @ torch.linalg.solve(h_inv[drop][:, drop], h_inv[drop]))[:, keep]
         torch.testing.assert_close(obs_update(w, cov, keep, damping=damping), reference)
+
+
+def test_refit_solves_by_lu_where_the_kept_block_is_not_positive_definite():
+    x, w, keep = _problem(4)
+    cov = x.t() @ x
+    drop = torch.tensor([i for i in range(12) if i not in keep.tolist()])
+    for diagonal in (cov.diagonal()[keep] + 1.0, -cov.diagonal()[keep]):  # Cholesky, then the LU fallback
+        a = cov[keep][:, keep].clone()
+        a.diagonal().copy_(diagonal)
+        expected = w[:, keep] + (torch.linalg.inv(a) @ cov[keep][:, drop] @ w[:, drop].t()).t()
+        torch.testing.assert_close(refit_kept_columns(w, cov, keep, kept_diagonal=diagonal), expected)
