@@ -451,10 +451,10 @@ def format_rows(rows: list[Row]) -> list[str]:
     return lines
 
 
-def verdict(name: str, value: float | None, limit: float, unit: str) -> str:
+def verdict(name: str, value: float | None, limit: float, unit: str, fmt: str = ".2f") -> str:
     if value is None:
         return f"- {name}: not measured (target <= {limit}{unit}): not met"
-    return f"- {name}: {value:.2f}{unit} (target <= {limit}{unit}): {'met' if value <= limit else 'not met'}"
+    return f"- {name}: {value:{fmt}}{unit} (target <= {limit}{unit}): {'met' if value <= limit else 'not met'}"
 
 
 def targets(args: argparse.Namespace, rows: list[Row], results: dict[str, dict[str, Any]]) -> list[str]:
