@@ -12,9 +12,11 @@ validation partition and the report its test partition, never used to choose. Se
   own train partition); NIRVANA's metric with its own allocation (one ``prune`` job each); LLM-Pruner's
   published setting (Taylor over heads and channels, blocks 4..-2, 10 x 64 tokens). The best one on the
   validation text is reported on the test text.
-- Searches: ``--strategies`` x ``--seeds`` x cold / warm start; after k trials the incumbent is the best
-  full trial on validation so far, and only it is read on the test text (once per change). A warm start
-  takes the trials of an earlier GP search of the same texts at ``--warm-ratio`` (one per seed).
+- Searches: ``--strategies`` cold and ``--warm-strategies`` warm on the first setting's first seed,
+  ``--seed-strategies`` on its other seeds, ``--setting-strategies`` in the other settings (all by default);
+  after k trials the incumbent is the best full trial on validation so far, and only it is read on the
+  test text (once per change). A warm start takes the trials of an earlier GP search of the same texts at
+  ``--warm-ratio`` (one per seed).
 - Parallel scaling: ``search.parallel`` workers (1, 2, 4, 8), trials per hour and final quality; on a
   machine of two cores or fewer on the tiny model.
 
