@@ -251,6 +251,7 @@ class Lab:
         self.models: dict[str, Any] = {}
         self.pools: dict[tuple, Any] = {}
         self.validations: dict[str, Any] = {}
+        self.test_texts: dict[str, Any] = {}
 
     def model_source(self, name: str) -> str:
         return str(tiny_model_folder(self.args.out)) if name == "tiny" else name
@@ -317,12 +318,20 @@ class Lab:
             self.validations[domain] = search_validation(self.loaded().tokenizer, job.search)
         return self.validations[domain]
 
-    def test_ppl(self, model: Any, domain: str, loaded: Any | None = None) -> float:
+    def validation_ppl(self, model: Any, domain: str) -> float:
+        """``model``'s perplexity on the searches' validation chunks of ``domain`` (all of them, no early stop)."""
+        from adapruner.search.objective import observe
+
+        validation = self.validation(domain)
+        return math.exp(observe(model, validation, reference=[0.0] * len(validation.chunks)).value)
+
+    def test_ppl(self, model: Any, domain: str) -> float:
         from adapruner.pipeline import eval_texts, evaluate_model
 
         config = self.evaluate(domain)
-        texts = eval_texts((loaded or self.loaded()).tokenizer, config)
-        return evaluate_model(model, texts, config)["perplexity"][source(domain, "test").label()]
+        if domain not in self.test_texts:
+            self.test_texts[domain] = eval_texts(self.loaded().tokenizer, config)
+        return evaluate_model(model, self.test_texts[domain], config)["perplexity"][source(domain, "test").label()]
 
     def fixed_pools(self, setting: str, domain: str) -> dict[int, Any]:
         """The candidate pool of the setting's sources (seed 0), with the statistics of every metric here."""
@@ -395,13 +404,9 @@ def fixed_recipes(args: argparse.Namespace, setting: str, domain: str) -> list[F
 
 def fixed_result(lab: Lab, setting: str, domain: str, row: Fixed, *, test: bool) -> dict[str, Any]:
     """Prune ``row`` once: its validation PPL (and with ``test`` its test PPL), or the error that stopped it."""
-    from adapruner.search.objective import observe
-
-    validation = lab.validation(domain)
     try:
         with pruned_model(lab, setting, domain, row) as model:
-            value = observe(model, validation, reference=[0.0] * len(validation.chunks)).value
-            result = {"validation_ppl": math.exp(value)}
+            result = {"validation_ppl": lab.validation_ppl(model, domain)}
             if test:
                 result["test_ppl"] = lab.test_ppl(model, domain)
     except Exception as error:  # a recipe that cannot run is a row of the table, not the end of the run
@@ -467,12 +472,9 @@ def fixed_part(lab: Lab, setting: str, domain: str) -> dict[str, Any]:
 
 
 def dense_part(lab: Lab, domain: str) -> dict[str, Any]:
-    from adapruner.search.objective import observe
-
     def make() -> dict[str, Any]:
-        model, validation = lab.loaded().model, lab.validation(domain)
-        value = observe(model, validation, reference=[0.0] * len(validation.chunks)).value
-        return {"validation_ppl": math.exp(value), "test_ppl": lab.test_ppl(model, domain)}
+        model = lab.loaded().model
+        return {"validation_ppl": lab.validation_ppl(model, domain), "test_ppl": lab.test_ppl(model, domain)}
 
     return lab.cache.get(f"dense/{domain}", timed(make))
 
@@ -569,15 +571,6 @@ def reach(entry: dict[str, Any], value: float | None, trials: int) -> int:
 
 
 # ---- parallel scaling --------------------------------------------------------------------------------
-def parallel_missing() -> str | None:
-    """Why the scaling part cannot run, or None."""
-    from adapruner.config import SearchConfig
-
-    if "parallel" not in SearchConfig.model_fields:
-        return "this adapruner's SearchConfig has no `parallel` field (issue 21 item 1 has not landed)"
-    return None
-
-
 def scaling_model(args: argparse.Namespace) -> str:
     return args.scaling_model or ("tiny" if (os.cpu_count() or 1) <= 2 else args.model)
 
@@ -631,8 +624,6 @@ def scaling_part(lab: Lab) -> dict[str, Any]:
     args = lab.args
     if args.no_scaling:
         return {"skipped": "left out (--no-scaling)"}
-    if reason := parallel_missing():
-        return {"skipped": reason}
     model, seeds = scaling_model(args), [int(s) for s in _list(args.scaling_seeds or args.seeds)]
     runs = {}
     for workers in (int(n) for n in _list(args.workers)):
