@@ -21,7 +21,8 @@ validation partition and the report its test partition, never used to choose. Se
   machine of two cores or fewer on the tiny model.
 
 Every result goes into ``--out``/results.json as it is made; ``--resume`` continues an interrupted run
-(and with every result there, only rebuilds the tables).
+(and with every result there, only rebuilds the tables). ``--parts`` runs the quality part (dense, fixed
+recipes, searches), the scaling part or both; each writes its own section with the command that made it.
 
     .venv/bin/python bench/search_efficiency.py --write [--resume]          # the issue's whole run: days on 2 CPU cores
     .venv/bin/python bench/search_efficiency.py --quick --out /tmp/se       # the tiny model, under a minute
@@ -50,9 +51,12 @@ from scale import verdict  # noqa: E402
 
 CORPORA = ("pydoc", "jargon", "gnu-standards")
 SETTINGS = ("in-domain", "lodo")
+# quality: the dense model, the fixed recipes and the searches; scaling: parallel trials. Each its section.
+PARTS = ("quality", "scaling")
 PRIOR_SEED = 1000  # a warm start's earlier search draws other Sobol points than the searches it serves
 # Targets of issue 21.
 FIXED_TARGET, REACH_TARGET, GP_VS_RANDOM_TARGET, LINEAR_TARGET = 0.90, 12, 0.90, 0.85
+STEADY_ROUNDS = 3  # the scaling part's steady rate needs two rounds of trials past the first
 TARGET_TRIALS = 30  # the trial count the targets are stated for
 CURVE_POINTS = (1, 5, 8, 10, 12, 15, 20, 30)
 LLM_PRUNER = "LLM-Pruner (taylor, heads+channels, blocks 4..-2, 10 x 64 tokens)"
@@ -102,7 +106,7 @@ QUICK = FULL | dict(
     n_init=2,
     warm_trials=2,
     workers="1,2",
-    scaling_trials=5,
+    scaling_trials=6,  # three rounds of two workers: a steady rate
 )
 # What a cached result depends on besides its key: a resumed run must use the same values.
 FINGERPRINT = (
@@ -147,12 +151,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--scaling-trials", type=int, help="trials per scaling search")
     add("--scaling-seeds", help="seeds of the one-worker scaling searches (default: --seeds)")
     add("--scaling-model", help="model of the scaling part (default: tiny on <= 2 cores, else --model)")
-    add("--no-scaling", action="store_true", help="leave the parallel scaling part out")
+    add("--parts", default=",".join(PARTS), help=f"parts to run, from {', '.join(PARTS)}; each writes its own section")
     add("--out", type=Path, help="results and search folders (default runs/search_efficiency[-quick])")
     add("--resume", action="store_true", help="continue the run cached in --out")
     add("--fresh", action="store_true", help="delete what --out holds and start over")
     add("--write", action="store_true", help="(re)write this run's section of BENCHMARKS.md")
-    add("--section", help="BENCHMARKS.md section (default search-efficiency[-quick])")
+    add("--section", help="the quality section (default search-efficiency[-quick]; scaling: SECTION-scaling)")
     add("--benchmarks", type=Path, default=ROOT / "BENCHMARKS.md", help="file to write")
     args = parser.parse_args(argv)
     for key, value in (QUICK if args.quick else FULL).items():
@@ -164,8 +168,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.out = args.out or ROOT / "runs" / f"search_efficiency{suffix}"
     args.section = args.section or f"search-efficiency{suffix}"
     args.fixed_samples = args.fixed_samples or int(args.samples.split(",")[1])
-    for name in ("settings", "domains"):
-        valid = SETTINGS if name == "settings" else CORPORA
+    for name, valid in (("settings", SETTINGS), ("domains", CORPORA), ("parts", PARTS)):
         if bad := [v for v in _list(getattr(args, name)) if v not in valid]:
             parser.error(f"--{name}: {', '.join(bad)} not one of {', '.join(valid)}")
     if args.resume and args.fresh:
@@ -580,9 +583,10 @@ def scaling_run(lab: Lab, model: str, workers: int, seed: int) -> dict[str, Any]
     each worker on one thread (the executor gives each local worker ``cores // workers``; the one-worker
     search, which runs in this process, is set to one thread too), as each GPU worker has its own device.
 
-    ``trials_per_hour`` is the steady rate: the trials after the first ``workers`` over the time from the
-    ``workers``-th finished trial to the last (the first round holds each worker's start: spawning,
-    loading the model and the pools); ``startup_s`` the time to that first round, from the call."""
+    ``startup_s`` is the time from the call to the ``workers``-th finished trial (the first round holds
+    each worker's start: spawning, loading the model and the pools), ``trial_phase_s`` to the last one
+    (the steady rate, :func:`steady_per_hour`, is read between the two); ``ask_s`` the driver's time in
+    the optimiser's proposals (serial: a bound on the rate)."""
     import torch
 
     from adapruner.search.run import run_search
@@ -607,23 +611,29 @@ def scaling_run(lab: Lab, model: str, workers: int, seed: int) -> dict[str, Any]
         )
     finally:
         torch.set_num_threads(threads)
-    trials, first = len(finished), finished[min(workers, len(finished)) - 1]
-    steady = (trials - workers) / (finished[-1] - first) if trials > workers and finished[-1] > first else None
     return {
-        "trials": trials,
-        "startup_s": first,
+        "trials": len(finished),
+        "startup_s": finished[min(workers, len(finished)) - 1],
         "trial_phase_s": finished[-1],
-        "trials_per_hour": None if steady is None else 3600 * steady,
+        "ask_s": outcome.report["trial_cost"]["ask_s"],
         "test_ppl": outcome.report["pruned"]["perplexity"][source(domain, "test").label()],
         "total_s": time.perf_counter() - start,
     }
 
 
+def steady_per_hour(run: dict[str, Any], workers: int) -> float | None:
+    """Trials per hour after the first round: the trials after the first ``workers`` over the time from
+    the ``workers``-th finished trial to the last; None with fewer than :data:`STEADY_ROUNDS` rounds (the
+    first round's trials come back together, so one round past it would time their batch, not a rate)."""
+    trials, span = run["trials"], run["trial_phase_s"] - run["startup_s"]
+    if trials < STEADY_ROUNDS * workers or span <= 0:
+        return None
+    return 3600 * (trials - workers) / span
+
+
 def scaling_part(lab: Lab) -> dict[str, Any]:
     """Every worker count (seed 0; every seed with one worker, for the seed-to-seed spread)."""
     args = lab.args
-    if args.no_scaling:
-        return {"skipped": "left out (--no-scaling)"}
     model, seeds = scaling_model(args), [int(s) for s in _list(args.scaling_seeds or args.seeds)]
     runs = {}
     for workers in (int(n) for n in _list(args.workers)):
@@ -649,11 +659,15 @@ def variants(args: argparse.Namespace, setting: str, seed: int) -> list[tuple[st
 
 
 def collect(lab: Lab) -> dict[str, Any]:
-    """Every result of the run (from the cache where it is there), in the order they are made: the
+    """Every result of the ``--parts`` (from the cache where it is there), in the order they are made: the
     scaling part; per setting the dense model, the fixed recipes and the first seed's searches; then the
     other seeds' searches (so that a run cut short still holds whole settings)."""
     args = lab.args
-    out: dict[str, Any] = {"dense": {}, "fixed": {}, "searches": {}, "scaling": scaling_part(lab)}
+    out: dict[str, Any] = {"dense": {}, "fixed": {}, "searches": {}}
+    if "scaling" in _list(args.parts):
+        out["scaling"] = scaling_part(lab)
+    if "quality" not in _list(args.parts):
+        return out
     seeds, domains = _seeds(args), _list(args.domains)
     for setting in _list(args.settings):
         for domain in domains:
@@ -804,28 +818,28 @@ def verdict_at_least(name: str, value: float | None, limit: float, unit: str) ->
 
 def scaling_lines(scaling: dict[str, Any]) -> list[str]:
     """The scaling table and its targets (steady throughput up to the cores, quality within the seed spread)."""
-    if "skipped" in scaling:
-        return [f"Skipped: {scaling['skipped']}."]
     runs, cores = scaling["runs"], scaling["cores"]
     first_seed = _first_seed(runs)
-    base = runs.get(f"1/{first_seed}", {}).get("trials_per_hour")
+    one = runs.get(f"1/{first_seed}", {})
+    base = steady_per_hour(one, 1) if "trials" in one else None  # absent where the one-worker search failed
     serial = [r["test_ppl"] for k, r in runs.items() if k.startswith("1/") and "test_ppl" in r]
     lines = [
-        "| workers | seed | trials | to the first round s | to the last trial s | steady trials per hour "
-        "| x linear | test PPL |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| workers | seed | trials | to the first round s | to the last trial s | the driver's proposals s "
+        "| steady trials per hour | x linear | test PPL |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     targets = []
     for key, run in runs.items():
         workers, seed = (int(v) for v in key.split("/"))
         if "error" in run:
-            lines.append(f"| {workers} | {seed} | failed: {run['error']} | | | | | |")
+            lines.append(f"| {workers} | {seed} | failed: {run['error']} | | | | | | |")
             continue
-        rate = run["trials_per_hour"]
+        rate = steady_per_hour(run, workers)
         linear = rate / (workers * base) if base and rate else None
         beyond = f" (beyond the {cores} cores)" if workers > cores else ""
         lines.append(
             f"| {workers}{beyond} | {seed} | {run['trials']} | {run['startup_s']:.1f} | {run['trial_phase_s']:.1f} | "
+            f"{run['ask_s']:.1f} | "
             f"{_cell(rate, '.0f')} | {_cell(linear)} | {run['test_ppl']:.2f} |"
         )
         if 1 < workers <= cores and str(seed) == first_seed:
@@ -843,8 +857,8 @@ def _first_seed(runs: dict[str, Any]) -> str:
 def quality_verdict(workers: int, value: float, serial: list[float]) -> str:
     """``value`` no worse than the one-worker searches' median by more than their seed-to-seed spread (max -
     min): parallel trials must not cost quality (a better result passes)."""
-    if not serial:
-        return f"- {workers} workers: final test PPL: no one-worker result to compare with: not met"
+    if len(serial) < 2:
+        return f"- {workers} workers: final test PPL: fewer than two one-worker seeds, no spread to judge by: not met"
     spread, middle = max(serial) - min(serial), statistics.median(serial)
     ok = value <= middle + spread
     return (
@@ -865,16 +879,19 @@ def setting_line(args: argparse.Namespace) -> str:
     )
 
 
-def section(args: argparse.Namespace, argv: list[str], results: dict[str, Any]) -> str:
+def _provenance(argv: list[str]) -> str:
     import torch
 
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return provenance("search_efficiency.py", argv, device)
+
+
+def quality_section(args: argparse.Namespace, argv: list[str], results: dict[str, Any]) -> str:
     fixed_lines, fixed_verdicts = fixed_table(args, results)
     lines = [
-        "## Search efficiency: the search against strong fixed recipes, the strategies, parallel trials",
+        "## Search efficiency: the search against strong fixed recipes, the strategies",
         "",
-        provenance(
-            "search_efficiency.py", argv, "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(0)
-        ),
+        _provenance(argv),
         "",
         setting_line(args),
         "",
@@ -892,10 +909,28 @@ def section(args: argparse.Namespace, argv: list[str], results: dict[str, Any]) 
                 title = f"### Strategies, {setting}, target {domain}: the incumbent's test PPL after k trials"
                 lines += ["", title, "", *strategy_table(args, results, setting, domain)]
     lines += ["", "Targets (issue 21):", "", *strategy_verdicts(args, results)]
-    scaling = results["scaling"]
-    where = f" ({scaling['model']} model, {scaling['cores']} cores)" if "model" in scaling else ""
-    lines += ["", f"### Parallel trials{where}", "", *scaling_lines(scaling)]
     return "\n".join(lines)
+
+
+def scaling_section(args: argparse.Namespace, argv: list[str], results: dict[str, Any]) -> str:
+    scaling = results["scaling"]
+    setting, domain = _list(args.settings)[0], _list(args.domains)[0]
+    return "\n".join(
+        [
+            f"## Search efficiency: parallel trials ({scaling['model']} model, {scaling['cores']} cores)",
+            "",
+            _provenance(argv),
+            "",
+            f"GP searches of {args.scaling_trials} trials ({setting}, target {domain}; the quality part's texts and "
+            "space), each worker on one thread; the one-worker search runs in the driver's process. The steady "
+            f"rate is read after the first round, with at least {STEADY_ROUNDS} rounds of trials (else -).",
+            "",
+            *scaling_lines(scaling),
+        ]
+    )
+
+
+SECTIONS = {"quality": ("", quality_section), "scaling": ("-scaling", scaling_section)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -903,10 +938,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     lab = Lab(args, Cache(args))
     results = collect(lab)
-    body = section(args, argv, results)
-    print(body)
-    if args.write:
-        write_section(args.section, body, args.benchmarks)
+    for part in _list(args.parts):
+        suffix, make = SECTIONS[part]
+        body = make(args, argv, results)
+        print(body + "\n")
+        if args.write:
+            write_section(args.section + suffix, body, args.benchmarks)
 
 
 if __name__ == "__main__":

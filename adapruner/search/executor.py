@@ -11,14 +11,15 @@ built once per process and kept between its trials.
   the driver's own context: exactly the sequential search.
 - :class:`LocalExecutor` (``search.parallel > 1`` in the CLI and the library): that many local worker
   processes (spawned, so CUDA and threads are safe), each with its own copy of the dense model and the
-  pools read from the statistics cache (the driver's warm-up wrote it, keyed by model fingerprint).
+  pools read from the statistics cache (the driver's warm-up wrote it, keyed by model fingerprint);
+  one trial more than the workers is in flight (``LOOKAHEAD``), queued until a worker is free.
 - ``worker.trials.PoolExecutor`` (the service): each trial a job of kind ``search_trial`` on the worker
   pool's Redis stream and SQL rows, so a lost trial is reclaimed like any job.
 
 The protocol: :meth:`TrialExecutor.capacity` says how many trials may be in flight now (free workers,
-capped by ``search.parallel``), :meth:`TrialExecutor.submit` starts one, :meth:`TrialExecutor.wait`
-blocks until at least one has finished and returns the finished ones; a trial may come back twice (a
-re-issued trial whose first run also finished): the driver records it once.
+at most ``search.parallel`` of them running, plus any queued ahead), :meth:`TrialExecutor.submit` starts
+one, :meth:`TrialExecutor.wait` blocks until at least one has finished and returns the finished ones; a
+trial may come back twice (a re-issued trial whose first run also finished): the driver records it once.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ from adapruner.search.records import SECOND_FIELD, TrialRecord
 
 # How often a waiting LocalExecutor checks that its worker processes are alive.
 POLL_S = 0.5
+# Trials a LocalExecutor holds queued beyond its running ones: proposed while those run, so a worker
+# that finishes starts its next trial at once instead of waiting for the driver's next proposal.
+LOOKAHEAD = 1
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,7 @@ class LocalExecutor(TrialExecutor):
             proc.start()
 
     def capacity(self, in_flight: int) -> int:
-        return self.workers
+        return self.workers + LOOKAHEAD
 
     def submit(self, task: TrialTask) -> None:
         if not self.procs:

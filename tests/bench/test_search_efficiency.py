@@ -80,5 +80,13 @@ def test_a_cached_run_is_not_overwritten_silently(run):
 def test_section_is_written_with_its_command(run):
     _, _, benchmarks = run
     written = benchmarks.read_text()
-    assert "<!-- search-efficiency-quick:start -->" in written and "<!-- search-efficiency-quick:end -->" in written
-    assert "python bench/search_efficiency.py --quick" in written
+    for name in ("search-efficiency-quick", "search-efficiency-quick-scaling"):
+        assert f"<!-- {name}:start -->" in written and f"<!-- {name}:end -->" in written
+    assert written.count("python bench/search_efficiency.py --quick") == 2
+
+
+@pytest.mark.slow
+def test_one_part_prints_its_section_alone(run):
+    _, out, _ = run
+    stdout = bench("--out", str(out), "--resume", "--parts", "scaling").stdout
+    assert "## Search efficiency: parallel trials" in stdout and "Strong fixed recipes" not in stdout

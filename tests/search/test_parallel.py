@@ -9,7 +9,7 @@ import json
 import pytest
 
 from adapruner.config import SearchJob
-from adapruner.search.executor import InlineExecutor, TrialExecutor, TrialTask
+from adapruner.search.executor import LOOKAHEAD, InlineExecutor, LocalExecutor, TrialExecutor, TrialTask
 from adapruner.search.records import TrialRecord
 from adapruner.search.run import run_one, run_search
 from tests.search.test_run import loaded, make_job, texts  # noqa: F401 (fixtures)
@@ -112,9 +112,15 @@ def test_parallel_is_a_bounded_job_field():
 
 
 @pytest.mark.slow
-def test_a_parallel_search_runs_in_local_worker_processes(tmp_path, texts, loaded):
+def test_a_parallel_search_runs_in_local_worker_processes(tmp_path, texts, loaded, monkeypatch):
+    submitted, at_first_wait = [], []
+    submit, wait = LocalExecutor.submit, LocalExecutor.wait
+    monkeypatch.setattr(LocalExecutor, "submit", lambda self, task: (submitted.append(task.index), submit(self, task)))
+    monkeypatch.setattr(LocalExecutor, "wait", lambda self: (at_first_wait.append(len(submitted)), wait(self))[1])
     job = make_job(texts, trials=4, search={"parallel": 2})
     report = run_search(job, out=tmp_path / "run", loaded=loaded, cache_dir=tmp_path / "cache").report
+    # a trial queued beyond the two running ones: a worker that finishes starts the next at once
+    assert at_first_wait[0] == 2 + LOOKAHEAD
     assert [r["index"] for r in report["trials"]] == [0, 1, 2, 3]
     assert all(r["status"] == "completed" for r in report["trials"])
     assert report["best"]["index"] in {0, 1, 2, 3}
