@@ -170,6 +170,31 @@ def test_many_choice_combinations_are_sampled_deterministically():
     assert combos != optimizer._choice_combinations(list(range(4)), 10)
 
 
+def test_one_batched_run_over_the_choice_combinations_proposes_what_botorch_mixed_does(monkeypatch):
+    """_optimize_mixed is a faster optimize_acqf_mixed, not another optimiser: the same proposals."""
+    from botorch.optim import optimize_acqf_mixed
+
+    import adapruner.search.optimizer as module
+
+    def proposals() -> list[dict]:
+        optimizer = BayesOptimizer(MIXED, seed=5, n_init=5, **FAST)
+        run(optimizer, 5)
+        return [t.params for t in (optimizer.ask(), optimizer.ask())]  # the second with the first pending
+
+    batched = proposals()
+    assert all(t["c"] in ("a", "b", "c") for t in batched)
+    monkeypatch.setattr(
+        module,
+        "_optimize_mixed",
+        lambda acq, fixed, **search: optimize_acqf_mixed(acq, fixed_features_list=fixed, **search)[0],
+    )
+    for got, expected in zip(batched, proposals(), strict=True):
+        assert {k: v for k, v in got.items() if k not in ("x", "y")} == {
+            k: v for k, v in expected.items() if k not in ("x", "y")
+        }
+        assert (got["x"], got["y"]) == pytest.approx((expected["x"], expected["y"]), abs=1e-6)
+
+
 def two_objectives(params: dict, rng: random.Random | None = None) -> list[float]:
     """The noisy quadratic against a cost that falls as ``x`` grows: a trade-off along ``x``."""
     return [quadratic(params, rng), math.exp(-params["x"])]
