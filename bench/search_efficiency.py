@@ -578,6 +578,11 @@ def scaling_model(args: argparse.Namespace) -> str:
     return args.scaling_model or ("tiny" if (os.cpu_count() or 1) <= 2 else args.model)
 
 
+def scaling_target(args: argparse.Namespace) -> tuple[str, str]:
+    """The setting and target domain of the scaling searches: the first of each."""
+    return _list(args.settings)[0], _list(args.domains)[0]
+
+
 def scaling_run(lab: Lab, model: str, workers: int, seed: int) -> dict[str, Any]:
     """One whole search with ``search.parallel = workers`` (a fresh folder: one uninterrupted timing),
     each worker on one thread (the executor gives each local worker ``cores // workers``; the one-worker
@@ -592,7 +597,7 @@ def scaling_run(lab: Lab, model: str, workers: int, seed: int) -> dict[str, Any]
     from adapruner.search.run import run_search
 
     args = lab.args
-    setting, domain = _list(args.settings)[0], _list(args.domains)[0]
+    setting, domain = scaling_target(args)
     folder = args.out / "scaling" / f"{workers}-{seed}"
     shutil.rmtree(folder, ignore_errors=True)
     job = lab.search_job(
@@ -914,7 +919,7 @@ def quality_section(args: argparse.Namespace, argv: list[str], results: dict[str
 
 def scaling_section(args: argparse.Namespace, argv: list[str], results: dict[str, Any]) -> str:
     scaling = results["scaling"]
-    setting, domain = _list(args.settings)[0], _list(args.domains)[0]
+    setting, domain = scaling_target(args)
     return "\n".join(
         [
             f"## Search efficiency: parallel trials ({scaling['model']} model, {scaling['cores']} cores)",
